@@ -1,0 +1,1 @@
+//! Heartbeat protocol v1 (placeholder, filled in by the heartbeat work).
