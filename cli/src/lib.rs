@@ -1,1 +1,306 @@
+//! fleetctl: the operator CLI. Every read verb has `--json`; exit codes are
+//! documented in `fleetctl --help` and the README.
+#![forbid(unsafe_code)]
 
+pub mod beat;
+pub mod bench;
+pub mod client;
+pub mod demo;
+pub mod events;
+pub mod ps;
+pub mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (also in the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Error: no hostd, refused, unknown agent, I/O.
+    pub const ERROR: u8 = 1;
+    /// Usage error (bad flags or arguments).
+    pub const USAGE: u8 = 2;
+}
+
+/// Why a verb failed, sorted by what the operator should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{}", describe_status(.0))]
+    Status(#[from] tonic::Status),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn describe_status(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let what = match s.code() {
+        Code::PermissionDenied => "refused",
+        Code::Unauthenticated => "not authenticated",
+        Code::NotFound => "not found",
+        Code::InvalidArgument => "invalid request",
+        Code::Unavailable => "hostd unavailable",
+        Code::ResourceExhausted => "too slow for the server; run again",
+        _ => "server error",
+    };
+    format!("{what}: {}", s.message())
+}
+
+impl Failure {
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => exit::USAGE,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+/// Fleet operator CLI: see every agent of the fleet and whether it is really
+/// alive.
+///
+/// Without an aggregator configured, fleetctl talks to the local fleet-hostd
+/// over its Unix socket ($XDG_RUNTIME_DIR/fleet/hostd.sock, or
+/// /tmp/fleet-<uid>/hostd.sock; override with --socket or FLEET_SOCKET).
+///
+/// Exit codes: 0 success, 1 error (no hostd, refused, I/O), 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "fleetctl", version, propagate_version = true)]
+pub struct Cli {
+    /// hostd socket to talk to.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// One row per agent: pane, real process, idle time, heartbeat health and flags.
+    ///
+    /// Columns: PANE alive/dead/missing; PROCESS the real foreground program
+    /// (from /proc, skipping a wrapping shell); IDLE since the pane last
+    /// changed; HB-AGE age of the newest heartbeat; HEALTH healthy (≤ 3 ×
+    /// interval), stale, unknown; STATUS ok/busy as the runtime reports;
+    /// SOURCE native (the runtime writes beats), fallback (hostd writes them
+    /// while the process lives: proves the process, not the runtime), none.
+    /// FLAGS: drift (the process is not what the roster's runtime runs as),
+    /// boot-enable (hostd's unit would not start at boot), unmanaged (a
+    /// session the roster does not name), in-mode (pane in copy mode).
+    ///
+    /// Narrow terminals drop the least important columns; --json always has
+    /// every field (schema "fleet.ps/v1", see the README).
+    Ps {
+        /// Machine-readable output (stable shape, tenant_id and host on every row).
+        #[arg(long)]
+        json: bool,
+        /// Redraw on every change (streamed from hostd, not polled).
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
+    /// Stream lifecycle events: started, adopted, died, heartbeat
+    /// stale/healthy, roster reloaded/rejected, tmux server lost …
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Print the retained backlog and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+        /// Only events about this agent.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// Only events after this sequence number.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+    },
+    /// Host rows: tenant, host, hostd version, tmux, agent counts, unit state.
+    Hosts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a native heartbeat (for runtimes with hooks). Reads
+    /// FLEET_HEARTBEAT_FILE, which hostd sets in every agent's pane.
+    ///
+    /// Example hooks: on prompt submit `fleetctl beat --status busy --turn`,
+    /// on turn end `fleetctl beat --status ok`.
+    Beat {
+        /// ok or busy.
+        #[arg(long, value_parser = parse_status)]
+        status: fleet_proto::heartbeat::Status,
+        /// Model the runtime is using (self-reported; shown in `ps`).
+        #[arg(long)]
+        model: Option<String>,
+        /// Count one more accepted prompt (the `turn` counter).
+        #[arg(long)]
+        turn: bool,
+        /// Heartbeat file (default: $FLEET_HEARTBEAT_FILE).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// pid to record (default: the parent process, i.e. the runtime running the hook).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Run a local demo fleet (no configuration needed) and print `ps`.
+    ///
+    /// Starts fleet-hostd in the background with an embedded roster: demo
+    /// agents with native heartbeats, a plain shell on fallback beats, and one
+    /// agent whose process does not match its roster runtime (drift).
+    Demo {
+        /// Stop the demo fleet (hostd and its tmux server).
+        #[arg(long)]
+        stop: bool,
+        /// Seconds to wait for the fleet to become healthy.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Benchmarks (figures printed in one run, compared as ratios).
+    Bench {
+        #[command(subcommand)]
+        what: bench::What,
+    },
+}
+
+fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
+    s.parse().map_err(|_| format!("{s:?}: expected ok or busy"))
+}
+
+/// Runs one invocation and returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    let socket = client::socket_path(cli.socket.as_deref());
+    let result = match cli.command {
+        Verb::Ps { json, watch } => ps::run(&socket, json, watch).await,
+        Verb::Events {
+            json,
+            no_follow,
+            agent,
+            after,
+        } => events::run(&socket, json, !no_follow, agent, after).await,
+        Verb::Hosts { json } => hosts(&socket, json).await,
+        Verb::Beat {
+            status,
+            model,
+            turn,
+            file,
+            pid,
+        } => beat::run(beat::BeatArgs {
+            status,
+            model,
+            turn,
+            file,
+            pid,
+        })
+        .map(drop),
+        Verb::Demo { stop, timeout } => demo::run(&socket, stop, timeout).await,
+        Verb::Bench { what } => bench::run(what).await,
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("fleetctl: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+async fn hosts(socket: &std::path::Path, json: bool) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut c = client::connect(socket).await?;
+    let resp = c
+        .list_hosts(fleet_proto::v1::ListHostsRequest {})
+        .await?
+        .into_inner();
+    let doc = ps::document(&[], &resp.hosts, resp.generated_at_unix_ms);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({"schema": "fleet.hosts/v1", "hosts": doc.hosts}),
+        )
+        .map_err(|e| Failure::Other(e.to_string()))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    use render::{Colour, Column};
+    let cols = [
+        Column {
+            header: "TENANT",
+            priority: 5,
+        },
+        Column {
+            header: "HOST",
+            priority: 9,
+        },
+        Column {
+            header: "VERSION",
+            priority: 2,
+        },
+        Column {
+            header: "TMUX",
+            priority: 4,
+        },
+        Column {
+            header: "AGENTS",
+            priority: 8,
+        },
+        Column {
+            header: "ALIVE",
+            priority: 7,
+        },
+        Column {
+            header: "HEALTHY",
+            priority: 7,
+        },
+        Column {
+            header: "UNIT",
+            priority: 3,
+        },
+        Column {
+            header: "FLAGS",
+            priority: 6,
+        },
+    ];
+    let rows: Vec<Vec<render::Cell>> = resp
+        .hosts
+        .iter()
+        .map(|h| {
+            let unit = h.unit.clone().unwrap_or_default();
+            let p = |s: String| (s, Colour::None);
+            vec![
+                p(h.tenant_id.clone()),
+                p(h.host.clone()),
+                p(h.hostd_version.clone()),
+                p(format!(
+                    "-L {} ({})",
+                    h.tmux_socket,
+                    if h.tmux_running { "up" } else { "down" }
+                )),
+                p(h.agents_total.to_string()),
+                p(h.agents_alive.to_string()),
+                p(h.agents_healthy.to_string()),
+                p(if unit.known {
+                    format!(
+                        "{} {}/{} linger={}",
+                        unit.unit, unit.active, unit.enabled, unit.linger
+                    )
+                } else {
+                    format!("unknown ({})", unit.reason)
+                }),
+                p(if h.flags.is_empty() {
+                    "-".into()
+                } else {
+                    h.flags.join(",")
+                }),
+            ]
+        })
+        .collect();
+    out.write_all(render::table(&cols, &rows, render::Style::for_stdout()).as_bytes())?;
+    Ok(())
+}

@@ -1,1 +1,127 @@
+//! fleet-hostd: one per (host, uid). It owns one isolated tmux server, starts
+//! and adopts the agents of a roster, keeps an always-current table of them
+//! and serves it, with lifecycle events, on a local Unix socket.
+#![forbid(unsafe_code)]
 
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod exits;
+pub mod proc;
+pub mod roster;
+pub mod runtime;
+pub mod service;
+pub mod socket;
+pub mod systemd;
+pub mod table;
+pub mod tmux;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_proto::v1::fleet_server::FleetServer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+pub use config::Config;
+pub use table::Command;
+
+/// Largest request hostd decodes; requests are small.
+pub const MAX_DECODE: usize = 4 * 1024 * 1024;
+/// Largest response hostd encodes (a full snapshot of a big host).
+pub const MAX_ENCODE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostdError {
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    #[error("tmux: {0}")]
+    Tmux(#[from] tmux::TmuxError),
+    #[error("{path}: {source}")]
+    RunDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the embedding program hands to [`run`].
+pub struct Options {
+    /// systemd runner (the real `systemctl`, or a fake in tests).
+    pub systemd: Arc<dyn systemd::Runner>,
+    /// Flip to `true` to stop serving (agents keep running in tmux).
+    pub shutdown: watch::Receiver<bool>,
+    /// Requests for the table owner, e.g. reload on SIGHUP.
+    pub commands: mpsc::Receiver<Command>,
+    /// Told once the socket is bound and the table is populated.
+    pub ready: Option<oneshot::Sender<()>>,
+}
+
+/// Runs hostd until shutdown. The configuration and roster are already
+/// validated: nothing here rejects operator input.
+pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(), HostdError> {
+    let cfg = Arc::new(cfg);
+    std::fs::create_dir_all(&cfg.run_dir).map_err(|source| HostdError::RunDir {
+        path: cfg.run_dir.clone(),
+        source,
+    })?;
+    let listener = socket::bind(&cfg.socket, cfg.uid).await?;
+    let epoch: u64 = rand::random();
+    let events = events::EventLog::new(&cfg.tenant, &cfg.host, cfg.event_backlog);
+    let probe = systemd::Probe {
+        runner: opts.systemd,
+        systemctl: cfg.systemd.systemctl.clone(),
+        loginctl: cfg.systemd.loginctl.clone(),
+        unit: cfg.systemd.unit.clone(),
+        uid: cfg.uid,
+        enabled: cfg.systemd.probe,
+    };
+    let (table, view) =
+        table::Table::start(cfg.clone(), roster, events.clone(), probe, epoch).await?;
+    let owner = tokio::spawn(table.run(opts.commands, opts.shutdown.clone()));
+
+    let svc = service::FleetService {
+        view,
+        events,
+        epoch,
+    };
+    let fleet = FleetServer::new(svc)
+        .max_decoding_message_size(MAX_DECODE)
+        .max_encoding_message_size(MAX_ENCODE);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<FleetServer<service::FleetService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fleet_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            HostdError::Tmux(tmux::TmuxError::Failed {
+                command: "reflection".into(),
+                message: e.to_string(),
+            })
+        })?;
+    let gate = socket::same_uid(cfg.uid);
+    if let Some(ready) = opts.ready {
+        let _ = ready.send(());
+    }
+    tracing::info!(socket = %cfg.socket.display(), tenant = %cfg.tenant, host = %cfg.host, "serving");
+    let mut shutdown = opts.shutdown;
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(InterceptedService::new(fleet, gate.clone()))
+        .add_service(InterceptedService::new(health, gate.clone()))
+        .add_service(InterceptedService::new(reflection, gate))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    let _ = owner.await;
+    served?;
+    Ok(())
+}

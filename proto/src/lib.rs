@@ -4,6 +4,7 @@
 
 pub mod heartbeat;
 pub mod name;
+pub mod paths;
 
 /// Generated code for package `fleet.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

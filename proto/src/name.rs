@@ -87,7 +87,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for n in ["coder0", "orchestrator", "a", "A-b_c", "0x", &"a".repeat(64)] {
+        for n in [
+            "coder0",
+            "orchestrator",
+            "a",
+            "A-b_c",
+            "0x",
+            &"a".repeat(64),
+        ] {
             assert!(check(n).is_ok(), "{n}");
         }
     }
@@ -95,8 +102,25 @@ mod tests {
     #[test]
     fn refuses_path_and_tmux_specials() {
         for n in [
-            "", "../x", "a:b", "a.b", ".", "..", "-x", "_x", "a/b", "a b", "a;b", "a$b", "=a",
-            "%1", "@1", "$1", "a\nb", "ä", &"a".repeat(65),
+            "",
+            "../x",
+            "a:b",
+            "a.b",
+            ".",
+            "..",
+            "-x",
+            "_x",
+            "a/b",
+            "a b",
+            "a;b",
+            "a$b",
+            "=a",
+            "%1",
+            "@1",
+            "$1",
+            "a\nb",
+            "ä",
+            &"a".repeat(65),
         ] {
             assert!(check(n).is_err(), "{n:?} should be refused");
         }

@@ -1,0 +1,78 @@
+//! `fleetctl events`: lifecycle events, the retained backlog then live.
+
+use std::io::Write;
+use std::path::Path;
+
+use fleet_proto::v1::{Event, EventsRequest};
+
+use crate::{Failure, client};
+
+pub async fn run(
+    socket: &Path,
+    json: bool,
+    follow: bool,
+    agent: Option<String>,
+    after: u64,
+) -> Result<(), Failure> {
+    if let Some(a) = &agent {
+        fleet_proto::name::check(a).map_err(|e| Failure::Usage(e.to_string()))?;
+    }
+    let mut client = client::connect(socket).await?;
+    let mut stream = client
+        .events(EventsRequest {
+            follow,
+            after_seq: after,
+            agent: agent.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    while let Some(e) = stream.message().await? {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer(&mut out, &event_json(&e))
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", event_line(&e))?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub fn event_json(e: &Event) -> serde_json::Value {
+    let fields: std::collections::BTreeMap<_, _> = e.fields.iter().collect();
+    serde_json::json!({
+        "seq": e.seq,
+        "ts": rfc3339(e.ts_unix_ms),
+        "ts_unix_ms": e.ts_unix_ms,
+        "tenant_id": e.tenant_id,
+        "host": e.host,
+        "agent": e.agent,
+        "kind": e.kind,
+        "message": e.message,
+        "fields": fields,
+    })
+}
+
+pub fn event_line(e: &Event) -> String {
+    let who = if e.agent.is_empty() {
+        format!("{}/{}", e.tenant_id, e.host)
+    } else {
+        format!("{}/{}/{}", e.tenant_id, e.host, e.agent)
+    };
+    format!(
+        "{}  {:<6} {who}  {}  {}",
+        rfc3339(e.ts_unix_ms),
+        e.seq,
+        e.kind,
+        e.message
+    )
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

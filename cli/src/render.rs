@@ -1,0 +1,225 @@
+//! Text tables for a terminal: width-aware (low-priority columns drop first
+//! when the terminal is narrow), colour only on a tty and never with
+//! `NO_COLOR`.
+
+use std::io::IsTerminal;
+
+/// How output should look.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub colour: bool,
+    /// Terminal width; `None` = unlimited (not a terminal).
+    pub width: Option<usize>,
+}
+
+impl Style {
+    pub fn for_stdout() -> Self {
+        let tty = std::io::stdout().is_terminal();
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let width = if tty {
+            rustix::termios::tcgetwinsize(std::io::stdout())
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+                .filter(|w| *w > 0)
+                .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        } else {
+            None
+        };
+        Self {
+            colour: tty && !no_colour,
+            width,
+        }
+    }
+
+    pub fn plain() -> Self {
+        Self {
+            colour: false,
+            width: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    None,
+    Green,
+    Yellow,
+    Red,
+    Dim,
+}
+
+impl Colour {
+    fn code(self) -> &'static str {
+        match self {
+            Colour::None => "",
+            Colour::Green => "\x1b[32m",
+            Colour::Yellow => "\x1b[33m",
+            Colour::Red => "\x1b[31m",
+            Colour::Dim => "\x1b[2m",
+        }
+    }
+}
+
+/// A column: header and priority (higher = kept longer when narrow).
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub header: &'static str,
+    pub priority: u8,
+}
+
+pub type Cell = (String, Colour);
+
+/// Renders rows under headers, dropping the lowest-priority columns until
+/// the table fits `style.width`.
+pub fn table(columns: &[Column], rows: &[Vec<Cell>], style: Style) -> String {
+    let mut keep: Vec<usize> = (0..columns.len()).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.0.chars().count()))
+                .chain([columns[i].header.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    if let Some(limit) = style.width {
+        let total = |keep: &[usize]| keep.iter().map(|&i| widths[i] + 2).sum::<usize>();
+        while total(&keep) > limit + 2 && keep.len() > 1 {
+            let Some(pos) = keep
+                .iter()
+                .enumerate()
+                .min_by_key(|(p, i)| (columns[**i].priority, std::cmp::Reverse(*p)))
+                .map(|(p, _)| p)
+            else {
+                break;
+            };
+            keep.remove(pos);
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<Cell>, out: &mut String| {
+        let last = keep.len().saturating_sub(1);
+        for (n, &i) in keep.iter().enumerate() {
+            let (text, colour) = cells.get(i).cloned().unwrap_or_default_cell();
+            let pad = widths[i].saturating_sub(text.chars().count());
+            if style.colour && colour != Colour::None {
+                out.push_str(colour.code());
+                out.push_str(&text);
+                out.push_str("\x1b[0m");
+            } else {
+                out.push_str(&text);
+            }
+            if n != last {
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+    };
+    line(
+        columns
+            .iter()
+            .map(|c| (c.header.to_owned(), Colour::None))
+            .collect(),
+        &mut out,
+    );
+    for r in rows {
+        line(r.clone(), &mut out);
+    }
+    out
+}
+
+trait DefaultCell {
+    fn unwrap_or_default_cell(self) -> Cell;
+}
+
+impl DefaultCell for Option<Cell> {
+    fn unwrap_or_default_cell(self) -> Cell {
+        self.unwrap_or_else(|| (String::new(), Colour::None))
+    }
+}
+
+/// `4s`, `3m12s`, `2h05m`, `3d04h`; `-` when unknown.
+pub fn age(seconds: Option<f64>) -> String {
+    let Some(s) = seconds else {
+        return "-".into();
+    };
+    let s = s.max(0.0);
+    if s < 10.0 {
+        return format!("{s:.1}s");
+    }
+    let s = s as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<Column> {
+        vec![
+            Column {
+                header: "NAME",
+                priority: 9,
+            },
+            Column {
+                header: "CLASS",
+                priority: 1,
+            },
+            Column {
+                header: "HEALTH",
+                priority: 8,
+            },
+        ]
+    }
+
+    fn rows() -> Vec<Vec<Cell>> {
+        vec![vec![
+            ("coder0".into(), Colour::None),
+            ("implementer".into(), Colour::None),
+            ("healthy".into(), Colour::Green),
+        ]]
+    }
+
+    #[test]
+    fn aligns_columns() {
+        let t = table(&cols(), &rows(), Style::plain());
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "NAME    CLASS        HEALTH");
+        assert_eq!(lines[1], "coder0  implementer  healthy");
+    }
+
+    #[test]
+    fn narrow_terminals_drop_low_priority_columns() {
+        let style = Style {
+            colour: false,
+            width: Some(20),
+        };
+        let t = table(&cols(), &rows(), style);
+        assert!(!t.contains("CLASS"), "{t}");
+        assert!(t.contains("HEALTH"), "{t}");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let style = Style {
+            colour: true,
+            width: None,
+        };
+        assert!(table(&cols(), &rows(), style).contains("\x1b[32mhealthy\x1b[0m"));
+        assert!(!table(&cols(), &rows(), Style::plain()).contains('\x1b'));
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(None), "-");
+        assert_eq!(age(Some(1.25)), "1.2s");
+        assert_eq!(age(Some(75.0)), "1m15s");
+        assert_eq!(age(Some(7300.0)), "2h01m");
+        assert_eq!(age(Some(-3.0)), "0.0s");
+    }
+}

@@ -1,0 +1,275 @@
+//! A real single-host fleet for tests: the real `fleet-hostd` binary on a
+//! throw-away tmux socket, socket and heartbeat files in a temp dir, and a
+//! client. Everything is torn down on drop.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use fleet_proto::v1::fleet_client::FleetClient;
+use fleet_proto::v1::{AgentRow, Event, EventsRequest, ListAgentsRequest};
+use tonic::transport::Channel;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Directory holding the workspace binaries (fleetctl, fleet-hostd, fleet-demo-agent).
+pub fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fleetctl"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub roster: PathBuf,
+    pub config: PathBuf,
+    pub tmux_socket: String,
+    pub hostd: Option<Child>,
+}
+
+impl Fleet {
+    /// A fleet for `roster` (YAML). `extra_config` is appended to hostd.toml.
+    pub fn new(roster: &str, extra_config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-t")
+            .tempdir()
+            .unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tmux_socket = format!("fleet-test-{}-{n}", std::process::id());
+        let socket = dir.path().join("hostd.sock");
+        let run_dir = dir.path().join("run");
+        let roster_path = dir.path().join("roster.yaml");
+        std::fs::write(&roster_path, roster).unwrap();
+        let config = dir.path().join("hostd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "tenant = \"acme\"\nhost = \"box1\"\nroster = \"{}\"\nrun_dir = \"{}\"\nsocket = \"{}\"\ntmux_socket = \"{tmux_socket}\"\ntick_ms = 50\nlog = \"info,fleet_hostd=debug\"\n{extra_config}\n{}",
+                roster_path.display(),
+                run_dir.display(),
+                socket.display(),
+                if extra_config.contains("[systemd]") { "" } else { "[systemd]\nprobe = false\n" },
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            socket,
+            run_dir,
+            roster: roster_path,
+            config,
+            tmux_socket,
+            hostd: None,
+        }
+    }
+
+    pub fn hostd_command(&self) -> Command {
+        let mut c = Command::new(bin("fleet-hostd"));
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    /// Starts hostd and waits (bounded) until its socket answers.
+    pub async fn start(&mut self) -> &mut Self {
+        assert!(self.hostd.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("hostd.log"))
+            .unwrap();
+        let child = self
+            .hostd_command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.hostd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.hostd.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hostd exited early ({status}):\n{}", self.log());
+            }
+            let ok = match fleetctl::client::connect(&self.socket).await {
+                Ok(mut c) => c.list_agents(ListAgentsRequest {}).await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                return self;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hostd not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hostd.log")).unwrap_or_default()
+    }
+
+    pub fn hostd_pid(&self) -> u32 {
+        self.hostd.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: hostd gets no chance to clean up.
+    pub fn kill_hostd(&mut self) {
+        if let Some(mut c) = self.hostd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal_hostd(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.hostd_pid() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    pub async fn client(&self) -> FleetClient<Channel> {
+        fleetctl::client::connect(&self.socket).await.unwrap()
+    }
+
+    pub async fn agents(&self) -> Vec<AgentRow> {
+        self.client()
+            .await
+            .list_agents(ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents
+    }
+
+    /// Polls the table until `pred` holds; panics with the last table and
+    /// hostd's log at the deadline.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[AgentRow]) -> bool,
+    ) -> Vec<AgentRow> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.client().await;
+        loop {
+            let agents = client
+                .list_agents(ListAgentsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .agents;
+            if pred(&agents) {
+                return agents;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; table: {agents:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn events(&self) -> Vec<Event> {
+        let mut s = self
+            .client()
+            .await
+            .events(EventsRequest {
+                follow: false,
+                after_seq: 0,
+                agent: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(e) = s.message().await.unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
+    pub async fn wait_event(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let evs = self.events().await;
+            if let Some(e) = evs.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("no event {what}; events: {evs:#?}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.tmux_socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn fleetctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("fleetctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("FLEET_SOCKET")
+            .output()
+            .unwrap()
+    }
+
+    pub fn hb_path(&self, agent: &str) -> PathBuf {
+        self.run_dir.join(format!("{agent}.hb"))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.kill_hostd();
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.tmux_socket)
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn row<'a>(agents: &'a [AgentRow], name: &str) -> &'a AgentRow {
+    agents
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no row {name} in {agents:#?}"))
+}
+
+pub fn find<'a>(agents: &'a [AgentRow], name: &str) -> Option<&'a AgentRow> {
+    agents.iter().find(|a| a.name == name)
+}
+
+pub fn demo_agent_path() -> PathBuf {
+    bin("fleet-demo-agent")
+}
+
+pub fn path_of(p: &Path) -> String {
+    p.display().to_string()
+}

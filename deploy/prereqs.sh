@@ -1,0 +1,18 @@
+# Sourced by demo.sh and test.sh: install what a clean machine lacks.
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+ensure_tmux() {
+  command -v tmux >/dev/null && return 0
+  echo "installing tmux…" >&2
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+}
+
+ensure_nextest() {
+  command -v cargo-nextest >/dev/null && return 0
+  echo "installing cargo-nextest…" >&2
+  cargo install --locked cargo-nextest
+}

@@ -1,0 +1,128 @@
+//! The lifecycle event log: a bounded backlog for late readers and a
+//! broadcast for live ones. Never per heartbeat — only state changes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use fleet_proto::v1::Event;
+use tokio::sync::broadcast;
+
+use crate::clock;
+
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Mutex<Backlog>>,
+    live: broadcast::Sender<Event>,
+    tenant: String,
+    host: String,
+}
+
+struct Backlog {
+    next_seq: u64,
+    events: VecDeque<Event>,
+    cap: usize,
+}
+
+impl EventLog {
+    pub fn new(tenant: &str, host: &str, cap: usize) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(Mutex::new(Backlog {
+                next_seq: 1,
+                events: VecDeque::with_capacity(cap.min(4096)),
+                cap,
+            })),
+            live,
+            tenant: tenant.to_owned(),
+            host: host.to_owned(),
+        }
+    }
+
+    /// Records an event and returns it (with its sequence number).
+    pub fn emit(
+        &self,
+        agent: &str,
+        kind: &str,
+        message: impl Into<String>,
+        fields: &[(&str, String)],
+    ) -> Event {
+        let message = message.into();
+        tracing::info!(agent, kind, %message, "event");
+        let mut b = self.lock();
+        let ev = Event {
+            seq: b.next_seq,
+            ts_unix_ms: clock::now_ms(),
+            tenant_id: self.tenant.clone(),
+            host: self.host.clone(),
+            agent: agent.to_owned(),
+            kind: kind.to_owned(),
+            message,
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        };
+        b.next_seq += 1;
+        if b.events.len() == b.cap {
+            b.events.pop_front();
+        }
+        b.events.push_back(ev.clone());
+        // Sent while the backlog lock is held, so a reader that takes the
+        // backlog and subscribes under the same lock sees no gap and no
+        // duplicate.
+        let _ = self.live.send(ev.clone());
+        ev
+    }
+
+    /// The retained events after `after_seq`, and a receiver for the ones
+    /// that follow them.
+    pub fn subscribe(&self, after_seq: u64) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let b = self.lock();
+        let backlog = b
+            .events
+            .iter()
+            .filter(|e| e.seq > after_seq)
+            .cloned()
+            .collect();
+        (backlog, self.live.subscribe())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        // A panic while holding this lock cannot leave the backlog
+        // inconsistent (each mutation is a push/pop), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_is_bounded_and_ordered() {
+        let log = EventLog::new("t", "h", 10);
+        for i in 0..25 {
+            log.emit("a", "started", format!("n{i}"), &[]);
+        }
+        let (backlog, _) = log.subscribe(0);
+        assert_eq!(backlog.len(), 10);
+        assert_eq!(backlog[0].seq, 16);
+        assert_eq!(backlog[9].seq, 25);
+        let (after, _) = log.subscribe(20);
+        assert_eq!(after.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn live_follows_backlog_without_gap() {
+        let log = EventLog::new("t", "h", 10);
+        log.emit("a", "started", "x", &[]);
+        let (backlog, mut rx) = log.subscribe(0);
+        log.emit("a", "died", "y", &[("pid", "1".into())]);
+        let next = rx.recv().await.unwrap();
+        assert_eq!(backlog.last().unwrap().seq + 1, next.seq);
+        assert_eq!(next.fields.get("pid").map(String::as_str), Some("1"));
+        assert_eq!(next.tenant_id, "t");
+    }
+}

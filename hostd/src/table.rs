@@ -1,0 +1,965 @@
+//! The agent table and the one task that owns it: it starts and adopts the
+//! roster's agents, folds tmux notifications, pane exits, heartbeat files and
+//! /proc into rows, and publishes every change as an immutable [`View`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fleet_proto::heartbeat::{self, Beat, ReadError};
+use fleet_proto::v1::{
+    AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, PaneState, Process, UnitState,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::clock;
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::exits::Exits;
+use crate::proc::{self, ProcInfo};
+use crate::roster::{self, AgentSpec, Roster};
+use crate::systemd;
+use crate::tmux::{self, Control, Pane, Tmux};
+
+/// Everything a reader needs, published after each change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub agents: Vec<AgentRow>,
+    pub host: HostRow,
+}
+
+/// Requests other tasks may make of the table's owner.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the roster (SIGHUP).
+    Reload { why: &'static str },
+}
+
+/// Per-agent state kept between refreshes.
+#[derive(Debug, Default)]
+struct Agent {
+    pane: Option<Pane>,
+    /// The process doing the work, computed for `pane_pid`.
+    process: Option<ProcInfo>,
+    /// pids whose exit hostd observed itself (pidfd), even if tmux has not.
+    exited: bool,
+    beat: Option<CachedBeat>,
+    health: Option<Health>,
+    last_fallback: Option<Instant>,
+    source: HeartbeatSource,
+    restarts: u32,
+    last_event: String,
+    nudges: u32,
+}
+
+#[derive(Debug)]
+struct CachedBeat {
+    mtime: Option<SystemTime>,
+    result: Result<Beat, ReadError>,
+}
+
+pub struct Table {
+    cfg: Arc<Config>,
+    tmux: Tmux,
+    roster: Roster,
+    roster_mtime: Option<SystemTime>,
+    roster_loaded_at: i64,
+    control: Option<Control>,
+    agents: BTreeMap<String, Agent>,
+    events: EventLog,
+    publish: watch::Sender<Arc<View>>,
+    exits: Exits,
+    exits_rx: mpsc::UnboundedReceiver<u32>,
+    probe: systemd::Probe,
+    unit: UnitState,
+    unit_checked: Option<Instant>,
+    epoch: u64,
+    started_at: i64,
+    recheck_at: Option<tokio::time::Instant>,
+    last_resync: Instant,
+    tmux_down_since: Option<Instant>,
+}
+
+impl Table {
+    /// Starts the tmux server if needed, adopts what runs, launches what is
+    /// missing and returns the owner ready to [`run`](Self::run).
+    pub async fn start(
+        cfg: Arc<Config>,
+        roster: Roster,
+        events: EventLog,
+        probe: systemd::Probe,
+        epoch: u64,
+    ) -> Result<(Self, watch::Receiver<Arc<View>>), tmux::TmuxError> {
+        let socket = cfg
+            .tmux_socket
+            .clone()
+            .unwrap_or_else(|| roster.tmux.socket_name.clone());
+        let tmux = Tmux::new(&cfg.tmux, socket);
+        let (exits, exits_rx) = Exits::new();
+        let roster_mtime = mtime(&roster.path);
+        let placeholder = View {
+            agents: Vec::new(),
+            host: HostRow::default(),
+        };
+        let (publish, rx) = watch::channel(Arc::new(placeholder));
+        let mut table = Self {
+            cfg,
+            tmux,
+            roster,
+            roster_mtime,
+            roster_loaded_at: clock::now_ms(),
+            control: None,
+            agents: BTreeMap::new(),
+            events,
+            publish,
+            exits,
+            exits_rx,
+            unit: UnitState::default(),
+            probe,
+            unit_checked: None,
+            epoch,
+            started_at: clock::now_ms(),
+            recheck_at: None,
+            last_resync: Instant::now(),
+            tmux_down_since: None,
+        };
+        table.events.emit(
+            "",
+            "roster-loaded",
+            format!(
+                "{} agents from {}",
+                table.roster.agents.len(),
+                table.roster.path.display()
+            ),
+            &[("path", table.roster.path.display().to_string())],
+        );
+        table.bring_up_tmux().await?;
+        table.check_unit().await;
+        table.tick().await;
+        Ok((table, rx))
+    }
+
+    /// Owns the table until `shutdown` fires.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let changed = async {
+                match &self.control {
+                    Some(c) => c.changed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let exited = async {
+                match &self.control {
+                    Some(c) => c.exited.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let recheck = async {
+                match self.recheck_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => self.tick().await,
+                _ = changed => self.refresh().await,
+                _ = exited => self.tmux_lost().await,
+                _ = recheck => {
+                    self.recheck_at = None;
+                    self.refresh().await;
+                }
+                Some(pid) = self.exits_rx.recv() => self.on_exit(pid).await,
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Reload { why } => self.reload(why).await,
+                },
+            }
+        }
+        if let Some(c) = self.control.take() {
+            c.close().await;
+        }
+    }
+
+    // === tmux ===
+
+    async fn bring_up_tmux(&mut self) -> Result<(), tmux::TmuxError> {
+        let holder = self.roster.tmux.holder_session.clone();
+        if self.tmux.ensure_server(&holder).await? {
+            self.events.emit(
+                "",
+                "tmux-server-started",
+                format!("tmux server started on socket {}", self.tmux.socket()),
+                &[("socket", self.tmux.socket().to_owned())],
+            );
+        }
+        let control = Control::attach(&self.tmux, &holder).await?;
+        let panes = control.list_panes().await?;
+        self.control = Some(control);
+        self.tmux_down_since = None;
+        self.apply_panes(panes, true);
+        self.launch_missing().await;
+        self.refresh().await;
+        Ok(())
+    }
+
+    async fn tmux_lost(&mut self) {
+        if let Some(c) = self.control.take() {
+            c.close().await;
+        }
+        self.events.emit(
+            "",
+            "tmux-server-lost",
+            format!(
+                "tmux server on socket {} is gone; recreating the roster's agents",
+                self.tmux.socket()
+            ),
+            &[],
+        );
+        self.tmux_down_since = Some(Instant::now());
+        for a in self.agents.values_mut() {
+            a.pane = None;
+            a.process = None;
+        }
+        self.retry_tmux().await;
+        self.publish();
+    }
+
+    async fn retry_tmux(&mut self) {
+        if let Err(e) = self.bring_up_tmux().await {
+            tracing::warn!(error = %e, "cannot bring tmux back yet");
+        }
+    }
+
+    /// Re-reads every pane through the control client.
+    async fn refresh(&mut self) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        match control.list_panes().await {
+            Ok(panes) => {
+                self.apply_panes(panes, false);
+                self.nudge_unreaped().await;
+                self.publish();
+            }
+            Err(e) => tracing::debug!(error = %e, "list-panes failed"),
+        }
+    }
+
+    /// Folds a `list-panes -a` result into the table.
+    fn apply_panes(&mut self, panes: Vec<Pane>, initial: bool) {
+        let holder = self.roster.tmux.holder_session.clone();
+        // First pane of each session (lowest window, then pane index).
+        let mut by_session: HashMap<String, Pane> = HashMap::new();
+        for p in panes {
+            if p.session_name == holder {
+                continue;
+            }
+            match by_session.get(&p.session_name) {
+                Some(q) if (q.window_index, q.pane_index) <= (p.window_index, p.pane_index) => {}
+                _ => {
+                    by_session.insert(p.session_name.clone(), p);
+                }
+            }
+        }
+        let roster_names: HashSet<String> = self
+            .roster
+            .agents
+            .iter()
+            .map(|a| a.name.to_string())
+            .collect();
+        for name in &roster_names {
+            self.agents.entry(name.clone()).or_default();
+        }
+        for name in by_session.keys() {
+            if !self.agents.contains_key(name) {
+                self.agents.insert(name.clone(), Agent::default());
+                if !roster_names.contains(name) {
+                    self.events.emit(
+                        name,
+                        "unmanaged-found",
+                        "session on the fleet socket that the roster does not name",
+                        &[],
+                    );
+                }
+            }
+        }
+        let mut watch_pids = Vec::new();
+        let mut gone = Vec::new();
+        for (name, agent) in self.agents.iter_mut() {
+            let new = by_session.remove(name);
+            let old_pid = agent.pane.as_ref().map(|p| p.pane_pid);
+            let managed = roster_names.contains(name);
+            match (&agent.pane, &new) {
+                (Some(_), None) => {
+                    agent.process = None;
+                    if managed {
+                        agent.last_event = "session-gone".into();
+                        self.events
+                            .emit(name, "session-gone", "tmux session disappeared", &[]);
+                    } else {
+                        gone.push(name.clone());
+                    }
+                }
+                (None, Some(p)) if initial && managed => {
+                    agent.last_event = "adopted".into();
+                    self.events.emit(
+                        name,
+                        "adopted",
+                        format!("adopted running session (pid {})", p.pane_pid),
+                        &[("pid", p.pane_pid.to_string()), ("pane", p.pane_id.clone())],
+                    );
+                }
+                _ => {}
+            }
+            if let Some(p) = &new {
+                if Some(p.pane_pid) != old_pid {
+                    agent.exited = false;
+                    agent.nudges = 0;
+                    agent.process = None;
+                }
+                // The foreground program changed (exec, a job started or
+                // ended): look at /proc again.
+                if agent
+                    .pane
+                    .as_ref()
+                    .is_some_and(|o| o.current_command != p.current_command)
+                {
+                    agent.process = None;
+                }
+                let was_dead = agent.pane.as_ref().is_some_and(|o| o.dead) || agent.exited;
+                if p.dead && !was_dead && !initial {
+                    announce_death(
+                        &self.events,
+                        name,
+                        agent,
+                        death_words(p.dead_status, p.dead_signal),
+                    );
+                } else if p.dead && agent.exited {
+                    let known = agent.pane.as_ref().is_some_and(|o| o.dead);
+                    if !known {
+                        // tmux caught up with what the pidfd told us first.
+                        agent.last_event = death_words(p.dead_status, p.dead_signal);
+                    }
+                }
+                if !p.dead {
+                    watch_pids.push(p.pane_pid);
+                }
+            }
+            agent.pane = new;
+        }
+        for name in gone {
+            self.agents.remove(&name);
+        }
+        for pid in watch_pids {
+            self.exits.watch(pid);
+        }
+        let live: HashSet<u32> = self
+            .agents
+            .values()
+            .filter_map(|a| a.pane.as_ref())
+            .filter(|p| !p.dead)
+            .map(|p| p.pane_pid)
+            .collect();
+        self.exits.retain(|pid| live.contains(&pid));
+        self.update_processes(false);
+    }
+
+    /// Recomputes each live pane's real foreground process from /proc.
+    fn update_processes(&mut self, all: bool) {
+        for agent in self.agents.values_mut() {
+            let Some(p) = &agent.pane else { continue };
+            if p.dead || agent.exited {
+                agent.process = None;
+                continue;
+            }
+            if all || agent.process.is_none() {
+                let table = proc::ProcTable::subtree(p.pane_pid);
+                agent.process = proc::foreground(&table, p.pane_pid);
+            }
+        }
+    }
+
+    /// A pane process ended (pidfd). Mark it at once; ask tmux shortly after.
+    async fn on_exit(&mut self, pid: u32) {
+        self.exits.forget(pid);
+        let mut changed = false;
+        for (name, agent) in self.agents.iter_mut() {
+            let Some(p) = &agent.pane else { continue };
+            if p.pane_pid == pid && !p.dead && !agent.exited {
+                agent.exited = true;
+                agent.process = None;
+                announce_death(&self.events, name, agent, "died".to_owned());
+                changed = true;
+            }
+        }
+        if changed {
+            self.publish();
+            self.recheck_at = Some(tokio::time::Instant::now() + Duration::from_millis(50));
+        }
+    }
+
+    /// tmux 3.3a sometimes never reaps a pane's child (the exit status never
+    /// arrives and `pane-died` never fires); a SIGCHLD to the server makes it
+    /// look again.
+    async fn nudge_unreaped(&mut self) {
+        let mut need = Vec::new();
+        for (name, agent) in self.agents.iter_mut() {
+            let Some(p) = &agent.pane else { continue };
+            let unreaped = (p.dead && p.dead_status.is_none() && p.dead_signal.is_none())
+                || (agent.exited && !p.dead && !proc::is_running(p.pane_pid));
+            if unreaped && agent.nudges < 5 {
+                agent.nudges += 1;
+                need.push(name.clone());
+            }
+        }
+        if need.is_empty() {
+            return;
+        }
+        match self.tmux.server_pid().await {
+            Ok(server) => {
+                let sent = i32::try_from(server)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                    .map(|p| rustix::process::kill_process(p, rustix::process::Signal::CHILD));
+                for name in need {
+                    self.events.emit(
+                        &name,
+                        "sigchld-nudge",
+                        "pane is dead without an exit status; sent SIGCHLD to the tmux server",
+                        &[("server_pid", server.to_string())],
+                    );
+                }
+                if matches!(sent, Some(Ok(()))) {
+                    self.recheck_at =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the tmux server pid"),
+        }
+    }
+
+    /// Starts every roster agent that has no session.
+    async fn launch_missing(&mut self) {
+        let specs: Vec<AgentSpec> = self.roster.agents.clone();
+        for spec in specs {
+            let name = spec.name.to_string();
+            let has = self.agents.get(&name).is_some_and(|a| a.pane.is_some());
+            if has {
+                continue;
+            }
+            self.launch(&spec).await;
+        }
+    }
+
+    async fn launch(&mut self, spec: &AgentSpec) {
+        let name = spec.name.to_string();
+        let env = self.pane_env(spec);
+        let launch = tmux::Launch {
+            name: &name,
+            workdir: &spec.workdir,
+            env: &env,
+            command: &spec.command,
+            size: self.cfg.pane_size,
+        };
+        match self.tmux.launch(&launch).await {
+            Ok(Some(created)) => {
+                let agent = self.agents.entry(name.clone()).or_default();
+                agent.last_event = "started".into();
+                self.events.emit(
+                    &name,
+                    "started",
+                    format!("started {} (pid {})", spec.runtime, created.pane_pid),
+                    &[
+                        ("pid", created.pane_pid.to_string()),
+                        ("pane", created.pane_id.clone()),
+                        ("command", spec.command.clone()),
+                    ],
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let agent = self.agents.entry(name.clone()).or_default();
+                agent.last_event = "start-failed".into();
+                self.events.emit(&name, "start-failed", e.to_string(), &[]);
+            }
+        }
+    }
+
+    /// The pane's environment, set with `new-session -e` so it reaches the
+    /// pane (panes inherit the tmux server's environment, not hostd's).
+    fn pane_env(&self, spec: &AgentSpec) -> tmux::PaneEnv {
+        let interval = spec
+            .heartbeat_interval
+            .unwrap_or(self.cfg.heartbeat_interval);
+        let mut env: tmux::PaneEnv = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("PATH".into(), pane_path(&spec.path_prefix, &self.cfg.home)));
+        env.push((heartbeat::ENV_AGENT.into(), spec.name.to_string()));
+        env.push((heartbeat::ENV_TENANT.into(), self.cfg.tenant.clone()));
+        env.push((
+            heartbeat::ENV_HEARTBEAT_FILE.into(),
+            heartbeat::path_for(&self.cfg.run_dir, &spec.name)
+                .display()
+                .to_string(),
+        ));
+        env.push((
+            heartbeat::ENV_HEARTBEAT_INTERVAL.into(),
+            format_secs(interval),
+        ));
+        env
+    }
+
+    // === roster ===
+
+    async fn reload(&mut self, why: &str) {
+        let path = self.roster.path.clone();
+        self.roster_mtime = mtime(&path);
+        match roster::load(&path, &self.cfg.home) {
+            Ok(new) => {
+                let old: HashSet<String> = self
+                    .roster
+                    .agents
+                    .iter()
+                    .map(|a| a.name.to_string())
+                    .collect();
+                let now: HashSet<String> = new.agents.iter().map(|a| a.name.to_string()).collect();
+                let mut added: Vec<_> = now.difference(&old).cloned().collect();
+                let mut removed: Vec<_> = old.difference(&now).cloned().collect();
+                added.sort();
+                removed.sort();
+                if new.tmux != self.roster.tmux {
+                    tracing::warn!(
+                        "tmux settings changed in the roster; they apply at the next hostd start"
+                    );
+                }
+                let tmux = self.roster.tmux.clone();
+                self.roster = Roster { tmux, ..new };
+                self.roster_loaded_at = clock::now_ms();
+                self.events.emit(
+                    "",
+                    "roster-reloaded",
+                    format!(
+                        "roster reloaded ({why}): {} agents, added [{}], removed [{}] (removed agents keep running, unmanaged)",
+                        self.roster.agents.len(),
+                        added.join(", "),
+                        removed.join(", ")
+                    ),
+                    &[("path", path.display().to_string())],
+                );
+                self.launch_missing().await;
+                self.refresh().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "roster rejected; keeping the last good one");
+                self.events.emit(
+                    "",
+                    "roster-rejected",
+                    format!("{e}; keeping the last good roster"),
+                    &[("path", path.display().to_string())],
+                );
+                self.publish();
+            }
+        }
+    }
+
+    // === periodic ===
+
+    async fn tick(&mut self) {
+        if let Some(since) = self.tmux_down_since
+            && since.elapsed() >= Duration::from_secs(1)
+        {
+            self.tmux_down_since = Some(Instant::now());
+            self.retry_tmux().await;
+        }
+        if mtime(&self.roster.path) != self.roster_mtime {
+            self.reload("file changed").await;
+        }
+        if self.last_resync.elapsed() >= self.cfg.resync {
+            self.last_resync = Instant::now();
+            if let Some(c) = &self.control
+                && let Ok(panes) = c.list_panes().await
+            {
+                self.apply_panes(panes, false);
+            }
+            self.update_processes(true);
+        }
+        if self
+            .unit_checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.check_unit().await;
+        }
+        self.heartbeats();
+        self.publish();
+    }
+
+    async fn check_unit(&mut self) {
+        let probe = self.probe.clone();
+        self.unit_checked = Some(Instant::now());
+        if let Ok(state) = tokio::task::spawn_blocking(move || probe.state()).await {
+            self.unit = state;
+        }
+    }
+
+    /// Reads heartbeat files whose mtime moved, writes fallback beats where
+    /// no native writer is active, and raises health-change events.
+    fn heartbeats(&mut self) {
+        let now = SystemTime::now();
+        let now_odt = time::OffsetDateTime::from(now);
+        let specs: HashMap<String, &AgentSpec> = self
+            .roster
+            .agents
+            .iter()
+            .map(|a| (a.name.to_string(), a))
+            .collect();
+        for (name, agent) in self.agents.iter_mut() {
+            let Some(spec) = specs.get(name) else {
+                agent.source = HeartbeatSource::None;
+                continue;
+            };
+            let interval = spec
+                .heartbeat_interval
+                .unwrap_or(self.cfg.heartbeat_interval);
+            let path = heartbeat::path_for(&self.cfg.run_dir, &spec.name);
+            let native = heartbeat::native_marker_fresh(&path, now, interval);
+            // The pidfd reports exits, so no /proc read is needed per tick.
+            let alive = agent
+                .pane
+                .as_ref()
+                .is_some_and(|p| !p.dead && !agent.exited);
+            let file_mtime = mtime(&path);
+            if agent.beat.as_ref().is_none_or(|b| b.mtime != file_mtime) {
+                agent.beat = Some(CachedBeat {
+                    mtime: file_mtime,
+                    result: heartbeat::read(&path),
+                });
+            }
+            agent.source = if native {
+                agent.last_fallback = None;
+                HeartbeatSource::Native
+            } else if alive {
+                let due = agent.last_fallback.is_none_or(|t| t.elapsed() >= interval);
+                if due && let Some(p) = &agent.pane {
+                    write_fallback(&path, p.pane_pid, agent.beat.as_ref(), now_odt);
+                    agent.last_fallback = Some(Instant::now());
+                    agent.beat = Some(CachedBeat {
+                        mtime: mtime(&path),
+                        result: heartbeat::read(&path),
+                    });
+                }
+                HeartbeatSource::Fallback
+            } else {
+                agent.last_fallback = None;
+                HeartbeatSource::None
+            };
+            let Some(beat) = &agent.beat else { continue };
+            let health = to_wire_health(&heartbeat::health(&beat.result, now_odt, interval));
+            if let Some(prev) = agent.health
+                && prev != health
+            {
+                let (kind, msg) = match health {
+                    Health::Healthy => ("heartbeat-healthy", "heartbeat is fresh again".to_owned()),
+                    Health::Stale => (
+                        "heartbeat-stale",
+                        format!("no heartbeat for more than 3 x {}", format_secs(interval)),
+                    ),
+                    _ => (
+                        "heartbeat-unknown",
+                        health_reason(&beat.result, now_odt, interval),
+                    ),
+                };
+                agent.last_event = kind.into();
+                self.events.emit(name, kind, msg, &[]);
+            }
+            agent.health = Some(health);
+        }
+    }
+
+    // === publishing ===
+
+    fn publish(&mut self) {
+        let now = clock::now_ms();
+        let boot_gap = systemd::boot_enable_gap(&self.unit);
+        let specs: HashMap<String, &AgentSpec> = self
+            .roster
+            .agents
+            .iter()
+            .map(|a| (a.name.to_string(), a))
+            .collect();
+        let prev = self.publish.borrow().clone();
+        let prev_rows: HashMap<&str, &AgentRow> =
+            prev.agents.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut rows = Vec::with_capacity(self.agents.len());
+        for (name, agent) in &self.agents {
+            let spec = specs.get(name).copied();
+            let mut row = self.row(name, agent, spec, boot_gap);
+            let same = prev_rows.get(name.as_str()).is_some_and(|p| {
+                row.observed_at_unix_ms = p.observed_at_unix_ms;
+                **p == row
+            });
+            if !same {
+                row.observed_at_unix_ms = now;
+                let had = |r: &AgentRow| r.flags.iter().any(|f| f == "drift");
+                if had(&row) && !prev_rows.get(name.as_str()).is_some_and(|p| had(p)) {
+                    let process = row.process.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+                    self.events.emit(
+                        name,
+                        "drift",
+                        format!(
+                            "runs {process:?}, but runtime {} runs as one of [{}]",
+                            row.runtime,
+                            row.expected_processes.join(", ")
+                        ),
+                        &[("process", process.clone())],
+                    );
+                }
+            }
+            rows.push(row);
+        }
+        let host = self.host_row(&rows, boot_gap);
+        let mut host_cmp = host.clone();
+        host_cmp.last_seen_unix_ms = prev.host.last_seen_unix_ms;
+        if rows == prev.agents && host_cmp == prev.host {
+            return;
+        }
+        self.publish
+            .send_replace(Arc::new(View { agents: rows, host }));
+    }
+
+    fn row(&self, name: &str, agent: &Agent, spec: Option<&AgentSpec>, boot_gap: bool) -> AgentRow {
+        let mut row = AgentRow {
+            tenant_id: self.cfg.tenant.clone(),
+            host: self.cfg.host.clone(),
+            name: name.to_owned(),
+            restarts: agent.restarts,
+            last_event: agent.last_event.clone(),
+            ..Default::default()
+        };
+        let mut flags = Vec::new();
+        if let Some(spec) = spec {
+            row.runtime = spec.runtime.clone();
+            row.class = spec.class.clone();
+            row.expected_processes = spec.process_names.clone();
+            if let Some(hint) = &spec.model_hint {
+                row.model = hint.clone();
+                row.model_source = "roster-hint".into();
+            }
+        } else {
+            flags.push("unmanaged".to_owned());
+        }
+        row.pane = match &agent.pane {
+            None => PaneState::Missing,
+            Some(p) if p.dead || agent.exited => PaneState::Dead,
+            Some(_) => PaneState::Alive,
+        } as i32;
+        if let Some(p) = &agent.pane {
+            row.pane_id = p.pane_id.clone();
+            row.pane_pid = p.pane_pid;
+            row.pane_command = p.current_command.clone();
+            row.last_activity_unix_ms = p.activity.saturating_mul(1000);
+            row.exit_status = p.dead_status;
+            row.exit_signal = p.dead_signal;
+            if p.in_mode {
+                flags.push("in-mode".to_owned());
+            }
+        }
+        if let Some(proc) = &agent.process {
+            row.process = Some(Process {
+                pid: proc.pid,
+                name: proc.name.clone(),
+                cmdline: proc.cmdline.clone(),
+            });
+            let drift = spec.is_some_and(|s| !proc::matches_runtime(proc, &s.process_names));
+            if drift {
+                flags.push("drift".to_owned());
+            }
+        }
+        if boot_gap {
+            flags.push("boot-enable".to_owned());
+        }
+        row.flags = flags;
+        let interval = spec
+            .and_then(|s| s.heartbeat_interval)
+            .unwrap_or(self.cfg.heartbeat_interval);
+        let mut hb = fleet_proto::v1::Heartbeat {
+            source: agent.source as i32,
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        match &agent.beat {
+            Some(b) if spec.is_some() => {
+                let now = time::OffsetDateTime::now_utc();
+                hb.health = agent.health.unwrap_or(Health::Unknown) as i32;
+                if let Ok(beat) = &b.result {
+                    hb.ts_unix_ms = i64::try_from(beat.ts.unix_timestamp_nanos() / 1_000_000)
+                        .unwrap_or_default();
+                    hb.pid = beat.pid;
+                    hb.status = match beat.status {
+                        heartbeat::Status::Ok => AgentStatus::Ok,
+                        heartbeat::Status::Busy => AgentStatus::Busy,
+                    } as i32;
+                    hb.turn = beat.turn;
+                    if let Some(m) = &beat.model {
+                        hb.model = m.clone();
+                        row.model = m.clone();
+                        row.model_source = "self-reported".into();
+                    }
+                }
+                if hb.health != Health::Healthy as i32 {
+                    hb.reason = health_reason(&b.result, now, interval);
+                }
+            }
+            _ => {
+                hb.health = Health::Unknown as i32;
+                hb.reason = if spec.is_some() {
+                    "not read yet".into()
+                } else {
+                    "unmanaged session: hostd keeps no heartbeat for it".into()
+                };
+            }
+        }
+        row.heartbeat = Some(hb);
+        row
+    }
+
+    fn host_row(&self, rows: &[AgentRow], boot_gap: bool) -> HostRow {
+        let count = |f: &dyn Fn(&AgentRow) -> bool| {
+            u32::try_from(rows.iter().filter(|r| f(r)).count()).unwrap_or(u32::MAX)
+        };
+        HostRow {
+            tenant_id: self.cfg.tenant.clone(),
+            host: self.cfg.host.clone(),
+            uid: self.cfg.uid,
+            hostd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            boot_epoch: self.epoch,
+            started_at_unix_ms: self.started_at,
+            tmux_socket: self.tmux.socket().to_owned(),
+            tmux_running: self.control.is_some(),
+            agents_total: count(&|_| true),
+            agents_alive: count(&|r| r.pane == PaneState::Alive as i32),
+            agents_healthy: count(&|r| {
+                r.heartbeat
+                    .as_ref()
+                    .is_some_and(|h| h.health == Health::Healthy as i32)
+            }),
+            unit: Some(self.unit.clone()),
+            flags: if boot_gap {
+                vec!["boot-enable".into()]
+            } else {
+                vec![]
+            },
+            roster_path: self.roster.path.display().to_string(),
+            roster_loaded_at_unix_ms: self.roster_loaded_at,
+            last_seen_unix_ms: clock::now_ms(),
+        }
+    }
+}
+
+fn announce_death(events: &EventLog, name: &str, agent: &mut Agent, how: String) {
+    let pid = agent.pane.as_ref().map(|p| p.pane_pid).unwrap_or_default();
+    events.emit(
+        name,
+        "died",
+        format!("pane process {pid} ended: {how}"),
+        &[("pid", pid.to_string()), ("how", how.clone())],
+    );
+    agent.last_event = how;
+}
+
+fn death_words(status: Option<i32>, signal: Option<i32>) -> String {
+    match (status, signal) {
+        (Some(s), _) => format!("died (status {s})"),
+        (None, Some(sig)) => format!("died (signal {sig})"),
+        (None, None) => "died".to_owned(),
+    }
+}
+
+/// The fallback beat: fresh `ts` and the pane's pid; status, model and turn
+/// are carried over from the last beat so a hook-driven `busy` survives.
+fn write_fallback(
+    path: &std::path::Path,
+    pid: u32,
+    prev: Option<&CachedBeat>,
+    now: time::OffsetDateTime,
+) {
+    let prev = prev.and_then(|b| b.result.as_ref().ok());
+    let beat = Beat {
+        ts: now,
+        pid,
+        status: prev.map_or(heartbeat::Status::Ok, |b| b.status),
+        model: prev.and_then(|b| b.model.clone()),
+        turn: prev.and_then(|b| b.turn),
+    };
+    if let Err(e) = heartbeat::write_atomic(path, &beat) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write fallback heartbeat");
+    }
+}
+
+fn to_wire_health(h: &heartbeat::Health) -> Health {
+    match h {
+        heartbeat::Health::Healthy => Health::Healthy,
+        heartbeat::Health::Stale => Health::Stale,
+        heartbeat::Health::Unknown(_) => Health::Unknown,
+    }
+}
+
+fn health_reason(
+    r: &Result<Beat, ReadError>,
+    now: time::OffsetDateTime,
+    interval: Duration,
+) -> String {
+    match heartbeat::health(r, now, interval) {
+        heartbeat::Health::Unknown(reason) => reason,
+        heartbeat::Health::Stale => "older than 3 x interval".into(),
+        heartbeat::Health::Healthy => String::new(),
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn format_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", d.as_secs())
+    } else {
+        format!("{s}")
+    }
+}
+
+/// PATH for panes: the roster's prefixes, the usual user-level bin dirs
+/// that exist, hostd's own directory (so bundled tools such as
+/// `fleet-demo-agent` and `fleetctl` resolve), then hostd's PATH.
+pub fn pane_path(prefix: &[PathBuf], home: &std::path::Path) -> String {
+    let mut dirs: Vec<PathBuf> = prefix.to_vec();
+    for d in [".npm-global/bin", ".local/bin", ".cargo/bin"] {
+        let p = home.join(d);
+        if p.is_dir() {
+            dirs.push(p);
+        }
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        dirs.push(dir.to_owned());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    let mut seen = HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    std::env::join_paths(dirs)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

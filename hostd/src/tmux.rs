@@ -1,0 +1,532 @@
+//! The one module that talks to tmux: one-shot commands run with an argv
+//! (never through a shell), and one persistent control-mode client that
+//! answers queries and reports changes.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex, Notify, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    #[error("cannot run {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("tmux {command}: {message}")]
+    Failed { command: String, message: String },
+    #[error("tmux control client is gone")]
+    ControlGone,
+    #[error("tmux did not answer {command} within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+}
+
+/// A tmux server addressed by its `-L` socket name.
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    bin: PathBuf,
+    socket: String,
+}
+
+/// Environment variable handed to a pane with `-e`, so it reaches the pane
+/// itself (panes inherit the tmux server's environment, not ours).
+pub type PaneEnv = Vec<(String, String)>;
+
+/// What `new-session` needs to start one agent.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    /// Checked agent name (also the session name).
+    pub name: &'a str,
+    pub workdir: &'a Path,
+    pub env: &'a PaneEnv,
+    /// Operator-configured command line; run as `sh -c 'exec <command>'` so
+    /// the runtime replaces the shell and is the pane's own process.
+    pub command: &'a str,
+    pub size: (u16, u16),
+}
+
+/// Ids of a freshly created pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub session_id: String,
+    pub window_id: String,
+    pub pane_id: String,
+    pub pane_pid: u32,
+}
+
+impl Tmux {
+    pub fn new(bin: impl Into<PathBuf>, socket: impl Into<String>) -> Self {
+        Self {
+            bin: bin.into(),
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// Runs `tmux -L <socket> <args…>` and returns stdout. Arguments go to
+    /// tmux as an argv: no shell ever sees them.
+    pub async fn run<I, S>(&self, args: I) -> Result<String, TmuxError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.run_with_path(args, None).await
+    }
+
+    /// Like [`run`](Self::run), with the tmux client's own PATH set: tmux
+    /// 3.3a gives a new pane the PATH of the client that asked for it,
+    /// overriding `-e PATH=…`.
+    async fn run_with_path<I, S>(&self, args: I, path: Option<&str>) -> Result<String, TmuxError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut cmd = Command::new(&self.bin);
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        let out = cmd
+            .arg("-L")
+            .arg(&self.socket)
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| TmuxError::Spawn {
+                bin: self.bin.display().to_string(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(TmuxError::Failed {
+                command: args
+                    .first()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// True when a server answers on the socket.
+    pub async fn server_running(&self) -> bool {
+        self.run(["list-sessions", "-F", "#{session_id}"])
+            .await
+            .is_ok()
+    }
+
+    /// Starts the server with the holder session (idempotent) and sets the
+    /// server-wide options hostd relies on. Never `window-size manual`
+    /// globally: tmux 3.3a segfaults at the next new-session.
+    pub async fn ensure_server(&self, holder: &str) -> Result<bool, TmuxError> {
+        let target = exact(holder);
+        let started = if self.run(["has-session", "-t", &target]).await.is_ok() {
+            false
+        } else {
+            match self
+                .run(["new-session", "-d", "-s", holder, "-x", "80", "-y", "24"])
+                .await
+            {
+                Ok(_) => true,
+                // Lost a race with another starter: fine, it exists now.
+                Err(TmuxError::Failed { message, .. }) if message.contains("duplicate") => false,
+                Err(e) => return Err(e),
+            }
+        };
+        // Dead panes stay visible (and respawnable) instead of vanishing.
+        self.run(["set-option", "-wg", "remain-on-exit", "on"])
+            .await?;
+        Ok(started)
+    }
+
+    /// Creates the agent's session. Returns `Ok(None)` when a session of that
+    /// name already exists (the caller adopts it instead).
+    pub async fn launch(&self, l: &Launch<'_>) -> Result<Option<Created>, TmuxError> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "new-session".into(),
+            "-d".into(),
+            "-s".into(),
+            l.name.into(),
+            "-x".into(),
+            l.size.0.to_string().into(),
+            "-y".into(),
+            l.size.1.to_string().into(),
+            "-c".into(),
+            l.workdir.as_os_str().to_owned(),
+            "-P".into(),
+            "-F".into(),
+            "#{session_id}\t#{window_id}\t#{pane_id}\t#{pane_pid}".into(),
+        ];
+        for (k, v) in l.env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}").into());
+        }
+        args.push("--".into());
+        args.push("/bin/sh".into());
+        args.push("-c".into());
+        args.push(format!("exec {}", l.command).into());
+        let path = l
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        let out = match self.run_with_path(&args, path).await {
+            Ok(out) => out,
+            Err(TmuxError::Failed { message, .. }) if message.contains("duplicate session") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let created = parse_created(&out).ok_or_else(|| TmuxError::Failed {
+            command: "new-session".into(),
+            message: format!("unexpected output {out:?}"),
+        })?;
+        self.pin_size(&created.window_id, l.size).await?;
+        Ok(Some(created))
+    }
+
+    /// Fixes one window's size (`resize-window` also sets `window-size
+    /// manual` on that window only), so a watcher never shrinks an agent.
+    pub async fn pin_size(&self, window_id: &str, size: (u16, u16)) -> Result<(), TmuxError> {
+        self.run([
+            "resize-window",
+            "-t",
+            window_id,
+            "-x",
+            &size.0.to_string(),
+            "-y",
+            &size.1.to_string(),
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// The tmux server's pid, for the SIGCHLD nudge.
+    pub async fn server_pid(&self) -> Result<u32, TmuxError> {
+        let out = self.run(["display-message", "-p", "#{pid}"]).await?;
+        out.trim().parse().map_err(|_| TmuxError::Failed {
+            command: "display-message".into(),
+            message: format!("unexpected pid {out:?}"),
+        })
+    }
+
+    pub async fn kill_server(&self) {
+        let _ = self.run(["kill-server"]).await;
+    }
+}
+
+/// `=name:` — an exact session match (plain `-t name` would also match a pane
+/// keyword such as `top`, or a prefix).
+pub fn exact(session: &str) -> String {
+    format!("={session}:")
+}
+
+fn parse_created(out: &str) -> Option<Created> {
+    let mut f = out.trim().split('\t');
+    Some(Created {
+        session_id: f.next()?.to_owned(),
+        window_id: f.next()?.to_owned(),
+        pane_id: f.next()?.to_owned(),
+        pane_pid: f.next()?.parse().ok()?,
+    })
+}
+
+// === Panes ===
+
+/// One pane as `list-panes -a` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pane {
+    pub session_id: String,
+    pub session_name: String,
+    pub window_id: String,
+    pub window_index: u32,
+    pub pane_id: String,
+    pub pane_index: u32,
+    pub pane_pid: u32,
+    pub dead: bool,
+    /// Exit status of a dead pane; `None` when it died by a signal or the
+    /// status never arrived (tmux 3.3a bug).
+    pub dead_status: Option<i32>,
+    /// Signal that killed a dead pane.
+    pub dead_signal: Option<i32>,
+    pub current_command: String,
+    /// window_activity, Unix seconds.
+    pub activity: i64,
+    pub in_mode: bool,
+    pub alternate_on: bool,
+}
+
+/// `list-panes -a` format; tab-separated, no user-controlled text except the
+/// session name and command, which come last but one and are never parsed
+/// for structure beyond tabs.
+pub const PANE_FORMAT: &str = "P\t#{session_id}\t#{window_id}\t#{window_index}\t#{pane_id}\t#{pane_index}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pane_in_mode}\t#{alternate_on}\t#{pane_current_command}\t#{session_name}";
+
+pub fn parse_panes(lines: &[String]) -> Vec<Pane> {
+    lines.iter().filter_map(|l| parse_pane(l)).collect()
+}
+
+fn parse_pane(line: &str) -> Option<Pane> {
+    let mut f = line.splitn(15, '\t');
+    if f.next()? != "P" {
+        return None;
+    }
+    let session_id = f.next()?.to_owned();
+    let window_id = f.next()?.to_owned();
+    let window_index = f.next()?.parse().ok()?;
+    let pane_id = f.next()?.to_owned();
+    let pane_index = f.next()?.parse().ok()?;
+    let pane_pid = f.next()?.parse().unwrap_or(0);
+    let dead = f.next()? == "1";
+    let dead_status = f.next()?.parse().ok();
+    let dead_signal = f.next()?.parse().ok();
+    let activity = f.next()?.parse().unwrap_or(0);
+    let in_mode = f.next()? == "1";
+    let alternate_on = f.next()? == "1";
+    let current_command = f.next()?.to_owned();
+    let session_name = f.next()?.to_owned();
+    Some(Pane {
+        session_id,
+        session_name,
+        window_id,
+        window_index,
+        pane_id,
+        pane_index,
+        pane_pid,
+        dead,
+        dead_status,
+        dead_signal,
+        current_command,
+        activity,
+        in_mode,
+        alternate_on,
+    })
+}
+
+// === Control client ===
+
+/// A persistent `tmux -C attach` client: one process for every query, and
+/// the source of change notifications (session and window changes, and a
+/// format subscription over every pane's liveness, activity and command).
+pub struct Control {
+    inner: Arc<Inner>,
+    child: Mutex<Child>,
+    /// Fired on any notification that may change the pane table.
+    pub changed: Arc<Notify>,
+    /// Fired once when the client exits (server gone or killed).
+    pub exited: Arc<Notify>,
+}
+
+struct Inner {
+    io: Mutex<Io>,
+}
+
+struct Io {
+    stdin: ChildStdin,
+    pending: VecDeque<oneshot::Sender<Result<Vec<String>, String>>>,
+    gone: bool,
+}
+
+/// Watched per pane: id, pid, liveness, activity, mode and command. tmux
+/// re-evaluates it at most once a second and reports only changes.
+const SUBSCRIPTION: &str = "fleet::#{S:#{W:#{P:#{pane_id}/#{pane_pid}/#{pane_dead}/#{pane_dead_status}/#{window_activity}/#{pane_in_mode}/#{pane_current_command} }}}";
+
+impl Control {
+    /// Attaches to `holder` (which must exist) and subscribes to changes.
+    pub async fn attach(tmux: &Tmux, holder: &str) -> Result<Self, TmuxError> {
+        let mut child = Command::new(&tmux.bin)
+            .arg("-L")
+            .arg(&tmux.socket)
+            .args(["-C", "attach-session", "-t", &exact(holder)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| TmuxError::Spawn {
+                bin: tmux.bin.display().to_string(),
+                source,
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(TmuxError::ControlGone);
+        };
+        let inner = Arc::new(Inner {
+            io: Mutex::new(Io {
+                stdin,
+                pending: VecDeque::new(),
+                gone: false,
+            }),
+        });
+        let changed = Arc::new(Notify::new());
+        let exited = Arc::new(Notify::new());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(read_loop(
+            BufReader::new(stdout),
+            inner.clone(),
+            changed.clone(),
+            exited.clone(),
+            ready_tx,
+        ));
+        // Commands sent before the attach completes fail with "no current
+        // client": wait for the attach's own (flags 0) block first.
+        match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => return Err(TmuxError::ControlGone),
+        }
+        let control = Self {
+            inner,
+            child: Mutex::new(child),
+            changed,
+            exited,
+        };
+        control
+            .command(&format!("refresh-client -B '{SUBSCRIPTION}'"))
+            .await?;
+        Ok(control)
+    }
+
+    /// Sends one command line (tmux command syntax — callers pass only fixed
+    /// formats, ids and checked names) and returns its output lines.
+    pub async fn command(&self, line: &str) -> Result<Vec<String>, TmuxError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut io = self.inner.io.lock().await;
+            if io.gone {
+                return Err(TmuxError::ControlGone);
+            }
+            io.pending.push_back(tx);
+            let mut buf = line.as_bytes().to_vec();
+            buf.push(b'\n');
+            if io.stdin.write_all(&buf).await.is_err() || io.stdin.flush().await.is_err() {
+                io.gone = true;
+                return Err(TmuxError::ControlGone);
+            }
+        }
+        let timeout = Duration::from_secs(10);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(lines))) => Ok(lines),
+            Ok(Ok(Err(message))) => Err(TmuxError::Failed {
+                command: line.split(' ').next().unwrap_or_default().to_owned(),
+                message,
+            }),
+            Ok(Err(_)) => Err(TmuxError::ControlGone),
+            Err(_) => Err(TmuxError::Timeout {
+                command: line.split(' ').next().unwrap_or_default().to_owned(),
+                timeout,
+            }),
+        }
+    }
+
+    pub async fn list_panes(&self) -> Result<Vec<Pane>, TmuxError> {
+        let lines = self
+            .command(&format!("list-panes -a -F '{PANE_FORMAT}'"))
+            .await?;
+        Ok(parse_panes(&lines))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.child.lock().await.start_kill();
+    }
+}
+
+async fn read_loop(
+    mut reader: BufReader<tokio::process::ChildStdout>,
+    inner: Arc<Inner>,
+    changed: Arc<Notify>,
+    exited: Arc<Notify>,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    // Output of the block being read: (ours, lines).
+    let mut block: Option<(bool, Vec<String>)> = None;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if let Some((ours, lines)) = block.as_mut() {
+            let end = line.starts_with("%end ");
+            if end || line.starts_with("%error ") {
+                let ours = *ours;
+                let lines = std::mem::take(lines);
+                block = None;
+                if ours {
+                    let reply = if end {
+                        Ok(lines)
+                    } else {
+                        Err(lines.join("; "))
+                    };
+                    if let Some(tx) = inner.io.lock().await.pending.pop_front() {
+                        let _ = tx.send(reply);
+                    }
+                } else if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            } else {
+                lines.push(line.to_owned());
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("%begin ") {
+            // `%begin <time> <number> <flags>`: flags 1 = from this client.
+            let ours = rest.rsplit(' ').next() == Some("1");
+            block = Some((ours, Vec::new()));
+        } else if line.starts_with("%output ") || line.starts_with("%extended-output ") {
+            // Output of the holder session only; not interesting.
+        } else if line.starts_with("%exit") {
+            break;
+        } else if line.starts_with('%') {
+            changed.notify_one();
+        }
+    }
+    let mut io = inner.io.lock().await;
+    io.gone = true;
+    for tx in io.pending.drain(..) {
+        let _ = tx.send(Err("control client exited".into()));
+    }
+    drop(io);
+    exited.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_pane_line_with_tabs_in_nothing_but_separators() {
+        let line = "P\t$1\t@2\t0\t%3\t0\t4242\t1\t\t\t1795547633\t0\t1\tnode\tcoder0".to_owned();
+        let p = parse_panes(&[line]);
+        assert_eq!(p.len(), 1);
+        let p = &p[0];
+        assert_eq!(p.pane_id, "%3");
+        assert_eq!(p.pane_pid, 4242);
+        assert!(p.dead);
+        assert_eq!(p.dead_status, None, "empty status is the 3.3a bug case");
+        assert_eq!(p.dead_signal, None);
+        assert!(p.alternate_on);
+        assert_eq!(p.session_name, "coder0");
+    }
+
+    #[test]
+    fn ignores_foreign_lines() {
+        assert!(parse_panes(&["hello".into(), "P\tx".into()]).is_empty());
+    }
+
+    #[test]
+    fn exact_target_form() {
+        assert_eq!(exact("top"), "=top:");
+    }
+}
