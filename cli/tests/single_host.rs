@@ -91,8 +91,10 @@ async fn ps_tells_the_truth_about_a_mixed_fleet() {
     assert_eq!(canary.model, "openai-codex/gpt-5.5:high");
     assert_eq!(canary.model_source, "roster-hint");
 
-    f.wait_event("drift event", |e| e.kind == "drift" && e.agent == "canary-pi")
-        .await;
+    f.wait_event("drift event", |e| {
+        e.kind == "drift" && e.agent == "canary-pi"
+    })
+    .await;
 
     let stray = row(&agents, "stray");
     assert!(stray.flags.contains(&"unmanaged".to_owned()));

@@ -711,7 +711,11 @@ impl Table {
                 row.observed_at_unix_ms = now;
                 let had = |r: &AgentRow| r.flags.iter().any(|f| f == "drift");
                 if had(&row) && !prev_rows.get(name.as_str()).is_some_and(|p| had(p)) {
-                    let process = row.process.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+                    let process = row
+                        .process
+                        .as_ref()
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default();
                     self.events.emit(
                         name,
                         "drift",
