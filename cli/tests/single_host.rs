@@ -696,3 +696,70 @@ fn bad_names_are_refused_by_fleetctl_before_any_request() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn environment_layer_overrides_the_file_and_flags_override_both() {
+    let f = Fleet::new(MIXED, "");
+    let out = f
+        .hostd_command()
+        .arg("--check-config")
+        .env("FLEET_HOSTD_TENANT", "globex")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tenant globex host box1"), "{text}");
+    let out = f
+        .hostd_command()
+        .args(["--check-config", "--tenant", "initech"])
+        .env("FLEET_HOSTD_TENANT", "globex")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tenant initech"));
+    let out = f
+        .hostd_command()
+        .arg("--check-config")
+        .env("FLEET_HOSTD_TENNANT", "typo")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "unknown keys are errors in every layer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let mut f = Fleet::new(MIXED, "");
+    f.start().await;
+    f.wait_for("alive", Duration::from_secs(15), |a| {
+        a.len() == 3 && a.iter().all(alive)
+    })
+    .await;
+    // `script` gives fleetctl a real pseudo-terminal.
+    let on_tty = |no_color: bool| {
+        let cmd = format!(
+            "{} --socket {} ps",
+            support::bin("fleetctl").display(),
+            f.socket.display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).env("COLUMNS", "300");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(on_tty(false).contains("\x1b[32malive"), "colour on a tty");
+    let plain = on_tty(true);
+    assert!(!plain.contains("\x1b["), "NO_COLOR: {plain}");
+    assert!(plain.contains("canary-pi"));
+}
