@@ -9,6 +9,8 @@ pub mod demo;
 pub mod events;
 pub mod ps;
 pub mod render;
+pub mod send;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,12 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Usage error (bad flags or arguments).
     pub const USAGE: u8 = 2;
+    /// `send --verify`: the text stayed on the input row as a draft.
+    pub const DRAFT: u8 = 3;
+    /// `send --verify`: no evidence either way.
+    pub const UNVERIFIABLE: u8 = 4;
+    /// `send --verify`: the agent queued the prompt behind a running turn.
+    pub const QUEUED: u8 = 5;
 }
 
 /// Why a verb failed, sorted by what the operator should do about it.
@@ -70,7 +78,9 @@ impl Failure {
 /// over its Unix socket ($XDG_RUNTIME_DIR/fleet/hostd.sock, or
 /// /tmp/fleet-<uid>/hostd.sock; override with --socket or FLEET_SOCKET).
 ///
-/// Exit codes: 0 success, 1 error (no hostd, refused, I/O), 2 usage.
+/// Exit codes: 0 success (for `send --verify`: accepted), 1 error (no hostd,
+/// refused, unknown or ambiguous agent, dead pane), 2 usage, 3 draft,
+/// 4 unverifiable, 5 queued.
 #[derive(Debug, Parser)]
 #[command(name = "fleetctl", version, propagate_version = true)]
 pub struct Cli {
@@ -161,6 +171,82 @@ pub enum Verb {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Type a prompt into an agent: pasted through a tmux buffer (never a
+    /// shell), then Enter. With --verify, wait for the verdict: accepted (exit
+    /// 0; evidence "acknowledged" when the runtime's heartbeat turn advanced,
+    /// else "screen"), draft (3), unverifiable (4), queued (5).
+    ///
+    /// Control bytes other than newline and tab are stripped; invalid UTF-8
+    /// and text over hostd's limit (64 KiB by default) are refused. A pane in
+    /// copy mode is taken out of it first; a dead pane is refused.
+    Send {
+        /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
+        agent: String,
+        /// The text; `-` reads standard input.
+        text: Option<String>,
+        /// Read the text from a file.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Wait for the agent's verdict (exit code = verdict).
+        #[arg(long)]
+        verify: bool,
+        /// Verification deadline after Enter.
+        #[arg(long, value_name = "DUR", default_value = "6s", value_parser = send::parse_duration)]
+        verify_timeout: std::time::Duration,
+        /// Paste only; leave the text as a draft.
+        #[arg(long)]
+        no_enter: bool,
+        /// First wait (bounded) until the agent is not busy.
+        #[arg(long)]
+        when_idle: bool,
+        /// Refuse multi-line text to a program without bracketed paste.
+        #[arg(long)]
+        strict: bool,
+        /// Print the receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch an agent's screen, read-only by construction. On a terminal: a
+    /// throw-away grouped tmux session attached with `attach -r` (typing does
+    /// nothing; the agent's window size is kept). Otherwise, or with --once,
+    /// screen frames from hostd.
+    Watch {
+        agent: String,
+        /// Print the current screen and exit.
+        #[arg(long)]
+        once: bool,
+        /// Frames as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an agent's session over INTERACTIVELY: the only verb that can
+    /// type. Needs a terminal; recorded as an event.
+    Attach { agent: String },
+    /// Start a stopped or missing agent (a dead pane is respawned).
+    Start {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End an agent's session and keep it stopped until `start`.
+    Stop {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Respawn an agent's pane in place (same pane id, new process).
+    Restart {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the runtime's reset command (`/clear`, `/new`) through the
+    /// verified send path; exits with the receipt's verdict code.
+    Reset {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks (figures printed in one run, compared as ratios).
     Bench {
         #[command(subcommand)]
@@ -175,15 +261,58 @@ fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
 /// Runs one invocation and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     let socket = client::socket_path(cli.socket.as_deref());
-    let result = match cli.command {
-        Verb::Ps { json, watch } => ps::run(&socket, json, watch).await,
+    use fleet_proto::v1::ControlAction;
+    let ok = |r: Result<(), Failure>| r.map(|()| exit::OK);
+    let result: Result<u8, Failure> = match cli.command {
+        Verb::Send {
+            agent,
+            text,
+            file,
+            verify,
+            verify_timeout,
+            no_enter,
+            when_idle,
+            strict,
+            json,
+        } => {
+            send::run(
+                &socket,
+                send::SendArgs {
+                    agent,
+                    text,
+                    file,
+                    verify,
+                    verify_timeout,
+                    no_enter,
+                    when_idle,
+                    strict,
+                    json,
+                },
+            )
+            .await
+        }
+        Verb::Watch { agent, once, json } => ok(watch::watch(&socket, &agent, once, json).await),
+        Verb::Attach { agent } => ok(watch::attach(&socket, &agent).await),
+        Verb::Start { agent, json } => {
+            watch::control(&socket, &agent, ControlAction::Start, json).await
+        }
+        Verb::Stop { agent, json } => {
+            watch::control(&socket, &agent, ControlAction::Stop, json).await
+        }
+        Verb::Restart { agent, json } => {
+            watch::control(&socket, &agent, ControlAction::Restart, json).await
+        }
+        Verb::Reset { agent, json } => {
+            watch::control(&socket, &agent, ControlAction::Reset, json).await
+        }
+        Verb::Ps { json, watch } => ok(ps::run(&socket, json, watch).await),
         Verb::Events {
             json,
             no_follow,
             agent,
             after,
-        } => events::run(&socket, json, !no_follow, agent, after).await,
-        Verb::Hosts { json } => hosts(&socket, json).await,
+        } => ok(events::run(&socket, json, !no_follow, agent, after).await),
+        Verb::Hosts { json } => ok(hosts(&socket, json).await),
         Verb::Beat {
             status,
             model,
@@ -197,12 +326,12 @@ pub async fn main(cli: Cli) -> ExitCode {
             file,
             pid,
         })
-        .map(drop),
-        Verb::Demo { stop, timeout } => demo::run(&socket, stop, timeout).await,
-        Verb::Bench { what } => bench::run(what).await,
+        .map(|_| exit::OK),
+        Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
+        Verb::Bench { what } => ok(bench::run(what).await),
     };
     match result {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("fleetctl: {e}");
             ExitCode::from(e.code())

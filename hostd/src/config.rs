@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// Number of lifecycle events kept for `fleetctl events`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_backlog: Option<usize>,
+    /// Largest text `send` accepts, bytes (after stripping control bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_limit_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
 }
@@ -103,6 +106,7 @@ pub struct Config {
     pub tmux_socket: Option<String>,
     pub log: String,
     pub event_backlog: usize,
+    pub send_limit: usize,
     pub systemd: SystemdConfig,
     /// Files that contributed, for `--check-config` and error messages.
     pub sources: Vec<PathBuf>,
@@ -314,6 +318,13 @@ fn resolve(
             message: format!("{event_backlog} is outside 10..=1000000"),
         });
     }
+    let send_limit = raw.send_limit_bytes.unwrap_or(64 * 1024);
+    if !(1..=16 * 1024 * 1024).contains(&send_limit) {
+        return Err(ConfigError::Invalid {
+            key: "send_limit_bytes",
+            message: format!("{send_limit} is outside 1..=16777216"),
+        });
+    }
     Ok(Config {
         tenant,
         host,
@@ -336,6 +347,7 @@ fn resolve(
         tmux_socket: raw.tmux_socket,
         log,
         event_backlog,
+        send_limit,
         systemd: SystemdConfig {
             probe: raw.systemd.probe.unwrap_or(true),
             unit: raw

@@ -3,6 +3,7 @@
 //! and serves it, with lifecycle events, on a local Unix socket.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod clock;
 pub mod config;
 pub mod events;
@@ -10,11 +11,14 @@ pub mod exits;
 pub mod proc;
 pub mod roster;
 pub mod runtime;
+pub mod screen;
+pub mod send;
 pub mod service;
 pub mod socket;
 pub mod systemd;
 pub mod table;
 pub mod tmux;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,14 +82,35 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         uid: cfg.uid,
         enabled: cfg.systemd.probe,
     };
-    let (table, view) =
+    let tmux_socket = cfg
+        .tmux_socket
+        .clone()
+        .unwrap_or_else(|| roster.tmux.socket_name.clone());
+    let (table, view, roster_rx) =
         table::Table::start(cfg.clone(), roster, events.clone(), probe, epoch).await?;
-    let owner = tokio::spawn(table.run(opts.commands, opts.shutdown.clone()));
+    // Control requests from the service and the embedder's commands (SIGHUP)
+    // share the table's one command queue.
+    let (cmd_tx, cmd_rx) = mpsc::channel(32);
+    let mut external = opts.commands;
+    let forward_tx = cmd_tx.clone();
+    tokio::spawn(async move {
+        while let Some(c) = external.recv().await {
+            if forward_tx.send(c).await.is_err() {
+                break;
+            }
+        }
+    });
+    let owner = tokio::spawn(table.run(cmd_rx, opts.shutdown.clone()));
 
     let svc = service::FleetService {
         view,
+        roster: roster_rx,
         events,
         epoch,
+        tmux: tmux::Tmux::new(&cfg.tmux, tmux_socket),
+        run_dir: cfg.run_dir.clone(),
+        send_limit: cfg.send_limit,
+        commands: cmd_tx,
     };
     let fleet = FleetServer::new(svc)
         .max_decoding_message_size(MAX_DECODE)

@@ -1,30 +1,32 @@
-//! Temporary lead roster (replaced by the full version).
-use std::collections::BTreeMap;
+//! The roster: the operator's list of agents, in YAML or TOML. Rosters of
+//! the source fleet load unchanged; every error names file, line and key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_proto::name::AgentName;
 use serde::Deserialize;
 
+use crate::runtime;
+
+// === resolved roster ===
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TmuxSettings {
     pub socket_name: String,
     pub holder_session: String,
 }
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeSpec {
-    pub command: Option<String>,
-    pub process_names: Option<Vec<String>>,
-    pub reset_command: Option<String>,
-}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Roster {
     pub path: PathBuf,
     pub tmux: TmuxSettings,
     pub agents: Vec<AgentSpec>,
-    pub runtimes: BTreeMap<String, RuntimeSpec>,
 }
+
+/// One agent, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
     pub name: AgentName,
@@ -33,53 +35,132 @@ pub struct AgentSpec {
     pub model_hint: Option<String>,
     pub reset_between_tasks: bool,
     pub persistent_persona: bool,
+    /// Shell command line, run as `sh -c 'exec <command>'`.
     pub command: String,
+    /// defaults.env < runtime env < agent env.
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
+    /// Extra PATH entries for the pane, agent's first.
     pub path_prefix: Vec<PathBuf>,
+    /// Names the runtime's process really has (drift otherwise).
     pub process_names: Vec<String>,
     pub reset_command: Option<String>,
     pub submit_gap: Duration,
+    pub bracketed_paste: Option<bool>,
     pub heartbeat_interval: Option<Duration>,
+    /// 1-based line of the agent's entry.
     pub line: usize,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}: {message}")]
+
+impl Roster {
+    pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
+        self.agents.iter().find(|a| a.name.as_str() == name)
+    }
+}
+
+// === errors ===
+
+/// A roster problem: `file:line: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct RosterError {
-    pub path: String,
-    pub line: usize,
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
     pub message: String,
 }
 
-#[derive(Deserialize)]
+impl fmt::Display for RosterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Toml,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Option<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => Some(Self::Yaml),
+            Some("toml") => Some(Self::Toml),
+            _ => None,
+        }
+    }
+}
+
+// === the file as written ===
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
+struct RawRoster {
+    #[serde(default = "one")]
     version: u32,
+    #[serde(default = "tmux_word")]
     transport: String,
     #[serde(default)]
-    tmux: Option<TmuxFile>,
+    tmux: RawTmux,
     #[serde(default)]
-    defaults: Option<Defaults>,
+    defaults: RawDefaults,
     #[serde(default)]
-    runtimes: BTreeMap<String, RuntimeSpec>,
+    runtimes: BTreeMap<String, RawRuntime>,
     #[serde(default)]
-    agents: Vec<AgentFile>,
+    agents: Vec<RawAgent>,
 }
-#[derive(Deserialize)]
+
+fn one() -> u32 {
+    1
+}
+
+fn tmux_word() -> String {
+    "tmux".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TmuxFile {
+struct RawTmux {
     socket_name: Option<String>,
     holder_session: Option<String>,
 }
-#[derive(Deserialize)]
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Defaults {
-    working_directory: Option<PathBuf>,
+struct RawDefaults {
+    working_directory: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    path: Vec<String>,
     heartbeat_interval_secs: Option<f64>,
 }
-#[derive(Deserialize)]
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AgentFile {
+struct RawRuntime {
+    command: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    workdir: Option<String>,
+    process_names: Option<Vec<String>>,
+    #[serde(default)]
+    path: Vec<String>,
+    reset_command: Option<String>,
+    submit_gap_ms: Option<u64>,
+    bracketed_paste: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
     name: String,
     runtime: String,
     class: Option<String>,
@@ -89,103 +170,697 @@ struct AgentFile {
     #[serde(default)]
     persistent_persona: bool,
     command: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(alias = "working_directory")]
+    workdir: Option<String>,
+    #[serde(default)]
+    path: Vec<String>,
     heartbeat_interval_secs: Option<f64>,
+    submit_gap_ms: Option<u64>,
+    bracketed_paste: Option<bool>,
 }
 
+/// Variables hostd sets in every pane; a roster may not override them.
+const RESERVED_ENV: &[&str] = &[
+    fleet_proto::heartbeat::ENV_AGENT,
+    fleet_proto::heartbeat::ENV_TENANT,
+    fleet_proto::heartbeat::ENV_HEARTBEAT_FILE,
+    fleet_proto::heartbeat::ENV_HEARTBEAT_INTERVAL,
+];
+
+// === loading ===
+
+/// Reads and checks a roster file.
 pub fn load(path: &Path, home: &Path) -> Result<Roster, RosterError> {
-    let err = |line: usize, message: String| RosterError {
-        path: path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        line,
+    let err = |message: String| RosterError {
+        path: path.to_owned(),
+        line: None,
+        key: String::new(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(0, e.to_string()))?;
-    let f: File = serde_yaml::from_str(&text)
-        .map_err(|e| err(e.location().map_or(0, |l| l.line()), e.to_string()))?;
-    if f.version != 1 || f.transport != "tmux" {
-        return Err(err(
-            1,
-            format!("transport: unsupported transport {:?}", f.transport),
+    let format = Format::of(path)
+        .ok_or_else(|| err("unknown roster format: use a .yaml, .yml or .toml file".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    parse(&text, path, format, home)
+}
+
+/// Parses and checks roster text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path, format: Format, home: &Path) -> Result<Roster, RosterError> {
+    let index = LineIndex::build(text, format);
+    let at = |key: &str, message: String| RosterError {
+        path: path.to_owned(),
+        line: index.line(key),
+        key: key.to_owned(),
+        message,
+    };
+    let raw: RawRoster = match format {
+        Format::Yaml => {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = path_string(e.path());
+                let line = e
+                    .inner()
+                    .location()
+                    .map(|l| l.line())
+                    .or_else(|| index.line(&key));
+                let message = clean_message(&e.inner().to_string());
+                // serde_yaml prefixes the (parent) path; the key says it already.
+                let message = match message.split_once(": ") {
+                    Some((p, rest)) if !p.is_empty() && key.starts_with(p) => rest.to_owned(),
+                    _ => message,
+                };
+                RosterError {
+                    path: path.to_owned(),
+                    line,
+                    key,
+                    message,
+                }
+            })?
+        }
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| RosterError {
+                path: path.to_owned(),
+                line: e.span().map(|s| line_at(text, s.start)),
+                key: String::new(),
+                message: clean_message(e.message()),
+            })?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = path_string(e.path());
+                let line = e
+                    .inner()
+                    .span()
+                    .map(|s| line_at(text, s.start))
+                    .or_else(|| index.line(&key));
+                RosterError {
+                    path: path.to_owned(),
+                    line,
+                    key,
+                    message: clean_message(e.inner().message()),
+                }
+            })?
+        }
+    };
+    resolve(raw, path, home, &at)
+}
+
+fn resolve(
+    raw: RawRoster,
+    path: &Path,
+    home: &Path,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<Roster, RosterError> {
+    if raw.version != 1 {
+        return Err(at(
+            "version",
+            format!(
+                "unsupported roster version {} (this fleet reads version 1)",
+                raw.version
+            ),
         ));
     }
-    let builtin: BTreeMap<&str, (&str, Vec<&str>)> = [
-        ("claude", ("claude", vec!["claude", "node"])),
-        ("codex", ("codex", vec!["codex", "node"])),
-        ("pi", ("pi", vec!["pi", "node"])),
-        ("opencode", ("opencode", vec!["opencode", "node", "bun"])),
-        ("shell", ("bash", vec!["bash", "sh", "dash", "zsh", "fish"])),
-        ("demo", ("fleet-demo-agent", vec!["fleet-demo-agent"])),
-    ]
-    .into_iter()
-    .collect();
-    let defaults = f.defaults.unwrap_or(Defaults {
-        working_directory: None,
-        heartbeat_interval_secs: None,
-    });
-    let mut agents = Vec::new();
-    for (i, a) in f.agents.into_iter().enumerate() {
-        let name =
-            AgentName::new(&a.name).map_err(|e| err(i + 1, format!("agents[{i}].name: {e}")))?;
-        let custom = f.runtimes.get(&a.runtime);
-        let (cmd, procs) = match (builtin.get(a.runtime.as_str()), custom) {
-            (
-                _,
-                Some(RuntimeSpec {
-                    command: Some(c),
-                    process_names,
-                    ..
-                }),
-            ) => (
-                c.clone(),
-                process_names
-                    .clone()
-                    .unwrap_or_else(|| vec![c.split_whitespace().next().unwrap_or("").to_owned()]),
-            ),
-            (Some((c, p)), _) => ((*c).to_owned(), p.iter().map(|s| (*s).to_owned()).collect()),
-            _ => {
-                return Err(err(
-                    i + 1,
-                    format!("agents[{i}].runtime: unknown runtime {:?}", a.runtime),
-                ));
+    if raw.transport != "tmux" {
+        return Err(at(
+            "transport",
+            format!("unsupported transport {:?} (only \"tmux\")", raw.transport),
+        ));
+    }
+    let socket_name = raw.tmux.socket_name.unwrap_or_else(|| "fleet".into());
+    fleet_proto::name::check(&socket_name).map_err(|e| at("tmux.socket_name", e.to_string()))?;
+    let holder_session = raw.tmux.holder_session.unwrap_or_else(|| "_holder".into());
+    // The holder may start with '_' so it can never clash with an agent.
+    fleet_proto::name::check(holder_session.trim_start_matches('_'))
+        .map_err(|e| at("tmux.holder_session", e.to_string()))?;
+
+    let expand = |p: &str| crate::config::expand_home(Path::new(p), home);
+    check_env(&raw.defaults.env, "defaults.env", at)?;
+    let default_interval = interval(
+        raw.defaults.heartbeat_interval_secs,
+        "defaults.heartbeat_interval_secs",
+        at,
+    )?;
+    let default_workdir = raw
+        .defaults
+        .working_directory
+        .as_deref()
+        .map(expand)
+        .unwrap_or_else(|| home.to_owned());
+
+    for (name, rt) in &raw.runtimes {
+        let key = format!("runtimes.{name}");
+        fleet_proto::name::check(name).map_err(|e| at(&key, e.to_string()))?;
+        if runtime::builtin(name).is_none() && rt.command.is_none() {
+            return Err(at(&key, format!("custom runtime {name:?} needs a command")));
+        }
+        check_env(&rt.env, &format!("{key}.env"), at)?;
+        if rt.submit_gap_ms.is_some_and(|g| g > 10_000) {
+            return Err(at(
+                &format!("{key}.submit_gap_ms"),
+                "must be at most 10000".into(),
+            ));
+        }
+    }
+
+    let mut agents = Vec::with_capacity(raw.agents.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, a) in raw.agents.into_iter().enumerate() {
+        let key = |k: &str| format!("agents[{i}].{k}");
+        let name = AgentName::new(&a.name).map_err(|e| at(&key("name"), e.to_string()))?;
+        if a.name == holder_session {
+            return Err(at(
+                &key("name"),
+                format!("{:?} is the holder session's name", a.name),
+            ));
+        }
+        let line = at(&key("name"), String::new()).line.unwrap_or(0);
+        if let Some(first) = seen.insert(a.name.clone(), line) {
+            return Err(at(
+                &key("name"),
+                format!("duplicate agent name {:?} (first at line {first})", a.name),
+            ));
+        }
+        let builtin = runtime::builtin(&a.runtime);
+        let custom = raw.runtimes.get(&a.runtime);
+        if builtin.is_none() && custom.is_none() {
+            let mut known: Vec<&str> = runtime::names().collect();
+            known.extend(raw.runtimes.keys().map(String::as_str));
+            known.sort_unstable();
+            known.dedup();
+            return Err(at(
+                &key("runtime"),
+                format!(
+                    "unknown runtime {:?} (known: {})",
+                    a.runtime,
+                    known.join(", ")
+                ),
+            ));
+        }
+        check_env(&a.env, &key("env"), at)?;
+        let hb = interval(
+            a.heartbeat_interval_secs,
+            &key("heartbeat_interval_secs"),
+            at,
+        )?;
+        if a.submit_gap_ms.is_some_and(|g| g > 10_000) {
+            return Err(at(&key("submit_gap_ms"), "must be at most 10000".into()));
+        }
+        let command = a
+            .command
+            .clone()
+            .or_else(|| custom.and_then(|c| c.command.clone()))
+            .or_else(|| builtin.map(|b| b.command.to_owned()))
+            .unwrap_or_default();
+        if command.trim().is_empty() {
+            return Err(at(&key("command"), "command is empty".into()));
+        }
+        let process_names = custom
+            .and_then(|c| c.process_names.clone())
+            .or_else(|| builtin.map(|b| b.process_names.iter().map(|s| (*s).to_owned()).collect()))
+            .or_else(|| runtime::process_name_of(&command).map(|p| vec![p]))
+            .unwrap_or_default();
+        let mut env = raw.defaults.env.clone();
+        if let Some(c) = custom {
+            env.extend(c.env.clone());
+        }
+        env.extend(a.env.clone());
+        let workdir = a
+            .workdir
+            .as_deref()
+            .or_else(|| custom.and_then(|c| c.workdir.as_deref()))
+            .map(expand)
+            .unwrap_or_else(|| default_workdir.clone());
+        let mut path_prefix: Vec<PathBuf> = Vec::new();
+        let runtime_path = custom.map(|c| c.path.clone()).unwrap_or_default();
+        for p in a.path.iter().chain(&runtime_path).chain(&raw.defaults.path) {
+            let p = expand(p);
+            if !path_prefix.contains(&p) {
+                path_prefix.push(p);
             }
-        };
+        }
+        let submit_gap = a
+            .submit_gap_ms
+            .or_else(|| custom.and_then(|c| c.submit_gap_ms))
+            .map(Duration::from_millis)
+            .or_else(|| builtin.map(|b| b.submit_gap))
+            .unwrap_or(runtime::DEFAULT_SUBMIT_GAP);
         agents.push(AgentSpec {
             name,
-            runtime: a.runtime,
+            runtime: a.runtime.clone(),
             class: a.class.unwrap_or_else(|| "worker".into()),
             model_hint: a.model_hint,
             reset_between_tasks: a.reset_between_tasks,
             persistent_persona: a.persistent_persona,
-            command: a.command.unwrap_or(cmd),
-            env: BTreeMap::new(),
-            workdir: defaults
-                .working_directory
-                .clone()
-                .map_or_else(|| home.to_owned(), |w| crate::config::expand_home(&w, home)),
-            path_prefix: vec![],
-            process_names: procs,
-            reset_command: None,
-            submit_gap: Duration::from_millis(100),
-            heartbeat_interval: a
-                .heartbeat_interval_secs
-                .or(defaults.heartbeat_interval_secs)
-                .map(Duration::from_secs_f64),
-            line: i + 1,
+            command,
+            env,
+            workdir,
+            path_prefix,
+            process_names,
+            reset_command: custom
+                .and_then(|c| c.reset_command.clone())
+                .or_else(|| builtin.and_then(|b| b.reset_command.map(str::to_owned))),
+            submit_gap,
+            bracketed_paste: a
+                .bracketed_paste
+                .or_else(|| custom.and_then(|c| c.bracketed_paste))
+                .or_else(|| builtin.and_then(|b| b.bracketed_paste)),
+            heartbeat_interval: hb.or(default_interval),
+            line,
         });
     }
-    let t = f.tmux.unwrap_or(TmuxFile {
-        socket_name: None,
-        holder_session: None,
-    });
     Ok(Roster {
         path: path.to_owned(),
         tmux: TmuxSettings {
-            socket_name: t.socket_name.unwrap_or_else(|| "fleet".into()),
-            holder_session: t.holder_session.unwrap_or_else(|| "_holder".into()),
+            socket_name,
+            holder_session,
         },
         agents,
-        runtimes: f.runtimes,
     })
+}
+
+fn check_env(
+    env: &BTreeMap<String, String>,
+    key: &str,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<(), RosterError> {
+    for k in env.keys() {
+        let ok = k
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(at(
+                &format!("{key}.{k}"),
+                format!("{k:?} is not a valid environment variable name"),
+            ));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(at(
+                &format!("{key}.{k}"),
+                format!("{k} is set by hostd itself"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn interval(
+    secs: Option<f64>,
+    key: &str,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<Option<Duration>, RosterError> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+            Ok(Some(Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(at(
+            key,
+            format!("{s} is not a number of seconds in (0, 86400]"),
+        )),
+    }
+}
+
+/// serde's messages end with " at line X column Y" (yaml) or carry a
+/// trailing period; the location is reported separately.
+fn clean_message(m: &str) -> String {
+    let m = m.trim();
+    let m = match m.find(" at line ") {
+        Some(i) => &m[..i],
+        None => m,
+    };
+    m.trim_end_matches('.').to_owned()
+}
+
+fn path_string(p: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(variant);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    if out == "." { String::new() } else { out }
+}
+
+fn line_at(text: &str, byte: usize) -> usize {
+    text.get(..byte.min(text.len()))
+        .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+// === key path -> line ===
+
+/// Where each key path (`agents[1].runtime`) is written in the file, for
+/// messages about values serde accepted but the roster rules refuse. Covers
+/// block-style YAML and TOML tables, which is how rosters are written.
+struct LineIndex {
+    lines: HashMap<String, usize>,
+}
+
+impl LineIndex {
+    fn build(text: &str, format: Format) -> Self {
+        let lines = match format {
+            Format::Yaml => yaml_lines(text),
+            Format::Toml => toml_lines(text),
+        };
+        Self { lines }
+    }
+
+    /// The line of `key`, or of its closest ancestor.
+    fn line(&self, key: &str) -> Option<usize> {
+        let mut k = key.to_owned();
+        loop {
+            if let Some(l) = self.lines.get(&k) {
+                return Some(*l);
+            }
+            let cut = k.rfind(['.', '['])?;
+            k.truncate(cut);
+        }
+    }
+}
+
+fn join(stack: &[(usize, String)]) -> String {
+    let mut out = String::new();
+    for (_, seg) in stack {
+        if seg.starts_with('[') || out.is_empty() {
+            out.push_str(seg);
+        } else {
+            out.push('.');
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn yaml_lines(text: &str) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut counters: HashMap<String, usize> = HashMap::new();
+    for (no, raw) in text.lines().enumerate() {
+        let line = no + 1;
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut indent = raw.len() - trimmed.len();
+        let mut rest = trimmed;
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        while rest == "-" || rest.starts_with("- ") {
+            let parent = join(&stack);
+            let n = counters.entry(format!("{parent}@{indent}")).or_insert(0);
+            stack.push((indent, format!("[{n}]")));
+            *n += 1;
+            map.entry(join(&stack)).or_insert(line);
+            let after = rest.get(1..).unwrap_or("");
+            let inner = after.trim_start();
+            indent += 1 + after.len() - inner.len();
+            rest = inner;
+        }
+        let key = rest
+            .split_once(": ")
+            .map(|(k, _)| k)
+            .or_else(|| rest.strip_suffix(':'));
+        if let Some(k) = key {
+            let k = k.trim().trim_matches(['"', '\'']);
+            stack.push((indent, k.to_owned()));
+            map.entry(join(&stack)).or_insert(line);
+        }
+    }
+    map
+}
+
+fn toml_lines(text: &str) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    let mut table = String::new();
+    let mut counters: HashMap<String, usize> = HashMap::new();
+    for (no, raw) in text.lines().enumerate() {
+        let line = no + 1;
+        let t = raw.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let name = name.trim().to_owned();
+            let n = counters.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+            map.entry(table.clone()).or_insert(line);
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            table = name.trim().to_owned();
+            map.entry(table.clone()).or_insert(line);
+        } else if let Some((k, _)) = t.split_once('=')
+            && !t.starts_with('#')
+        {
+            let k = k.trim().trim_matches('"');
+            let full = if table.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{table}.{k}")
+            };
+            map.entry(full).or_insert(line);
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rosters")
+            .join(name)
+    }
+
+    fn parse_yaml(text: &str) -> Result<Roster, RosterError> {
+        parse(
+            text,
+            Path::new("r.yaml"),
+            Format::Yaml,
+            Path::new("/home/u"),
+        )
+    }
+
+    fn err(text: &str) -> String {
+        parse_yaml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_source_fleets_rosters_load_unchanged() {
+        for (f, n) in [
+            ("coding.yaml", 4),
+            ("general.yaml", 2),
+            ("research.yaml", 4),
+            ("coding.toml", 4),
+        ] {
+            let r = load(&fixture(f), Path::new("/home/u")).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(r.agents.len(), n, "{f}");
+            assert_eq!(r.tmux.socket_name, "mosaic-factory");
+            assert_eq!(r.tmux.holder_session, "_holder");
+            let orch = r.agent("orchestrator").unwrap();
+            assert_eq!(orch.runtime, "claude");
+            assert_eq!(orch.class, "orchestrator");
+            assert!(orch.persistent_persona);
+            assert_eq!(orch.reset_command.as_deref(), Some("/clear"));
+            assert_eq!(orch.process_names, ["claude", "node"]);
+            assert_eq!(orch.workdir, PathBuf::from("/home/u"), "~ expands");
+        }
+        let r = load(&fixture("coding.yaml"), Path::new("/home/u")).unwrap();
+        let c = r.agent("coder0").unwrap();
+        assert_eq!(c.model_hint.as_deref(), Some("openai-codex/gpt-5.5:high"));
+        assert!(c.reset_between_tasks);
+        assert_eq!(c.reset_command.as_deref(), Some("/new"));
+        assert_eq!(c.line, 18);
+    }
+
+    #[test]
+    fn the_example_roster_loads() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/roster.example.yaml");
+        let r = load(&p, Path::new("/home/u")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.agents.len() >= 3);
+    }
+
+    #[test]
+    fn additions_resolve_with_precedence() {
+        let r = parse_yaml(
+            "version: 1\ntransport: tmux\ndefaults:\n  env: {A: d, B: d}\n  path: [~/bin]\n  heartbeat_interval_secs: 5\nruntimes:\n  mine:\n    command: my-agent --x\n    env: {B: r, C: r}\n    path: [/opt/mine/bin]\n    submit_gap_ms: 250\nagents:\n  - name: a\n    runtime: mine\n    env: {C: a}\n    workdir: ~/w\n    path: [/opt/a]\n  - name: b\n    runtime: pi\n    command: node /x/pi.js\n    heartbeat_interval_secs: 0.5\n",
+        )
+        .unwrap();
+        let a = r.agent("a").unwrap();
+        assert_eq!(a.command, "my-agent --x");
+        assert_eq!(a.process_names, ["my-agent"]);
+        assert_eq!(a.env.get("A").unwrap(), "d");
+        assert_eq!(a.env.get("B").unwrap(), "r");
+        assert_eq!(a.env.get("C").unwrap(), "a");
+        assert_eq!(a.workdir, PathBuf::from("/home/u/w"));
+        assert_eq!(
+            a.path_prefix,
+            [
+                PathBuf::from("/opt/a"),
+                PathBuf::from("/opt/mine/bin"),
+                PathBuf::from("/home/u/bin")
+            ]
+        );
+        assert_eq!(a.submit_gap, Duration::from_millis(250));
+        assert_eq!(a.heartbeat_interval, Some(Duration::from_secs(5)));
+        let b = r.agent("b").unwrap();
+        assert_eq!(b.command, "node /x/pi.js");
+        assert_eq!(b.process_names, ["pi", "node"]);
+        assert_eq!(b.heartbeat_interval, Some(Duration::from_millis(500)));
+        assert_eq!(b.bracketed_paste, Some(true));
+    }
+
+    const HEAD: &str = "version: 1\ntransport: tmux\nagents:\n";
+
+    #[test]
+    fn unknown_keys_name_line_and_key() {
+        assert_eq!(
+            err("version: 1\ntransprt: tmux\n"),
+            "r.yaml:2: transprt: unknown field `transprt`, expected one of `version`, `transport`, `tmux`, `defaults`, `runtimes`, `agents`"
+        );
+        let e = err("version: 1\ntmux:\n  socket: x\n");
+        assert!(
+            e.starts_with("r.yaml:3: tmux.socket: unknown field `socket`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}  - name: a\n    runtime: pi\n  - name: b\n    runtim: pi\n"
+        ));
+        assert!(
+            e.starts_with("r.yaml:7: agents[1].runtim: unknown field `runtim`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_second() {
+        let e = err(&format!(
+            "{HEAD}  - name: a\n    runtime: pi\n  - name: a\n    runtime: pi\n"
+        ));
+        assert_eq!(
+            e,
+            "r.yaml:6: agents[1].name: duplicate agent name \"a\" (first at line 4)"
+        );
+    }
+
+    #[test]
+    fn invalid_names_are_refused_with_their_line() {
+        for bad in ["../x", "a:b", "a.b", "-x", "\"\""] {
+            let e = err(&format!(
+                "{HEAD}  - name: ok\n    runtime: pi\n  - name: {bad}\n    runtime: pi\n"
+            ));
+            assert!(
+                e.starts_with("r.yaml:6: agents[1].name: agent name"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_runtime_lists_the_known_ones() {
+        let e = err(&format!("{HEAD}  - name: a\n    runtime: pii\n"));
+        assert_eq!(
+            e,
+            "r.yaml:5: agents[0].runtime: unknown runtime \"pii\" (known: aider, claude, codex, demo, gemini, opencode, pi, shell)"
+        );
+    }
+
+    #[test]
+    fn transport_and_version_are_checked() {
+        assert_eq!(
+            err("version: 1\ntransport: ssh\n"),
+            "r.yaml:2: transport: unsupported transport \"ssh\" (only \"tmux\")"
+        );
+        assert!(err("version: 2\n").starts_with("r.yaml:1: version: unsupported roster version 2"));
+    }
+
+    #[test]
+    fn syntax_and_type_errors_carry_the_parsers_line() {
+        let e = err("version: 1\nagents:\n  - name: [unclosed\n");
+        assert!(e.starts_with("r.yaml:"), "{e}");
+        let e = err(&format!(
+            "{HEAD}  - name: a\n    runtime: pi\n    reset_between_tasks: maybe\n"
+        ));
+        assert!(
+            e.starts_with("r.yaml:6: agents[0].reset_between_tasks: invalid type"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}  - runtime: pi\n"));
+        assert!(
+            e.starts_with("r.yaml:4: agents[0]: missing field `name`"),
+            "{e}"
+        );
+        let t = parse(
+            "version = 1\n[[agents]]\nname = \"a\"\nruntime = \"pi\"\nbogus = 1\n",
+            Path::new("r.toml"),
+            Format::Toml,
+            Path::new("/h"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            t.starts_with("r.toml:5: agents[0].bogus: unknown field `bogus`"),
+            "{t}"
+        );
+        let t = parse(
+            "version = 1\n[[agents]\n",
+            Path::new("r.toml"),
+            Format::Toml,
+            Path::new("/h"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(t.starts_with("r.toml:2:"), "{t}");
+    }
+
+    #[test]
+    fn env_and_custom_runtime_rules() {
+        let e = err(&format!(
+            "{HEAD}  - name: a\n    runtime: pi\n    env:\n      FLEET_AGENT: x\n"
+        ));
+        assert!(
+            e.starts_with("r.yaml:7: agents[0].env.FLEET_AGENT: FLEET_AGENT is set by hostd"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}  - name: a\n    runtime: pi\n    env:\n      1BAD: x\n"
+        ));
+        assert!(e.contains("not a valid environment variable name"), "{e}");
+        let e = err("version: 1\nruntimes:\n  mine:\n    reset_command: /x\nagents: []\n");
+        assert_eq!(
+            e,
+            "r.yaml:3: runtimes.mine: custom runtime \"mine\" needs a command"
+        );
+        assert!(
+            parse_yaml("version: 1\nagents: []\n")
+                .unwrap()
+                .agents
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_line_index_follows_nesting() {
+        let m = yaml_lines("a:\n  b:\n    - x: 1\n      y: 2\n    - x: 3\nc: 4\n");
+        assert_eq!(m.get("a.b[1].x"), Some(&5));
+        assert_eq!(m.get("a.b[0].y"), Some(&4));
+        assert_eq!(m.get("c"), Some(&6));
+        let t = toml_lines(
+            "x = 1\n[tmux]\nsocket_name = \"s\"\n[[agents]]\nname = \"a\"\n[[agents]]\nname = \"b\"\n",
+        );
+        assert_eq!(t.get("agents[1].name"), Some(&7));
+        assert_eq!(t.get("tmux.socket_name"), Some(&3));
+    }
 }

@@ -8,18 +8,23 @@ use std::time::Duration;
 
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::{
-    AgentKey, AgentRow, Delta, Event, EventsRequest, FleetUpdate, ListAgentsRequest,
-    ListAgentsResponse, ListHostsRequest, ListHostsResponse, Snapshot, WatchFleetRequest,
-    fleet_update,
+    AgentKey, AgentRow, ControlAction, ControlRequest, ControlResult, Delta, Event, EventsRequest,
+    FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
+    PaneState, ScreenFrame, SendReceipt, SendRequest, Snapshot, Verdict, WatchFleetRequest,
+    WatchScreenRequest, fleet_update,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::address::{self, AddressError};
 use crate::clock;
 use crate::events::EventLog;
-use crate::table::View;
+use crate::roster::Roster;
+use crate::send::{self, SendError};
+use crate::table::{Command, View};
+use crate::tmux::Tmux;
 
 /// Per-stream buffer; a client this far behind is shed.
 const STREAM_BUFFER: usize = 64;
@@ -27,8 +32,149 @@ const STREAM_BUFFER: usize = 64;
 #[derive(Clone)]
 pub struct FleetService {
     pub view: watch::Receiver<Arc<View>>,
+    pub roster: watch::Receiver<Arc<Roster>>,
     pub events: EventLog,
     pub epoch: u64,
+    pub tmux: Tmux,
+    pub run_dir: std::path::PathBuf,
+    pub send_limit: usize,
+    pub commands: mpsc::Sender<Command>,
+}
+
+// === errors at the edge ===
+
+impl From<AddressError> for Status {
+    fn from(e: AddressError) -> Self {
+        match e {
+            AddressError::NotFound { .. } => Status::not_found(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<SendError> for Status {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::NotUtf8(_)
+            | SendError::TooLarge { .. }
+            | SendError::Empty
+            | SendError::LineByLine => Status::invalid_argument(e.to_string()),
+            SendError::Dead(_) | SendError::StillBusy(..) => {
+                Status::failed_precondition(e.to_string())
+            }
+            SendError::Tmux(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The trace id from a W3C `traceparent` (`00-<trace>-<span>-<flags>`), or
+/// a fresh one.
+pub fn trace_id(traceparent: &str) -> String {
+    let mut parts = traceparent.split('-');
+    match (parts.next(), parts.next()) {
+        (Some("00"), Some(id)) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_ascii_lowercase()
+        }
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+impl FleetService {
+    /// The live row `address` names, refused unless its pane is alive.
+    fn live_row(&self, address: &str) -> Result<AgentRow, Status> {
+        let view = self.view.borrow().clone();
+        let row = address::resolve(&view.agents, address)?.clone();
+        match PaneState::try_from(row.pane) {
+            Ok(PaneState::Alive) => Ok(row),
+            Ok(PaneState::Dead) => Err(Status::failed_precondition(format!(
+                "the pane of {} is dead ({}); start it first: fleetctl start {}",
+                row.name,
+                if row.last_event.is_empty() {
+                    "exited"
+                } else {
+                    &row.last_event
+                },
+                row.name
+            ))),
+            _ => Err(Status::failed_precondition(format!(
+                "{} has no tmux session{}; start it: fleetctl start {}",
+                row.name,
+                if row.flags.iter().any(|f| f == "stopped") {
+                    " (stopped by an operator)"
+                } else {
+                    ""
+                },
+                row.name
+            ))),
+        }
+    }
+
+    fn target(&self, row: &AgentRow) -> send::Target {
+        let roster = self.roster.borrow().clone();
+        let spec = roster.agent(&row.name);
+        send::Target {
+            tenant: row.tenant_id.clone(),
+            host: row.host.clone(),
+            name: row.name.clone(),
+            pane_id: row.pane_id.clone(),
+            hb_file: spec.map(|s| fleet_proto::heartbeat::path_for(&self.run_dir, &s.name)),
+            submit_gap: spec.map_or(Duration::from_millis(100), |s| s.submit_gap),
+            bracketed_paste: spec.and_then(|s| s.bracketed_paste),
+        }
+    }
+
+    /// The verified send path shared by `Send` and `Control(RESET)`.
+    pub async fn deliver(
+        &self,
+        row: &AgentRow,
+        text: &[u8],
+        opts: send::Options,
+    ) -> Result<SendReceipt, Status> {
+        let clean = send::sanitize(text, self.send_limit)?;
+        let target = self.target(row);
+        let result = send::send(&self.tmux, &target, &clean, &opts).await;
+        match &result {
+            Ok(r) => {
+                let verdict = Verdict::try_from(r.verdict).map_or("unknown", |v| v.as_str_name());
+                self.events.emit(
+                    &row.name,
+                    "sent",
+                    format!(
+                        "{} bytes: {} {}",
+                        r.bytes,
+                        verdict_word(r.verdict),
+                        r.detail
+                    ),
+                    &[
+                        ("bytes", r.bytes.to_string()),
+                        ("verdict", verdict.to_owned()),
+                        ("trace_id", r.trace_id.clone()),
+                        ("elapsed_ms", r.elapsed_ms.to_string()),
+                    ],
+                );
+            }
+            Err(e) => {
+                self.events.emit(
+                    &row.name,
+                    "send-failed",
+                    e.to_string(),
+                    &[("trace_id", opts.trace_id.clone())],
+                );
+            }
+        }
+        Ok(result?)
+    }
+}
+
+pub fn verdict_word(v: i32) -> &'static str {
+    match Verdict::try_from(v) {
+        Ok(Verdict::Delivered) => "delivered",
+        Ok(Verdict::Accepted) => "accepted",
+        Ok(Verdict::Draft) => "draft",
+        Ok(Verdict::Unverifiable) => "unverifiable",
+        Ok(Verdict::Queued) => "queued",
+        _ => "unknown",
+    }
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -101,6 +247,176 @@ impl Fleet for FleetService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
+        let req = req.into_inner();
+        let row = self.live_row(&req.agent)?;
+        let ms = |v: u32, d: u64| Duration::from_millis(if v == 0 { d } else { u64::from(v) });
+        let opts = send::Options {
+            verify: req.verify,
+            verify_timeout: ms(req.verify_timeout_ms, 6000),
+            no_enter: req.no_enter,
+            when_idle: req.when_idle.then(|| ms(req.when_idle_timeout_ms, 30_000)),
+            strict: req.strict,
+            trace_id: trace_id(&req.traceparent),
+        };
+        let receipt = self.deliver(&row, &req.text, opts).await?;
+        Ok(Response::new(receipt))
+    }
+
+    type WatchScreenStream = Streamed<ScreenFrame>;
+
+    async fn watch_screen(
+        &self,
+        req: Request<WatchScreenRequest>,
+    ) -> Result<Response<Self::WatchScreenStream>, Status> {
+        let req = req.into_inner();
+        let view = self.view.borrow().clone();
+        let row = address::resolve(&view.agents, &req.agent)?.clone();
+        if row.pane_id.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{} has no tmux session",
+                row.name
+            )));
+        }
+        let fps = if req.max_fps == 0 {
+            10
+        } else {
+            req.max_fps.min(60)
+        };
+        let min_gap = Duration::from_millis(1000 / u64::from(fps));
+        let tmux = self.tmux.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut last: Option<(Vec<String>, u32, u32, bool)> = None;
+            let mut last_sent = tokio::time::Instant::now() - min_gap;
+            loop {
+                let snap = match crate::screen::snapshot(&tmux, &row.pane_id, req.colours).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::not_found(format!("{} is gone: {e}", row.name))))
+                            .await;
+                        return;
+                    }
+                };
+                let key = (snap.lines.clone(), snap.cursor_x, snap.cursor_y, snap.dead);
+                if last.as_ref() != Some(&key) {
+                    let wait = min_gap.saturating_sub(last_sent.elapsed());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    seq += 1;
+                    let frame = ScreenFrame {
+                        tenant_id: row.tenant_id.clone(),
+                        host: row.host.clone(),
+                        agent: row.name.clone(),
+                        seq,
+                        ts_unix_ms: clock::now_ms(),
+                        lines: snap.lines,
+                        cursor_x: snap.cursor_x,
+                        cursor_y: snap.cursor_y,
+                        width: snap.width,
+                        height: snap.height,
+                        alternate_screen: snap.alternate_on,
+                        dead: snap.dead,
+                    };
+                    if tx.send(Ok(frame)).await.is_err() || req.once {
+                        return;
+                    }
+                    last = Some(key);
+                    last_sent = tokio::time::Instant::now();
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn control(
+        &self,
+        req: Request<ControlRequest>,
+    ) -> Result<Response<ControlResult>, Status> {
+        let req = req.into_inner();
+        let action = ControlAction::try_from(req.action)
+            .ok()
+            .filter(|a| *a != ControlAction::Unspecified)
+            .ok_or_else(|| Status::invalid_argument("unknown control action"))?;
+        let view = self.view.borrow().clone();
+        let row = address::resolve(&view.agents, &req.agent)?.clone();
+        let operator = if req.operator.is_empty() {
+            "local".to_owned()
+        } else {
+            req.operator.clone()
+        };
+        if action == ControlAction::Reset {
+            let roster = self.roster.borrow().clone();
+            let reset = roster
+                .agent(&row.name)
+                .and_then(|s| s.reset_command.clone())
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "{} has no reset_command (set runtimes.{}.reset_command in the roster)",
+                        row.name, row.runtime
+                    ))
+                })?;
+            let row = self.live_row(&row.name)?;
+            let opts = send::Options {
+                verify: true,
+                verify_timeout: Duration::from_secs(6),
+                no_enter: false,
+                when_idle: None,
+                strict: false,
+                trace_id: trace_id(&req.traceparent),
+            };
+            let receipt = self.deliver(&row, reset.as_bytes(), opts).await?;
+            let outcome = format!("sent {reset:?}: {}", verdict_word(receipt.verdict));
+            self.events.emit(
+                &row.name,
+                "reset",
+                format!("{outcome} (by {operator})"),
+                &[("operator", operator)],
+            );
+            return Ok(Response::new(ControlResult {
+                tenant_id: row.tenant_id,
+                host: row.host,
+                agent: row.name,
+                action: action as i32,
+                outcome,
+                receipt: Some(receipt),
+                ..Default::default()
+            }));
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Control {
+                action,
+                agent: row.name.clone(),
+                operator,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("hostd is shutting down"))?;
+        let outcome = rx
+            .await
+            .map_err(|_| Status::unavailable("hostd is shutting down"))?
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(ControlResult {
+            tenant_id: row.tenant_id,
+            host: row.host,
+            agent: row.name.clone(),
+            action: action as i32,
+            outcome,
+            receipt: None,
+            tmux_socket: self.tmux.socket().to_owned(),
+            tmux_target: crate::tmux::exact(&row.name),
+        }))
     }
 
     type EventsStream = Streamed<Event>;

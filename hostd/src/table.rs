@@ -34,7 +34,19 @@ pub struct View {
 pub enum Command {
     /// Re-read the roster (SIGHUP).
     Reload { why: &'static str },
+    /// start / stop / restart / attach one agent; the reply is the outcome
+    /// in words, or why it was refused.
+    Control {
+        action: fleet_proto::v1::ControlAction,
+        agent: String,
+        operator: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
 }
+
+/// File in the run directory listing agents an operator stopped, so a
+/// hostd restart does not start them again.
+const STOPPED_FILE: &str = ".stopped";
 
 /// Per-agent state kept between refreshes.
 #[derive(Debug, Default)]
@@ -79,6 +91,8 @@ pub struct Table {
     recheck_at: Option<tokio::time::Instant>,
     last_resync: Instant,
     tmux_down_since: Option<Instant>,
+    stopped: std::collections::BTreeSet<String>,
+    roster_tx: watch::Sender<Arc<Roster>>,
 }
 
 impl Table {
@@ -90,7 +104,14 @@ impl Table {
         events: EventLog,
         probe: systemd::Probe,
         epoch: u64,
-    ) -> Result<(Self, watch::Receiver<Arc<View>>), tmux::TmuxError> {
+    ) -> Result<
+        (
+            Self,
+            watch::Receiver<Arc<View>>,
+            watch::Receiver<Arc<Roster>>,
+        ),
+        tmux::TmuxError,
+    > {
         let socket = cfg
             .tmux_socket
             .clone()
@@ -103,6 +124,13 @@ impl Table {
             host: HostRow::default(),
         };
         let (publish, rx) = watch::channel(Arc::new(placeholder));
+        let (roster_tx, roster_rx) = watch::channel(Arc::new(roster.clone()));
+        let stopped = std::fs::read_to_string(cfg.run_dir.join(STOPPED_FILE))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| fleet_proto::name::check(l).is_ok())
+            .map(str::to_owned)
+            .collect();
         let mut table = Self {
             cfg,
             tmux,
@@ -123,6 +151,8 @@ impl Table {
             recheck_at: None,
             last_resync: Instant::now(),
             tmux_down_since: None,
+            stopped,
+            roster_tx,
         };
         table.events.emit(
             "",
@@ -137,7 +167,7 @@ impl Table {
         table.bring_up_tmux().await?;
         table.check_unit().await;
         table.tick().await;
-        Ok((table, rx))
+        Ok((table, rx, roster_rx))
     }
 
     /// Owns the table until `shutdown` fires.
@@ -179,6 +209,11 @@ impl Table {
                 Some(pid) = self.exits_rx.recv() => self.on_exit(pid).await,
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Reload { why } => self.reload(why).await,
+                    Command::Control { action, agent, operator, reply } => {
+                        let result = self.control(action, &agent, &operator).await;
+                        let _ = reply.send(result);
+                        self.refresh().await;
+                    }
                 },
             }
         }
@@ -258,7 +293,7 @@ impl Table {
         // First pane of each session (lowest window, then pane index).
         let mut by_session: HashMap<String, Pane> = HashMap::new();
         for p in panes {
-            if p.session_name == holder {
+            if p.session_name == holder || is_watcher(&p.session_name) {
                 continue;
             }
             match by_session.get(&p.session_name) {
@@ -445,13 +480,122 @@ impl Table {
         }
     }
 
-    /// Starts every roster agent that has no session.
+    // === operator control ===
+
+    async fn control(
+        &mut self,
+        action: fleet_proto::v1::ControlAction,
+        name: &str,
+        operator: &str,
+    ) -> Result<String, String> {
+        use fleet_proto::v1::ControlAction as A;
+        let spec = self
+            .roster
+            .agents
+            .iter()
+            .find(|a| a.name.as_str() == name)
+            .cloned();
+        let pane = self.agents.get(name).and_then(|a| a.pane.clone());
+        let who = [("operator", operator.to_owned())];
+        let outcome = match action {
+            A::Attach => {
+                self.events.emit(
+                    name,
+                    "attach",
+                    format!("{operator} took the session over interactively"),
+                    &who,
+                );
+                return Ok("attach recorded".into());
+            }
+            A::Stop => {
+                let Some(spec) = spec else {
+                    return Err(format!(
+                        "{name} is not in the roster; hostd does not stop unmanaged sessions"
+                    ));
+                };
+                self.set_stopped(name, true);
+                if pane.is_some() {
+                    self.tmux
+                        .run(["kill-session", "-t", &tmux::exact(spec.name.as_str())])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                "stopped; hostd will not start it until `fleetctl start`".to_owned()
+            }
+            A::Start | A::Restart => {
+                let Some(spec) = spec else {
+                    return Err(format!("{name} is not in the roster"));
+                };
+                self.set_stopped(name, false);
+                match pane {
+                    None => {
+                        self.launch(&spec).await;
+                        "started".to_owned()
+                    }
+                    Some(p) if p.dead || action == A::Restart => {
+                        self.respawn(&spec, &p.pane_id)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let agent = self.agents.entry(name.to_owned()).or_default();
+                        agent.restarts += 1;
+                        agent.last_event = "restarted".into();
+                        format!("respawned in pane {}", p.pane_id)
+                    }
+                    Some(_) => "already running".to_owned(),
+                }
+            }
+            A::Reset | A::Unspecified => return Err("not a table action".into()),
+        };
+        let kind = match action {
+            A::Stop => "stop",
+            A::Start => "start",
+            _ => "restart",
+        };
+        if let Some(a) = self.agents.get_mut(name) {
+            a.last_event = kind.into();
+        }
+        self.events
+            .emit(name, kind, format!("{outcome} (by {operator})"), &who);
+        Ok(outcome)
+    }
+
+    fn set_stopped(&mut self, name: &str, stopped: bool) {
+        let changed = if stopped {
+            self.stopped.insert(name.to_owned())
+        } else {
+            self.stopped.remove(name)
+        };
+        if changed {
+            let list: String = self.stopped.iter().map(|n| format!("{n}\n")).collect();
+            let path = self.cfg.run_dir.join(STOPPED_FILE);
+            if let Err(e) = std::fs::write(&path, list) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot record stopped agents");
+            }
+        }
+    }
+
+    /// Respawns the pane in place: same pane id, a new process, the same
+    /// environment as a fresh start.
+    async fn respawn(&mut self, spec: &AgentSpec, pane_id: &str) -> Result<(), tmux::TmuxError> {
+        let env = self.pane_env(spec);
+        self.tmux
+            .respawn(pane_id, &spec.workdir, &env, &spec.command)
+            .await?;
+        if let Some(a) = self.agents.get_mut(spec.name.as_str()) {
+            a.exited = false;
+            a.process = None;
+        }
+        Ok(())
+    }
+
+    /// Starts every roster agent that has no session (and was not stopped
+    /// by an operator).
     async fn launch_missing(&mut self) {
         let specs: Vec<AgentSpec> = self.roster.agents.clone();
         for spec in specs {
             let name = spec.name.to_string();
             let has = self.agents.get(&name).is_some_and(|a| a.pane.is_some());
-            if has {
+            if has || self.stopped.contains(&name) {
                 continue;
             }
             self.launch(&spec).await;
@@ -544,6 +688,7 @@ impl Table {
                 }
                 let tmux = self.roster.tmux.clone();
                 self.roster = Roster { tmux, ..new };
+                self.roster_tx.send_replace(Arc::new(self.roster.clone()));
                 self.roster_loaded_at = clock::now_ms();
                 self.events.emit(
                     "",
@@ -592,6 +737,7 @@ impl Table {
                 self.apply_panes(panes, false);
             }
             self.update_processes(true);
+            self.sweep_watchers().await;
         }
         if self
             .unit_checked
@@ -601,6 +747,43 @@ impl Table {
         }
         self.heartbeats();
         self.publish();
+    }
+
+    /// Removes read-only watch sessions nobody is attached to any more (a
+    /// `fleetctl watch` that was killed before it could clean up).
+    async fn sweep_watchers(&mut self) {
+        let Ok(out) = self
+            .tmux
+            .run([
+                "list-sessions",
+                "-F",
+                "#{session_name}\t#{session_attached}\t#{session_created}",
+            ])
+            .await
+        else {
+            return;
+        };
+        let now = clock::now_ms() / 1000;
+        for line in out.lines() {
+            let mut f = line.split('\t');
+            let (Some(name), Some(attached), Some(created)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let created: i64 = created.parse().unwrap_or(now);
+            // A watcher is briefly unattached between creation and attach.
+            if is_watcher(name) && attached == "0" && now - created >= 5 {
+                let _ = self
+                    .tmux
+                    .run(["kill-session", "-t", &tmux::exact(name)])
+                    .await;
+                self.events.emit(
+                    "",
+                    "watcher-swept",
+                    format!("removed orphaned watch session {name}"),
+                    &[],
+                );
+            }
+        }
     }
 
     async fn check_unit(&mut self) {
@@ -791,6 +974,9 @@ impl Table {
         if boot_gap {
             flags.push("boot-enable".to_owned());
         }
+        if self.stopped.contains(name) {
+            flags.push("stopped".to_owned());
+        }
         row.flags = flags;
         let interval = spec
             .and_then(|s| s.heartbeat_interval)
@@ -867,6 +1053,15 @@ impl Table {
             last_seen_unix_ms: clock::now_ms(),
         }
     }
+}
+
+/// `<agent>-watch-<n>`: a read-only watcher's grouped session.
+pub fn is_watcher(session: &str) -> bool {
+    session.rsplit_once("-watch-").is_some_and(|(agent, n)| {
+        fleet_proto::name::check(agent).is_ok()
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn announce_death(events: &EventLog, name: &str, agent: &mut Agent, how: String) {

@@ -118,6 +118,47 @@ impl Tmux {
         }
     }
 
+    /// Runs a tmux command that reads `input` on stdin (`load-buffer -`):
+    /// the bytes reach tmux exactly, with no shell and no argv limits.
+    pub async fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Result<String, TmuxError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let spawn_err = |source| TmuxError::Spawn {
+            bin: self.bin.display().to_string(),
+            source,
+        };
+        let mut child = Command::new(&self.bin)
+            .arg("-L")
+            .arg(&self.socket)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).await.map_err(spawn_err)?;
+            drop(stdin);
+        }
+        let out = child.wait_with_output().await.map_err(spawn_err)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(TmuxError::Failed {
+                command: args
+                    .first()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
     /// True when a server answers on the socket.
     pub async fn server_running(&self) -> bool {
         self.run(["list-sessions", "-F", "#{session_id}"])
@@ -193,6 +234,40 @@ impl Tmux {
         })?;
         self.pin_size(&created.window_id, l.size).await?;
         Ok(Some(created))
+    }
+
+    /// Respawns a pane in place (`respawn-pane -k`): the pane id stays, the
+    /// process is new, started like [`launch`](Self::launch).
+    pub async fn respawn(
+        &self,
+        pane_id: &str,
+        workdir: &Path,
+        env: &PaneEnv,
+        command: &str,
+    ) -> Result<(), TmuxError> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "respawn-pane".into(),
+            "-k".into(),
+            "-t".into(),
+            pane_id.into(),
+            "-c".into(),
+            workdir.as_os_str().to_owned(),
+        ];
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}").into());
+        }
+        args.extend([
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("exec {command}").into(),
+        ]);
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        self.run_with_path(&args, path).await.map(drop)
     }
 
     /// Fixes one window's size (`resize-window` also sets `window-size

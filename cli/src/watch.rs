@@ -1,0 +1,176 @@
+//! `fleetctl watch` (read-only by construction) and `fleetctl attach` (the
+//! one verb that can type), plus start/stop/restart/reset.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::Command;
+
+use fleet_proto::v1::{
+    ControlAction, ControlRequest, ListHostsRequest, ScreenFrame, WatchScreenRequest,
+};
+
+use crate::{Failure, client, exit, send};
+
+fn frame_json(f: &ScreenFrame) -> serde_json::Value {
+    serde_json::json!({
+        "schema": "fleet.frame/v1",
+        "tenant_id": f.tenant_id, "host": f.host, "agent": f.agent,
+        "seq": f.seq, "ts_unix_ms": f.ts_unix_ms,
+        "width": f.width, "height": f.height,
+        "cursor": {"x": f.cursor_x, "y": f.cursor_y},
+        "alternate_screen": f.alternate_screen, "dead": f.dead,
+        "lines": f.lines,
+    })
+}
+
+/// `watch`: an interactive read-only view on a terminal, otherwise a
+/// stream of frames (`--once`: one frame).
+pub async fn watch(socket: &Path, agent: &str, once: bool, json: bool) -> Result<(), Failure> {
+    fleet_proto::name::check(agent.rsplit('/').next().unwrap_or(agent))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let interactive =
+        !once && !json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let mut c = client::connect(socket).await?;
+    if interactive {
+        let hosts = c.list_hosts(ListHostsRequest {}).await?.into_inner();
+        let sock = hosts
+            .hosts
+            .first()
+            .map(|h| h.tmux_socket.clone())
+            .ok_or_else(|| Failure::Other("hostd reported no host".into()))?;
+        return watch_interactive(&sock, agent.rsplit('/').next().unwrap_or(agent));
+    }
+    let mut stream = c
+        .watch_screen(WatchScreenRequest {
+            agent: agent.to_owned(),
+            max_fps: 10,
+            colours: false,
+            once,
+        })
+        .await?
+        .into_inner();
+    while let Some(f) = stream.message().await? {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer(&mut out, &frame_json(&f))
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            writeln!(out)?;
+        } else {
+            if !once {
+                writeln!(
+                    out,
+                    "--- {}/{}/{} frame {} ---",
+                    f.tenant_id, f.host, f.agent, f.seq
+                )?;
+            }
+            for l in &f.lines {
+                writeln!(out, "{l}")?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// A throw-away session grouped with the agent's, attached read-only; it is
+/// removed on detach (hostd sweeps it if this process is killed).
+fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
+    let session = format!("{agent}-watch-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(tmux_socket)
+            .args(args)
+            .status()
+    };
+    let made = tmux(&[
+        "new-session",
+        "-d",
+        "-t",
+        &format!("={agent}"),
+        "-s",
+        &session,
+    ])?;
+    if !made.success() {
+        return Err(Failure::Other(format!(
+            "cannot open a watch session for {agent}"
+        )));
+    }
+    eprintln!("watching {agent} read-only (typing does nothing; detach with C-b d)");
+    let status = tmux(&["attach-session", "-r", "-t", &format!("={session}")]);
+    let _ = tmux(&["kill-session", "-t", &format!("={session}")]);
+    status?;
+    Ok(())
+}
+
+/// `attach`: explicit interactive takeover; refuses without a terminal.
+pub async fn attach(socket: &Path, agent: &str) -> Result<(), Failure> {
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(Failure::Other(
+            "attach needs a terminal: it hands your keyboard to the agent (use `fleetctl watch --once` or `send` from scripts)".into(),
+        ));
+    }
+    let mut c = client::connect(socket).await?;
+    let r = c
+        .control(ControlRequest {
+            agent: agent.to_owned(),
+            action: ControlAction::Attach as i32,
+            traceparent: String::new(),
+            operator: operator(),
+        })
+        .await?
+        .into_inner();
+    eprintln!(
+        "taking over {} INTERACTIVELY: everything you type goes to the agent. Detach with C-b d.",
+        r.agent
+    );
+    let status = Command::new("tmux")
+        .args(["-L", &r.tmux_socket, "attach-session", "-t", &r.tmux_target])
+        .status()?;
+    if !status.success() {
+        return Err(Failure::Other(format!("tmux attach ended with {status}")));
+    }
+    Ok(())
+}
+
+fn operator() -> String {
+    std::env::var("USER").unwrap_or_else(|_| format!("uid{}", rustix::process::getuid().as_raw()))
+}
+
+/// `start|stop|restart|reset`; returns the exit code (reset: the verdict's).
+pub async fn control(
+    socket: &Path,
+    agent: &str,
+    action: ControlAction,
+    json: bool,
+) -> Result<u8, Failure> {
+    let mut c = client::connect(socket).await?;
+    let r = c
+        .control(ControlRequest {
+            agent: agent.to_owned(),
+            action: action as i32,
+            traceparent: std::env::var("TRACEPARENT").unwrap_or_default(),
+            operator: operator(),
+        })
+        .await?
+        .into_inner();
+    let code = r.receipt.as_ref().map_or(exit::OK, send::verdict_code);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({
+            "schema": "fleet.control/v1",
+            "tenant_id": r.tenant_id, "host": r.host, "agent": r.agent,
+            "action": action.as_str_name(),
+            "outcome": r.outcome,
+            "receipt": r.receipt.as_ref().map(send::receipt_json),
+        });
+        serde_json::to_writer_pretty(&mut out, &v).map_err(|e| Failure::Other(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}/{}/{}: {}", r.tenant_id, r.host, r.agent, r.outcome)?;
+        if let Some(receipt) = &r.receipt {
+            out.write_all(send::receipt_text(receipt).as_bytes())?;
+        }
+    }
+    Ok(code)
+}

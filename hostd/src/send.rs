@@ -1,0 +1,314 @@
+//! Typing into an agent: text through a named tmux buffer (never a shell,
+//! never `send-keys -l`), Enter as a separate key, and — with `verify` —
+//! polling snapshots until the agent's verdict or the deadline.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fleet_proto::heartbeat;
+use fleet_proto::v1::{SendReceipt, Verdict};
+
+use crate::screen::{self, Snapshot};
+use crate::tmux::{Tmux, TmuxError};
+use crate::verify::{self, Outcome};
+
+/// Everything about the target the send path needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tenant: String,
+    pub host: String,
+    pub name: String,
+    pub pane_id: String,
+    pub hb_file: Option<PathBuf>,
+    /// Gap between the draft showing and Enter (paste guards).
+    pub submit_gap: Duration,
+    /// Whether the program uses bracketed paste (None = not known).
+    pub bracketed_paste: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub verify: bool,
+    pub verify_timeout: Duration,
+    pub no_enter: bool,
+    pub when_idle: Option<Duration>,
+    pub strict: bool,
+    pub trace_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("text is not valid UTF-8 (at byte {0})")]
+    NotUtf8(usize),
+    #[error("text is {size} bytes after stripping, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("nothing to send: the text is empty after stripping control bytes")]
+    Empty,
+    #[error(
+        "multi-line text to a program that has not enabled bracketed paste would be submitted line by line; refused (--strict)"
+    )]
+    LineByLine,
+    #[error("the pane of {0} is dead; start it first (`fleetctl start {0}`)")]
+    Dead(String),
+    #[error("{0} is still busy after {1:?} (--when-idle)")]
+    StillBusy(String, Duration),
+    #[error("tmux: {0}")]
+    Tmux(#[from] TmuxError),
+}
+
+/// Text after sanitising: control bytes other than `\n` and `\t` removed,
+/// CRLF folded to LF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clean {
+    pub text: String,
+    pub stripped: u32,
+}
+
+pub fn sanitize(raw: &[u8], limit: usize) -> Result<Clean, SendError> {
+    let text = std::str::from_utf8(raw).map_err(|e| SendError::NotUtf8(e.valid_up_to()))?;
+    let text = text.replace("\r\n", "\n");
+    let mut stripped = 0u32;
+    let clean: String = text
+        .chars()
+        .filter(|c| {
+            let keep = !c.is_control() || *c == '\n' || *c == '\t';
+            if !keep {
+                stripped += 1;
+            }
+            keep
+        })
+        .collect();
+    if clean.len() > limit {
+        return Err(SendError::TooLarge {
+            size: clean.len(),
+            limit,
+        });
+    }
+    if clean.trim().is_empty() {
+        return Err(SendError::Empty);
+    }
+    Ok(Clean {
+        text: clean,
+        stripped,
+    })
+}
+
+/// Poll interval that starts short and backs off (tens of ms).
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(8))
+    }
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 3 / 2).min(Duration::from_millis(100));
+    }
+}
+
+async fn snap(tmux: &Tmux, t: &Target) -> Result<Snapshot, TmuxError> {
+    let mut s = screen::snapshot(tmux, &t.pane_id, false).await?;
+    if let Some(f) = &t.hb_file
+        && let Ok(b) = heartbeat::read(f)
+    {
+        s.turn = b.turn;
+        s.busy = b.status == heartbeat::Status::Busy;
+    }
+    Ok(s)
+}
+
+/// Sends `clean` to the agent and, with `verify`, decides what happened.
+pub async fn send(
+    tmux: &Tmux,
+    t: &Target,
+    clean: &Clean,
+    o: &Options,
+) -> Result<SendReceipt, SendError> {
+    let start = Instant::now();
+    let multiline = clean.text.trim_end_matches('\n').contains('\n');
+    let line_by_line = multiline && t.bracketed_paste != Some(true);
+    if line_by_line && o.strict {
+        return Err(SendError::LineByLine);
+    }
+    let mut receipt = SendReceipt {
+        tenant_id: t.tenant.clone(),
+        host: t.host.clone(),
+        agent: t.name.clone(),
+        trace_id: o.trace_id.clone(),
+        bytes: clean.text.len() as u64,
+        stripped: clean.stripped,
+        bracketed_paste: match t.bracketed_paste {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        }
+        .into(),
+        line_by_line: line_by_line && t.bracketed_paste == Some(false),
+        ..Default::default()
+    };
+    if clean.stripped > 0 {
+        receipt
+            .notes
+            .push(format!("{} control bytes were stripped", clean.stripped));
+    }
+    if multiline && t.bracketed_paste.is_none() {
+        receipt.notes.push(
+            "multi-line text to a program not known to use bracketed paste: it may have been submitted line by line".into(),
+        );
+    } else if receipt.line_by_line {
+        receipt.notes.push(
+            "multi-line text without bracketed paste: each line was submitted on its own".into(),
+        );
+    }
+
+    if let Some(bound) = o.when_idle {
+        let deadline = Instant::now() + bound;
+        let mut b = Backoff::new();
+        loop {
+            let s = snap(tmux, t).await?;
+            if !s.busy
+                && verify::BUSY_MARKERS
+                    .iter()
+                    .all(|m| !s.lines.iter().any(|l| l.contains(m)))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(SendError::StillBusy(t.name.clone(), bound));
+            }
+            b.wait().await;
+        }
+    }
+
+    let mut before = snap(tmux, t).await?;
+    if before.dead {
+        return Err(SendError::Dead(t.name.clone()));
+    }
+    if before.in_mode {
+        // A pane in copy mode swallows keys.
+        tmux.run(["copy-mode", "-q", "-t", &t.pane_id]).await?;
+        receipt.left_copy_mode = true;
+        before = snap(tmux, t).await?;
+    }
+
+    let buffer = format!(
+        "fleet-send-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    tmux.run_with_stdin(["load-buffer", "-b", &buffer, "-"], clean.text.as_bytes())
+        .await?;
+    // -p: bracketed-paste markers only if the program asked for them;
+    // -d: delete the buffer afterwards.
+    tmux.run(["paste-buffer", "-p", "-d", "-b", &buffer, "-t", &t.pane_id])
+        .await?;
+
+    let needle = verify::needle(&clean.text);
+    let draft_deadline = Instant::now() + o.verify_timeout.min(Duration::from_millis(1500));
+    let mut drafted = None;
+    let mut b = Backoff::new();
+    loop {
+        let s = snap(tmux, t).await?;
+        if verify::draft_visible(&s, &needle) {
+            drafted = Some(s);
+            break;
+        }
+        if Instant::now() > draft_deadline
+            || !o.verify && Instant::now() > start + Duration::from_millis(300)
+        {
+            break;
+        }
+        b.wait().await;
+    }
+    if o.no_enter {
+        receipt.verdict = Verdict::Delivered as i32;
+        receipt.detail = if drafted.is_some() {
+            "pasted; the text waits on the input row (no Enter)".into()
+        } else {
+            "pasted (no Enter); the text did not show at the cursor".into()
+        };
+        receipt.elapsed_ms = start.elapsed().as_millis() as u64;
+        return Ok(receipt);
+    }
+    // The gap is the runtime's paste guard, not a wait for readiness.
+    tokio::time::sleep(t.submit_gap).await;
+    tmux.run(["send-keys", "-t", &t.pane_id, "Enter"]).await?;
+    receipt.enter_presses = 1;
+    if !o.verify {
+        receipt.verdict = Verdict::Delivered as i32;
+        receipt.detail = "pasted and Enter pressed (not verified)".into();
+        receipt.elapsed_ms = start.elapsed().as_millis() as u64;
+        return Ok(receipt);
+    }
+
+    let enter_at = Instant::now();
+    let deadline = enter_at + o.verify_timeout;
+    let retry_after = Duration::from_millis(500).max(t.submit_gap * 3);
+    let mut b = Backoff::new();
+    let outcome = loop {
+        let now = snap(tmux, t).await?;
+        let last = Instant::now() >= deadline;
+        if let Some(o) = verify::classify(&before, drafted.as_ref(), &now, &needle, last) {
+            break o;
+        }
+        if receipt.enter_presses == 1
+            && drafted.is_some()
+            && enter_at.elapsed() >= retry_after
+            && verify::draft_visible(&now, &needle)
+        {
+            tmux.run(["send-keys", "-t", &t.pane_id, "Enter"]).await?;
+            receipt.enter_presses = 2;
+            receipt
+                .notes
+                .push("the draft was still on the input row: pressed Enter once more".into());
+        }
+        b.wait().await;
+    };
+    let (verdict, evidence, detail) = match outcome {
+        Outcome::Acknowledged => (
+            Verdict::Accepted,
+            "acknowledged",
+            "the runtime's heartbeat turn advanced".to_owned(),
+        ),
+        Outcome::Screen(d) => (Verdict::Accepted, "screen", d),
+        Outcome::Queued(d) => (Verdict::Queued, "screen", d),
+        Outcome::Draft(d) => (Verdict::Draft, "screen", d),
+        Outcome::Unverifiable(d) => (Verdict::Unverifiable, "screen", d),
+    };
+    receipt.verdict = verdict as i32;
+    receipt.evidence = evidence.into();
+    receipt.detail = detail;
+    receipt.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(receipt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_strips_controls_but_keeps_newlines_and_tabs() {
+        let c = sanitize(b"a\x03b\r\nc\td\x1b[31m", 100).unwrap();
+        assert_eq!(c.text, "ab\nc\td[31m");
+        assert_eq!(c.stripped, 2);
+    }
+
+    #[test]
+    fn sanitize_refuses_bad_input() {
+        assert!(matches!(
+            sanitize(b"\xff\xfe", 100),
+            Err(SendError::NotUtf8(0))
+        ));
+        assert!(matches!(
+            sanitize(&[b'a'; 101], 100),
+            Err(SendError::TooLarge { size: 101, .. })
+        ));
+        assert!(matches!(sanitize(b"\x03\x04", 100), Err(SendError::Empty)));
+    }
+
+    #[test]
+    fn sanitize_keeps_shell_specials_byte_exact() {
+        let t = "-x; $(rm -rf /) `id` 'q' \"d\" ünï ✓";
+        assert_eq!(sanitize(t.as_bytes(), 1000).unwrap().text, t);
+    }
+}
