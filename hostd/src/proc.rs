@@ -1,4 +1,5 @@
-//! What a pane is really running, from /proc (temporary lead version).
+//! What a pane is really running, from /proc: the foreground process
+//! group of its tty, skipping a wrapping shell (DESIGN §4).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,6 @@
-//! Heartbeat protocol v1 (temporary lead version).
+//! Heartbeat protocol v1: `<run_dir>/<agent>.hb` holds `key=value` fields
+//! (`ts`, `pid`, `status`, optional `model` and `turn`); writers replace it
+//! atomically; a native writer also touches `<agent>.hb.native`.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
