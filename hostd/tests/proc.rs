@@ -74,7 +74,7 @@ fn names_are_not_truncated_like_comm() {
     let me = proc::read(std::process::id()).unwrap();
     assert!(!me.name.is_empty());
     assert!(me.comm.len() <= 15);
-    assert!(proc::matches_runtime(&me, &[me.name.clone()]));
+    assert!(proc::matches_runtime(&me, std::slice::from_ref(&me.name)));
     assert!(!proc::matches_runtime(&me, &["definitely-not".into()]));
 }
 
