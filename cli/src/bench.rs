@@ -14,6 +14,14 @@ use crate::{Failure, client, demo};
 
 #[derive(Debug, Subcommand)]
 pub enum What {
+    /// `send --verify` time to the accepted receipt (screen path against a
+    /// REPL, acknowledged path against the demo agent) and `watch` frame
+    /// latency.
+    Send {
+        /// Verified sends per target.
+        #[arg(long, default_value_t = 50)]
+        sends: u32,
+    },
     /// `ps` latency against the naive baseline, and idle hostd cost.
     Ps {
         /// Fleet sizes to measure, comma-separated.
@@ -30,6 +38,7 @@ pub enum What {
 
 pub async fn run(what: What) -> Result<(), Failure> {
     match what {
+        What::Send { sends } => bench_send(sends.max(1)).await,
         What::Ps {
             agents,
             runs,
@@ -70,6 +79,38 @@ struct Bed {
     hostd: tokio::process::Child,
 }
 
+impl Bed {
+    /// A real hostd for `roster` on a throw-away tmux socket.
+    async fn start(tag: &str, roster: &str) -> Result<Self, Failure> {
+        let dir = tempfile::Builder::new().prefix("fleet-bench").tempdir()?;
+        let socket_name = format!("fleet-bench-{}-{tag}", std::process::id());
+        let roster_path = dir.path().join("roster.yaml");
+        std::fs::write(&roster_path, roster)?;
+        let hostd = tokio::process::Command::new(demo::hostd_exe())
+            .arg("--roster")
+            .arg(&roster_path)
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .arg("--socket")
+            .arg(dir.path().join("hostd.sock"))
+            .arg("--tmux-socket")
+            .arg(&socket_name)
+            .arg("--log")
+            .arg("warn")
+            .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
+        Ok(Self {
+            dir,
+            socket_name,
+            hostd,
+        })
+    }
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         let _ = self.hostd.start_kill();
@@ -81,39 +122,14 @@ impl Drop for Bed {
 }
 
 async fn bench_size(n: u32, runs: u32, idle_secs: u64) -> Result<Figures, Failure> {
-    let dir = tempfile::Builder::new().prefix("fleet-bench").tempdir()?;
-    let socket_name = format!("fleet-bench-{}-{n}", std::process::id());
     let mut roster = String::from(
         "version: 1\ntransport: tmux\nruntimes:\n  idle:\n    command: sleep 100000\n    process_names: [sleep]\nagents:\n",
     );
     for i in 0..n {
         roster.push_str(&format!("  - name: a{i}\n    runtime: idle\n"));
     }
-    let roster_path = dir.path().join("roster.yaml");
-    std::fs::write(&roster_path, roster)?;
-    let sock = dir.path().join("hostd.sock");
-    let hostd = tokio::process::Command::new(demo::hostd_exe())
-        .arg("--roster")
-        .arg(&roster_path)
-        .arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--tmux-socket")
-        .arg(&socket_name)
-        .arg("--log")
-        .arg("warn")
-        .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
-    let bed = Bed {
-        dir,
-        socket_name,
-        hostd,
-    };
+    let bed = Bed::start(&format!("{n}"), &roster).await?;
+    let sock = bed.dir.path().join("hostd.sock");
     let hostd_pid = bed.hostd.id().unwrap_or_default();
     wait_all_alive(&sock, n).await?;
 
@@ -234,4 +250,127 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0.0)
+}
+
+/// Verified sends against a REPL (screen evidence) and the demo agent
+/// (acknowledged by its heartbeat turn), then watch frame latency.
+async fn bench_send(sends: u32) -> Result<(), Failure> {
+    use fleet_proto::v1::{SendRequest, Verdict, WatchScreenRequest};
+    let roster = "version: 1\ntransport: tmux\nruntimes:\n  repl:\n    command: python3 -q\n    process_names: [python3]\n    bracketed_paste: true\nagents:\n  - name: repl\n    runtime: repl\n  - name: demo\n    runtime: demo\n    command: fleet-demo-agent --busy-ms 0\n    heartbeat_interval_secs: 5\n  - name: sh\n    runtime: shell\n    command: bash --norc --noprofile\n";
+    let bed = Bed::start("send", roster).await?;
+    let sock = bed.dir.path().join("hostd.sock");
+    wait_all_alive(&sock, 3).await?;
+    let mut c = client::connect(&sock).await?;
+    // Programs draw their first prompt shortly after they start.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for agent in ["repl", "demo", "sh"] {
+        loop {
+            let f = c
+                .watch_screen(WatchScreenRequest {
+                    agent: agent.into(),
+                    max_fps: 0,
+                    colours: false,
+                    once: true,
+                })
+                .await?
+                .into_inner()
+                .message()
+                .await?;
+            if f.is_some_and(|f| f.lines.iter().any(|l| !l.trim().is_empty())) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Failure::Other(format!("{agent} never drew")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "{:<28} {:>8} {:>8} {:>8} {:>10}",
+        "send --verify", "p50_ms", "p95_ms", "max_ms", "accepted"
+    );
+    for (agent, label) in [
+        ("repl", "REPL (screen evidence)"),
+        ("demo", "demo agent (acknowledged)"),
+    ] {
+        let mut times = Vec::new();
+        let mut accepted = 0;
+        for i in 0..sends {
+            let t = Instant::now();
+            let r = c
+                .send(SendRequest {
+                    agent: agent.into(),
+                    text: if agent == "repl" {
+                        format!("{i}+1").into_bytes()
+                    } else {
+                        format!("hello {i}").into_bytes()
+                    },
+                    verify: true,
+                    verify_timeout_ms: 6000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if r.verdict == Verdict::Accepted as i32 {
+                accepted += 1;
+            }
+        }
+        let (p50, p95, max) = (
+            percentile(&mut times.clone(), 0.5),
+            percentile(&mut times.clone(), 0.95),
+            percentile(&mut times, 1.0),
+        );
+        println!("{label:<28} {p50:>8.1} {p95:>8.1} {max:>8.1} {accepted:>7}/{sends}");
+    }
+
+    // watch: from a change in the pane (typed characters echoed by the
+    // shell) to a frame carrying it.
+    let mut stream = c
+        .watch_screen(WatchScreenRequest {
+            agent: "sh".into(),
+            max_fps: 60,
+            colours: false,
+            once: false,
+        })
+        .await?
+        .into_inner();
+    let _ = stream.message().await?;
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &bed.socket_name])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+    };
+    let mut lat = Vec::new();
+    for i in 0..30 {
+        let mark = format!("w{i}x");
+        let t = Instant::now();
+        tmux(&["send-keys", "-t", "=sh:", "-l", &mark])?;
+        loop {
+            let Some(f) = stream.message().await? else {
+                return Err(Failure::Other("watch stream ended".into()));
+            };
+            if f.lines.iter().any(|l| l.contains(&mark)) {
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        tmux(&["send-keys", "-t", "=sh:", "C-u"])?;
+    }
+    println!(
+        "{:<28} {:>8.1} {:>8.1} {:>8.1}",
+        "watch frame latency",
+        percentile(&mut lat.clone(), 0.5),
+        percentile(&mut lat.clone(), 0.95),
+        percentile(&mut lat, 1.0)
+    );
+    Ok(())
 }
