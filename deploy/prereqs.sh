@@ -16,3 +16,8 @@ ensure_nextest() {
   echo "installing cargo-nextest…" >&2
   cargo install --locked cargo-nextest
 }
+
+# Claude Code and Codex for the real-TUI acceptance tests (npm registry).
+ensure_agent_tuis() {
+  bash "$(dirname "${BASH_SOURCE[0]}")/agents/setup.sh"
+}

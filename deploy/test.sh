@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (tmux, cargo-nextest), then runs every test of the workspace.
+# (tmux, cargo-nextest, and the real agent TUIs Claude Code and Codex from
+# npm for the acceptance tier), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/prereqs.sh
 . deploy/prereqs.sh
 ensure_tmux
 ensure_nextest
+ensure_agent_tuis
 cargo nextest run --workspace --no-fail-fast "$@"
