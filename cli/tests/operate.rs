@@ -484,3 +484,76 @@ async fn a_watcher_cannot_type_and_does_not_shrink_the_agent() {
         "watchers are not agents"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_line_text_and_busy_agents() {
+    let f = fleet().await;
+    // The demo agent reads lines in canonical mode: no bracketed paste, so
+    // each line would be submitted on its own. --strict refuses.
+    let (code, _, err) = send(&f, &["demo0", "line one\nline two", "--strict"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("line by line"), "{err}");
+    let (code, r, err) = send(&f, &["demo0", "line one\nline two", "--verify"]);
+    assert_eq!(code, 0, "{r} {err}");
+    assert_eq!(r["line_by_line"], true);
+    assert_eq!(r["bracketed_paste"], "no");
+    // bash uses bracketed paste: one submission, no warning.
+    let (code, r, _) = send(&f, &["sh0", "echo one\necho two", "--verify"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["line_by_line"], false);
+    wait_screen(&f, "sh0", |s| s.contains("\none\n") || s.contains("\ntwo")).await;
+
+    // --when-idle waits for the running turn to end before pasting.
+    let (code, _, _) = send(&f, &["demo0", "long job", "--verify"]);
+    assert_eq!(code, 0);
+    let turn = |a: &[fleet_proto::v1::AgentRow]| {
+        row(a, "demo0")
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.turn)
+            .unwrap_or(0)
+    };
+    let before = turn(&f.agents().await);
+    let (code, r, err) = send(&f, &["demo0", "after the job", "--verify", "--when-idle"]);
+    assert_eq!(code, 0, "{r} {err}");
+    assert_eq!(r["evidence"], "acknowledged");
+    let after = f
+        .wait_for("turn advanced", Duration::from_secs(5), |a| {
+            turn(a) > before
+        })
+        .await;
+    assert!(turn(&after) > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_watch_sessions_are_swept() {
+    let mut f = Fleet::new(&roster(), "resync_ms = 300\n");
+    f.start().await;
+    f.wait_for("alive", Duration::from_secs(20), |a| a.len() == 5)
+        .await;
+    // What a killed `fleetctl watch` leaves behind: a grouped session
+    // nobody is attached to.
+    assert!(
+        f.tmux(&["new-session", "-d", "-t", "=sh0", "-s", "sh0-watch-4242"])
+            .status
+            .success()
+    );
+    let agents = f.agents().await;
+    assert!(
+        agents.iter().all(|a| a.name != "sh0-watch-4242"),
+        "a watcher is not an agent"
+    );
+    f.wait_event("swept", |e| {
+        e.kind == "watcher-swept" && e.message.contains("sh0-watch-4242")
+    })
+    .await;
+    assert!(
+        !f.tmux(&["has-session", "-t", "=sh0-watch-4242"])
+            .status
+            .success()
+    );
+    assert!(
+        f.tmux(&["has-session", "-t", "=sh0"]).status.success(),
+        "the agent stays"
+    );
+}

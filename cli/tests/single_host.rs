@@ -763,3 +763,63 @@ async fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(!plain.contains("\x1b["), "NO_COLOR: {plain}");
     assert!(plain.contains("canary-pi"));
 }
+
+/// tmux 3.3a loses a pane's exit status in a good share of deaths (the
+/// child stays a zombie, `pane-died` never fires); hostd must still see each
+/// death at once and get tmux to report it (SIGCHLD nudge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_death_is_seen_and_reported_even_when_tmux_loses_it() {
+    let mut roster = String::from(
+        "version: 1\ntransport: tmux\nruntimes:\n  idle:\n    command: sleep 1000\nagents:\n",
+    );
+    for i in 0..10 {
+        roster.push_str(&format!("  - name: d{i}\n    runtime: idle\n"));
+    }
+    let mut f = Fleet::new(&roster, "");
+    f.start().await;
+    let agents = f
+        .wait_for("all alive", Duration::from_secs(15), |a| {
+            a.len() == 10 && a.iter().all(alive)
+        })
+        .await;
+    for a in &agents {
+        let t = Instant::now();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(a.pane_pid as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        f.wait_for("dead", Duration::from_secs(5), |rows| {
+            find(rows, &a.name).is_some_and(|r| r.pane == PaneState::Dead as i32)
+        })
+        .await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{} took {:?}",
+            a.name,
+            t.elapsed()
+        );
+    }
+    // tmux itself reports every death, nudged where it had lost it.
+    f.wait_for(
+        "every exit reported by tmux",
+        Duration::from_secs(10),
+        |rows| {
+            rows.iter()
+                .all(|r| r.exit_signal == Some(15) || r.exit_status.is_some())
+        },
+    )
+    .await;
+    // No zombie is left behind by the tmux server.
+    for a in &agents {
+        assert!(
+            fleet_hostd_proc_gone(a.pane_pid),
+            "pid {} still exists",
+            a.pane_pid
+        );
+    }
+}
+
+fn fleet_hostd_proc_gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
