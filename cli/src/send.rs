@@ -33,14 +33,7 @@ pub fn verdict_code(r: &SendReceipt) -> u8 {
 }
 
 pub fn verdict_word(v: i32) -> &'static str {
-    match Verdict::try_from(v) {
-        Ok(Verdict::Delivered) => "delivered",
-        Ok(Verdict::Accepted) => "accepted",
-        Ok(Verdict::Draft) => "draft",
-        Ok(Verdict::Unverifiable) => "unverifiable",
-        Ok(Verdict::Queued) => "queued",
-        _ => "unknown",
-    }
+    Verdict::word_of(v)
 }
 
 pub fn receipt_json(r: &SendReceipt) -> serde_json::Value {

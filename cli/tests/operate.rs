@@ -174,11 +174,7 @@ async fn copy_mode_is_left_first_and_dead_or_unknown_agents_are_refused() {
     assert_eq!(code, 1, "{err}");
 
     let pid = row(&f.agents().await, "py0").pane_pid;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    support::kill(pid, rustix::process::Signal::KILL);
     f.wait_for("py0 dead", Duration::from_secs(5), |a| {
         find(a, "py0").is_some_and(|r| r.pane == PaneState::Dead as i32)
     })

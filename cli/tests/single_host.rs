@@ -192,11 +192,7 @@ async fn a_killed_pane_is_dead_within_a_second_with_an_event() {
     for name in ["shell0", "native0"] {
         let pid = row(&agents, name).pane_pid;
         let t = Instant::now();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::Signal::KILL,
-        )
-        .unwrap();
+        support::kill(pid, rustix::process::Signal::KILL);
         f.wait_for("dead", Duration::from_secs(5), |a| {
             find(a, name).is_some_and(|r| r.pane == PaneState::Dead as i32)
         })
@@ -239,11 +235,7 @@ agents:
         })
         .await;
     let pid = agents[0].pane_pid;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    support::kill(pid, rustix::process::Signal::KILL);
     let stale = f
         .wait_for("stale", Duration::from_secs(5), |a| {
             health(&a[0]) == Health::Stale
@@ -532,11 +524,7 @@ async fn ps_watch_redraws_on_change() {
     let doc: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(doc["agents"].as_array().unwrap().len(), 3);
     let pid = row(&agents, "shell0").pane_pid;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    support::kill(pid, rustix::process::Signal::KILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
@@ -784,11 +772,7 @@ async fn every_death_is_seen_and_reported_even_when_tmux_loses_it() {
         .await;
     for a in &agents {
         let t = Instant::now();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(a.pane_pid as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
+        support::kill(a.pane_pid, rustix::process::Signal::TERM);
         f.wait_for("dead", Duration::from_secs(5), |rows| {
             find(rows, &a.name).is_some_and(|r| r.pane == PaneState::Dead as i32)
         })

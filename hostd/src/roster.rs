@@ -56,6 +56,11 @@ impl Roster {
     pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
         self.agents.iter().find(|a| a.name.as_str() == name)
     }
+
+    /// The agents' names.
+    pub fn names(&self) -> std::collections::HashSet<String> {
+        self.agents.iter().map(|a| a.name.to_string()).collect()
+    }
 }
 
 // === errors ===

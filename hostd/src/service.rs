@@ -167,14 +167,7 @@ impl FleetService {
 }
 
 pub fn verdict_word(v: i32) -> &'static str {
-    match Verdict::try_from(v) {
-        Ok(Verdict::Delivered) => "delivered",
-        Ok(Verdict::Accepted) => "accepted",
-        Ok(Verdict::Draft) => "draft",
-        Ok(Verdict::Unverifiable) => "unverifiable",
-        Ok(Verdict::Queued) => "queued",
-        _ => "unknown",
-    }
+    Verdict::word_of(v)
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

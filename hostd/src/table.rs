@@ -303,12 +303,7 @@ impl Table {
                 }
             }
         }
-        let roster_names: HashSet<String> = self
-            .roster
-            .agents
-            .iter()
-            .map(|a| a.name.to_string())
-            .collect();
+        let roster_names = self.roster.names();
         for name in &roster_names {
             self.agents.entry(name.clone()).or_default();
         }
@@ -670,13 +665,8 @@ impl Table {
         self.roster_mtime = mtime(&path);
         match roster::load(&path, &self.cfg.home) {
             Ok(new) => {
-                let old: HashSet<String> = self
-                    .roster
-                    .agents
-                    .iter()
-                    .map(|a| a.name.to_string())
-                    .collect();
-                let now: HashSet<String> = new.agents.iter().map(|a| a.name.to_string()).collect();
+                let old = self.roster.names();
+                let now = new.names();
                 let mut added: Vec<_> = now.difference(&old).cloned().collect();
                 let mut removed: Vec<_> = old.difference(&now).cloned().collect();
                 added.sort();

@@ -105,17 +105,7 @@ impl Tmux {
                 bin: self.bin.display().to_string(),
                 source,
             })?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(TmuxError::Failed {
-                command: args
-                    .first()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
-        }
+        finish(&args, &out)
     }
 
     /// Runs a tmux command that reads `input` on stdin (`load-buffer -`):
@@ -146,17 +136,7 @@ impl Tmux {
             drop(stdin);
         }
         let out = child.wait_with_output().await.map_err(spawn_err)?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(TmuxError::Failed {
-                command: args
-                    .first()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
-        }
+        finish(&args, &out)
     }
 
     /// True when a server answers on the socket.
@@ -297,6 +277,21 @@ impl Tmux {
 
     pub async fn kill_server(&self) {
         let _ = self.run(["kill-server"]).await;
+    }
+}
+
+/// stdout of a successful tmux run, or its stderr as the error.
+fn finish(args: &[std::ffi::OsString], out: &std::process::Output) -> Result<String, TmuxError> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(TmuxError::Failed {
+            command: args
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 

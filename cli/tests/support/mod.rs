@@ -273,3 +273,9 @@ pub fn demo_agent_path() -> PathBuf {
 pub fn path_of(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Sends `sig` to `pid` (a pane's process, in tests).
+pub fn kill(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
