@@ -57,6 +57,11 @@ impl Roster {
         self.agents.iter().find(|a| a.name.as_str() == name)
     }
 
+    /// The agents by name, for lookups in a loop.
+    pub fn by_name(&self) -> HashMap<&str, &AgentSpec> {
+        self.agents.iter().map(|a| (a.name.as_str(), a)).collect()
+    }
+
     /// The agents' names.
     pub fn names(&self) -> std::collections::HashSet<String> {
         self.agents.iter().map(|a| a.name.to_string()).collect()

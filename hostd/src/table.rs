@@ -789,14 +789,9 @@ impl Table {
     fn heartbeats(&mut self) {
         let now = SystemTime::now();
         let now_odt = time::OffsetDateTime::from(now);
-        let specs: HashMap<String, &AgentSpec> = self
-            .roster
-            .agents
-            .iter()
-            .map(|a| (a.name.to_string(), a))
-            .collect();
+        let specs = self.roster.by_name();
         for (name, agent) in self.agents.iter_mut() {
-            let Some(spec) = specs.get(name) else {
+            let Some(spec) = specs.get(name.as_str()) else {
                 agent.source = HeartbeatSource::None;
                 continue;
             };
@@ -863,18 +858,13 @@ impl Table {
     fn publish(&mut self) {
         let now = clock::now_ms();
         let boot_gap = systemd::boot_enable_gap(&self.unit);
-        let specs: HashMap<String, &AgentSpec> = self
-            .roster
-            .agents
-            .iter()
-            .map(|a| (a.name.to_string(), a))
-            .collect();
+        let specs = self.roster.by_name();
         let prev = self.publish.borrow().clone();
         let prev_rows: HashMap<&str, &AgentRow> =
             prev.agents.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut rows = Vec::with_capacity(self.agents.len());
         for (name, agent) in &self.agents {
-            let spec = specs.get(name).copied();
+            let spec = specs.get(name.as_str()).copied();
             let mut row = self.row(name, agent, spec, boot_gap);
             let same = prev_rows.get(name.as_str()).is_some_and(|p| {
                 row.observed_at_unix_ms = p.observed_at_unix_ms;
