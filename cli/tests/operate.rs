@@ -358,6 +358,26 @@ async fn watch_once_prints_the_screen_and_attach_needs_a_terminal() {
     let out = f.fleetctl(&["attach", "sh0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
+    // On a terminal, attach first records the takeover, then hands over the
+    // real session.
+    let r = f
+        .client()
+        .await
+        .control(fleet_proto::v1::ControlRequest {
+            agent: "sh0".into(),
+            action: fleet_proto::v1::ControlAction::Attach as i32,
+            traceparent: String::new(),
+            operator: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.tmux_socket, f.tmux_socket);
+    assert_eq!(r.tmux_target, "=sh0:");
+    f.wait_event("attach", |e| {
+        e.kind == "attach" && e.agent == "sh0" && e.message.contains("alice")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
