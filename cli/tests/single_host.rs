@@ -447,9 +447,13 @@ async fn another_uid_is_refused_on_the_socket() {
     for p in [f.dir.path(), f.socket.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
+    // A copy of fleetctl the other uid can reach wherever the checkout lives.
+    let exe = f.dir.path().join("fleetctl");
+    std::fs::copy(support::bin("fleetctl"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--"])
-        .arg(support::bin("fleetctl"))
+        .arg(&exe)
         .arg("--socket")
         .arg(&f.socket)
         .arg("ps")
