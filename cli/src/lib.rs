@@ -4,6 +4,7 @@
 
 pub mod beat;
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod demo;
 pub mod events;
@@ -247,6 +248,13 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Development PKI: a CA and certificates with one SPIFFE URI SAN each
+    /// (hostd: spiffe://TD/tenant/T/host/H, operator: spiffe://TD/operator/N,
+    /// aggregator: spiffe://TD/aggregator). Keys are written 0600.
+    Certs {
+        #[command(subcommand)]
+        what: certs::Certs,
+    },
     /// Benchmarks (figures printed in one run, compared as ratios).
     Bench {
         #[command(subcommand)]
@@ -329,6 +337,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         .map(|_| exit::OK),
         Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
         Verb::Bench { what } => ok(bench::run(what).await),
+        Verb::Certs { what } => certs::run(what).map(|()| exit::OK),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -248,7 +248,8 @@ pub async fn send(
     let outcome = loop {
         let now = snap(tmux, t).await?;
         let last = Instant::now() >= deadline;
-        if let Some(o) = verify::classify(&before, drafted.as_ref(), &now, &needle, last) {
+        let settled = enter_at.elapsed() >= verify::QUEUE_SETTLE;
+        if let Some(o) = verify::classify(&before, drafted.as_ref(), &now, &needle, settled, last) {
             break o;
         }
         if receipt.enter_presses == 1

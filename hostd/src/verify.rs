@@ -75,15 +75,22 @@ fn marker_in<'a>(s: &Snapshot, markers: &[&'a str]) -> Option<&'a str> {
         .copied()
 }
 
+/// How long after Enter a prompt sent to an already-busy agent is watched
+/// for a queue marker before it counts as taken into the running turn
+/// (Claude Code draws "queued" a few hundred ms after clearing its box).
+pub const QUEUE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// Classifies the screen after Enter. `before` is the screen before the
 /// paste, `drafted` the screen with the draft on it (None when the draft
-/// never showed), `now` the newest. Returns `None` to keep polling; at the
-/// deadline (`last`) it always decides.
+/// never showed), `now` the newest. `settled` says [`QUEUE_SETTLE`] has
+/// passed since Enter. Returns `None` to keep polling; at the deadline
+/// (`last`) it always decides.
 pub fn classify(
     before: &Snapshot,
     drafted: Option<&Snapshot>,
     now: &Snapshot,
     needle: &str,
+    settled: bool,
     last: bool,
 ) -> Option<Outcome> {
     if let (Some(b), Some(n)) = (before.turn, now.turn)
@@ -101,8 +108,16 @@ pub fn classify(
         return Some(Outcome::Queued(format!("the agent shows {m:?}")));
     }
     let still_draft = draft_visible(now, needle);
+    // An agent busy before Enter may queue the prompt or take it into the
+    // running turn; its busy markers say nothing new about this prompt.
+    let was_busy = before.busy
+        || marker_in(before, BUSY_MARKERS).is_some()
+        || marker_in(reference, BUSY_MARKERS).is_some();
+    if was_busy && !settled && !last {
+        return None;
+    }
     if let Some(m) = marker_in(now, BUSY_MARKERS)
-        && marker_in(reference, BUSY_MARKERS).is_none()
+        && !was_busy
     {
         if still_draft && m != "retrying" && m != "Retrying" {
             // A busy agent that kept the text in its box queued it.
@@ -169,7 +184,7 @@ mod tests {
         let n = needle("echo hi");
         assert!(draft_visible(&drafted, &n));
         assert!(matches!(
-            classify(&before, Some(&drafted), &now, &n, false),
+            classify(&before, Some(&drafted), &now, &n, true, false),
             Some(Outcome::Screen(_))
         ));
     }
@@ -181,7 +196,7 @@ mod tests {
         let mut now = before.clone();
         now.turn = Some(4);
         assert_eq!(
-            classify(&before, None, &now, "x", false),
+            classify(&before, None, &now, "x", true, false),
             Some(Outcome::Acknowledged)
         );
     }
@@ -191,11 +206,11 @@ mod tests {
         let before = snap(&["> "], (2, 0));
         let drafted = snap(&["> hello"], (7, 0));
         assert_eq!(
-            classify(&before, Some(&drafted), &drafted, "hello", false),
+            classify(&before, Some(&drafted), &drafted, "hello", true, false),
             None
         );
         assert!(matches!(
-            classify(&before, Some(&drafted), &drafted, "hello", true),
+            classify(&before, Some(&drafted), &drafted, "hello", true, true),
             Some(Outcome::Draft(_))
         ));
     }
@@ -204,12 +219,12 @@ mod tests {
     fn a_frozen_or_blank_screen_is_unverifiable() {
         let blank = snap(&["", ""], (0, 0));
         assert!(matches!(
-            classify(&blank, None, &blank, "x", true),
+            classify(&blank, None, &blank, "x", true, true),
             Some(Outcome::Unverifiable(m)) if m.contains("blank")
         ));
         let frozen = snap(&["FROZEN"], (0, 0));
         assert!(matches!(
-            classify(&frozen, None, &frozen, "x", true),
+            classify(&frozen, None, &frozen, "x", true, true),
             Some(Outcome::Unverifiable(m)) if m.contains("did not change")
         ));
     }
@@ -227,8 +242,23 @@ mod tests {
             (2, 2),
         );
         assert!(matches!(
-            classify(&before, Some(&drafted), &now, "next", false),
+            classify(&before, Some(&drafted), &now, "next", true, false),
             Some(Outcome::Queued(_))
+        ));
+    }
+
+    #[test]
+    fn a_busy_agent_is_watched_for_a_queue_marker_before_acceptance() {
+        let before = snap(&["Working (esc to interrupt)", "› "], (2, 1));
+        let drafted = snap(&["Working (esc to interrupt)", "› next"], (6, 1));
+        let cleared = snap(&["Working (esc to interrupt)", "› "], (2, 1));
+        assert_eq!(
+            classify(&before, Some(&drafted), &cleared, "next", false, false),
+            None
+        );
+        assert!(matches!(
+            classify(&before, Some(&drafted), &cleared, "next", true, false),
+            Some(Outcome::Screen(_))
         ));
     }
 
@@ -238,7 +268,7 @@ mod tests {
         let drafted = snap(&["> do it"], (7, 0));
         let now = snap(&["> do it", "Thinking…", "> "], (2, 2));
         assert!(matches!(
-            classify(&before, Some(&drafted), &now, "do it", false),
+            classify(&before, Some(&drafted), &now, "do it", true, false),
             Some(Outcome::Screen(m)) if m.contains("Thinking")
         ));
     }

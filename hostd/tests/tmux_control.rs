@@ -53,9 +53,17 @@ async fn launch_passes_env_and_execs_the_command() {
         .await
         .unwrap()
         .expect("created");
-    // exec: the pane's process is sleep itself.
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", created.pane_pid)).unwrap();
-    assert_eq!(comm.trim(), "sleep");
+    // exec: the pane's process becomes sleep itself (after sh has exec'd).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", created.pane_pid)).unwrap();
+        if comm.trim() == "sleep" {
+            break;
+        }
+        assert_eq!(comm.trim(), "sh", "only the exec'ing shell may come first");
+        assert!(Instant::now() < deadline, "never exec'd");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let environ = std::fs::read(format!("/proc/{}/environ", created.pane_pid)).unwrap();
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     assert!(vars.contains(&&b"FLEET_AGENT=a0"[..]));

@@ -34,7 +34,7 @@ fn claude_code_prompt_leaving_the_box_is_accepted() {
     let needle = verify::needle("say hello");
     assert!(verify::draft_visible(&drafted, &needle));
     let after = load("claude-2-after-enter.txt");
-    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, false);
+    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, true, false);
     assert!(matches!(got, Some(Outcome::Screen(_))), "{got:?}");
 }
 
@@ -44,7 +44,7 @@ fn claude_code_queued_message_is_queued() {
     let needle = verify::needle("second prompt");
     assert!(verify::draft_visible(&drafted, &needle));
     let after = load("claude-4-queued.txt");
-    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, false);
+    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, true, false);
     assert!(matches!(got, Some(Outcome::Queued(_))), "{got:?}");
 }
 
@@ -54,7 +54,7 @@ fn codex_queue_at_startup_is_queued() {
     let needle = verify::needle("say hello");
     assert!(verify::draft_visible(&drafted, &needle));
     let after = load("codex-2-queued-at-startup.txt");
-    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, false);
+    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, true, false);
     assert!(matches!(got, Some(Outcome::Queued(_))), "{got:?}");
 }
 
@@ -64,7 +64,7 @@ fn codex_steering_into_a_running_turn_is_accepted() {
     let needle = verify::needle("third one");
     assert!(verify::draft_visible(&drafted, &needle));
     let after = load("codex-4-steered.txt");
-    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, false);
+    let got = verify::classify(&drafted, Some(&drafted), &after, &needle, true, false);
     assert!(matches!(got, Some(Outcome::Screen(_))), "{got:?}");
 }
 
@@ -73,11 +73,11 @@ fn a_draft_left_in_the_box_is_a_draft_at_the_deadline() {
     let drafted = load("claude-1-drafted.txt");
     let needle = verify::needle("say hello");
     assert_eq!(
-        verify::classify(&drafted, Some(&drafted), &drafted, &needle, false),
+        verify::classify(&drafted, Some(&drafted), &drafted, &needle, true, false),
         None
     );
     assert!(matches!(
-        verify::classify(&drafted, Some(&drafted), &drafted, &needle, true),
+        verify::classify(&drafted, Some(&drafted), &drafted, &needle, true, true),
         Some(Outcome::Draft(_))
     ));
 }

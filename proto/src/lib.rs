@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod heartbeat;
+pub mod identity;
 pub mod name;
 pub mod paths;
 
