@@ -29,7 +29,7 @@ fn spawn(cmd: &str) -> Kill {
 }
 
 fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(v) = f() {
             return v;
@@ -120,6 +120,15 @@ fn the_foreground_job_of_an_interactive_shell_is_found() {
     poll("bash at its prompt", || {
         let fg = proc::foreground(&ProcTable::subtree(pid), pid)?;
         (fg.name == "bash").then_some(())
+    });
+    // Type only once bash has drawn its prompt (it reads the line then).
+    poll("a prompt", || {
+        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "=t:"]).stdout)
+            .into_owned();
+        screen
+            .lines()
+            .any(|l| l.trim_end().ends_with(['$', '#']))
+            .then_some(())
     });
     tmux(&["send-keys", "-t", "=t:", "sleep 77", "Enter"]);
     let fg = poll("sleep in the foreground", || {
