@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    fleet_proto::tls::install_crypto_provider();
     let cli = fleetctl::Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

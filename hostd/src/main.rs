@@ -54,6 +54,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    fleet_proto::tls::install_crypto_provider();
     let args = Args::parse();
     let env = Environment::current();
     let flags = FileConfig {

@@ -6,6 +6,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod name;
 pub mod paths;
+pub mod tls;
 
 /// Generated code for package `fleet.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,0 +1,219 @@
+//! mTLS for every off-host link: rustls with the ring provider, a
+//! certificate *resolver* that swaps to new files without a restart (a new
+//! certificate and key are checked to match before they are used; a bad one
+//! is refused and the old one kept), and the peer's fleet identity read from
+//! its one SPIFFE URI SAN.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::identity::{Identity, IdentityError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("peer certificate: {0}")]
+    Peer(String),
+    #[error("peer identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// Installs the ring crypto provider for the process. Call first thing in
+/// every `main` (tonic panics later without one). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn file_err(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Reads a certificate chain and its key, and checks that they match.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(cert, e))?;
+    if chain.is_empty() {
+        return Err(file_err(cert, "no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+    CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
+        file_err(
+            cert,
+            format!("certificate and key do not belong together: {e}"),
+        )
+    })
+}
+
+/// Reads the trusted CA certificates.
+pub fn load_roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
+        roots
+            .add(c.map_err(|e| file_err(ca, e))?)
+            .map_err(|e| file_err(ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err(ca, "no CA certificate in the file"));
+    }
+    Ok(roots)
+}
+
+/// The certificate this process presents, replaceable while it runs.
+#[derive(Debug)]
+pub struct Reloading {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Reloading {
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let ck = load_certified_key(cert, key)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new((Arc::new(ck), mtime(cert).max(mtime(key)))),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Re-reads the files if they changed. `Ok(true)` when a new certificate
+    /// is now in use; on error the old one stays. Connections already
+    /// established are never touched.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let stamp = mtime(&self.cert).max(mtime(&self.key));
+        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
+            return Ok(false);
+        }
+        let loaded = load_certified_key(&self.cert, &self.key);
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        // Remember the attempt either way, so a bad file is reported once.
+        cur.1 = stamp;
+        cur.0 = Arc::new(loaded?);
+        Ok(true)
+    }
+
+    /// Polls the files every `every` and swaps in a changed certificate,
+    /// logging a refusal through `on_error`.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        on_error: impl Fn(&TlsError) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.reload_if_changed() {
+                    on_error(&e);
+                }
+            }
+        })
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A server that requires a client certificate from `ca`.
+pub fn server_config(ca: &Path, me: Arc<Reloading>) -> Result<ServerConfig, TlsError> {
+    let roots = Arc::new(load_roots(ca)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| file_err(ca, e))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(me);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// A client that trusts only `ca` and presents `me`.
+pub fn client_config(ca: &Path, me: Arc<Reloading>) -> Result<ClientConfig, TlsError> {
+    let roots = load_roots(ca)?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(me);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// The fleet identity in a (verified) peer certificate: exactly one URI SAN,
+/// a SPIFFE fleet identity.
+pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<Identity, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| TlsError::Peer(e.to_string()))?;
+    let san = x
+        .subject_alternative_name()
+        .map_err(|e| TlsError::Peer(e.to_string()))?
+        .ok_or_else(|| TlsError::Peer("no subjectAltName".into()))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [one] => Ok(Identity::parse(one)?),
+        [] => Err(TlsError::Peer("no URI SAN".into())),
+        _ => Err(TlsError::Peer(format!(
+            "{} URI SANs; exactly one is allowed",
+            uris.len()
+        ))),
+    }
+}
