@@ -86,23 +86,19 @@ impl Bed {
         let socket_name = format!("fleet-bench-{}-{tag}", std::process::id());
         let roster_path = dir.path().join("roster.yaml");
         std::fs::write(&roster_path, roster)?;
-        let hostd = tokio::process::Command::new(demo::hostd_exe())
-            .arg("--roster")
-            .arg(&roster_path)
-            .arg("--run-dir")
-            .arg(dir.path().join("run"))
-            .arg("--socket")
-            .arg(dir.path().join("hostd.sock"))
-            .arg("--tmux-socket")
-            .arg(&socket_name)
-            .arg("--log")
-            .arg("warn")
-            .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
+        let hostd = demo::hostd_command(
+            &roster_path,
+            dir.path(),
+            &dir.path().join("hostd.sock"),
+            &socket_name,
+        )
+        .arg("--log")
+        .arg("warn")
+        .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
         Ok(Self {
             dir,
             socket_name,

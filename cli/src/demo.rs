@@ -76,6 +76,27 @@ pub fn hostd_exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("fleet-hostd"))
 }
 
+/// `fleet-hostd` for `roster`, with its heartbeat files in `dir/run`, serving
+/// `socket` and owning the tmux server `tmux_socket`; standard input closed.
+pub fn hostd_command(
+    roster: &Path,
+    dir: &Path,
+    socket: &Path,
+    tmux_socket: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(hostd_exe());
+    cmd.arg("--roster")
+        .arg(roster)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--tmux-socket")
+        .arg(tmux_socket)
+        .stdin(Stdio::null());
+    cmd
+}
+
 pub async fn run(socket: &Path, stop: bool, timeout: u64) -> Result<(), Failure> {
     let dir = demo_dir();
     let roster = dir.join("roster.yaml");
@@ -102,17 +123,8 @@ pub async fn run(socket: &Path, stop: bool, timeout: u64) -> Result<(), Failure>
         std::fs::write(&roster, ROSTER)?;
         let log = std::fs::File::create(dir.join("hostd.log"))?;
         let exe = hostd_exe();
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("--roster")
-            .arg(&roster)
-            .arg("--run-dir")
-            .arg(dir.join("run"))
-            .arg("--socket")
-            .arg(socket)
-            .arg("--tmux-socket")
-            .arg(tmux_socket())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
+        let mut cmd = hostd_command(&roster, &dir, socket, &tmux_socket());
+        cmd.stdout(log.try_clone()?)
             .stderr(log)
             // Its own process group: the demo outlives this command and a
             // Ctrl-C here.

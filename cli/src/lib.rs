@@ -180,33 +180,7 @@ pub enum Verb {
     /// Control bytes other than newline and tab are stripped; invalid UTF-8
     /// and text over hostd's limit (64 KiB by default) are refused. A pane in
     /// copy mode is taken out of it first; a dead pane is refused.
-    Send {
-        /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
-        agent: String,
-        /// The text; `-` reads standard input.
-        text: Option<String>,
-        /// Read the text from a file.
-        #[arg(long, short = 'f', value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// Wait for the agent's verdict (exit code = verdict).
-        #[arg(long)]
-        verify: bool,
-        /// Verification deadline after Enter.
-        #[arg(long, value_name = "DUR", default_value = "6s", value_parser = send::parse_duration)]
-        verify_timeout: std::time::Duration,
-        /// Paste only; leave the text as a draft.
-        #[arg(long)]
-        no_enter: bool,
-        /// First wait (bounded) until the agent is not busy.
-        #[arg(long)]
-        when_idle: bool,
-        /// Refuse multi-line text to a program without bracketed paste.
-        #[arg(long)]
-        strict: bool,
-        /// Print the receipt as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Send(send::SendArgs),
     /// Watch an agent's screen, read-only by construction. On a terminal: a
     /// throw-away grouped tmux session attached with `attach -r` (typing does
     /// nothing; the agent's window size is kept). Otherwise, or with --once,
@@ -224,30 +198,14 @@ pub enum Verb {
     /// type. Needs a terminal; recorded as an event.
     Attach { agent: String },
     /// Start a stopped or missing agent (a dead pane is respawned).
-    Start {
-        agent: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Start(watch::Target),
     /// End an agent's session and keep it stopped until `start`.
-    Stop {
-        agent: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Stop(watch::Target),
     /// Respawn an agent's pane in place (same pane id, new process).
-    Restart {
-        agent: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Restart(watch::Target),
     /// Send the runtime's reset command (`/clear`, `/new`) through the
     /// verified send path; exits with the receipt's verdict code.
-    Reset {
-        agent: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Reset(watch::Target),
     /// Development PKI: a CA and certificates with one SPIFFE URI SAN each
     /// (hostd: spiffe://TD/tenant/T/host/H, operator: spiffe://TD/operator/N,
     /// aggregator: spiffe://TD/aggregator). Keys are written 0600.
@@ -272,47 +230,13 @@ pub async fn main(cli: Cli) -> ExitCode {
     use fleet_proto::v1::ControlAction;
     let ok = |r: Result<(), Failure>| r.map(|()| exit::OK);
     let result: Result<u8, Failure> = match cli.command {
-        Verb::Send {
-            agent,
-            text,
-            file,
-            verify,
-            verify_timeout,
-            no_enter,
-            when_idle,
-            strict,
-            json,
-        } => {
-            send::run(
-                &socket,
-                send::SendArgs {
-                    agent,
-                    text,
-                    file,
-                    verify,
-                    verify_timeout,
-                    no_enter,
-                    when_idle,
-                    strict,
-                    json,
-                },
-            )
-            .await
-        }
+        Verb::Send(args) => send::run(&socket, args).await,
         Verb::Watch { agent, once, json } => ok(watch::watch(&socket, &agent, once, json).await),
         Verb::Attach { agent } => ok(watch::attach(&socket, &agent).await),
-        Verb::Start { agent, json } => {
-            watch::control(&socket, &agent, ControlAction::Start, json).await
-        }
-        Verb::Stop { agent, json } => {
-            watch::control(&socket, &agent, ControlAction::Stop, json).await
-        }
-        Verb::Restart { agent, json } => {
-            watch::control(&socket, &agent, ControlAction::Restart, json).await
-        }
-        Verb::Reset { agent, json } => {
-            watch::control(&socket, &agent, ControlAction::Reset, json).await
-        }
+        Verb::Start(t) => watch::control(&socket, t, ControlAction::Start).await,
+        Verb::Stop(t) => watch::control(&socket, t, ControlAction::Stop).await,
+        Verb::Restart(t) => watch::control(&socket, t, ControlAction::Restart).await,
+        Verb::Reset(t) => watch::control(&socket, t, ControlAction::Reset).await,
         Verb::Ps { json, watch } => ok(ps::run(&socket, json, watch).await),
         Verb::Events {
             json,

@@ -390,7 +390,7 @@ fn draw(
     style: Style,
 ) -> Result<(), Failure> {
     let agents: Vec<AgentRow> = rows.values().cloned().collect();
-    let now = now_ms();
+    let now = fleet_proto::clock::now_ms();
     let mut out = std::io::stdout().lock();
     if json {
         // One JSON document per line, per change.
@@ -407,11 +407,4 @@ fn draw(
     }
     out.flush()?;
     Ok(())
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -9,15 +9,40 @@ use fleet_proto::v1::{SendReceipt, SendRequest, Verdict};
 
 use crate::{Failure, client, exit};
 
+/// Type a prompt into an agent: pasted through a tmux buffer (never a
+/// shell), then Enter. With --verify, wait for the verdict: accepted (exit
+/// 0; evidence "acknowledged" when the runtime's heartbeat turn advanced,
+/// else "screen"), draft (3), unverifiable (4), queued (5).
+///
+/// Control bytes other than newline and tab are stripped; invalid UTF-8
+/// and text over hostd's limit (64 KiB by default) are refused. A pane in
+/// copy mode is taken out of it first; a dead pane is refused.
+#[derive(Debug, clap::Args)]
 pub struct SendArgs {
+    /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
     pub agent: String,
+    /// The text; `-` reads standard input.
     pub text: Option<String>,
+    /// Read the text from a file.
+    #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Wait for the agent's verdict (exit code = verdict).
+    #[arg(long)]
     pub verify: bool,
+    /// Verification deadline after Enter.
+    #[arg(long, value_name = "DUR", default_value = "6s", value_parser = parse_duration)]
     pub verify_timeout: Duration,
+    /// Paste only; leave the text as a draft.
+    #[arg(long)]
     pub no_enter: bool,
+    /// First wait (bounded) until the agent is not busy.
+    #[arg(long)]
     pub when_idle: bool,
+    /// Refuse multi-line text to a program without bracketed paste.
+    #[arg(long)]
     pub strict: bool,
+    /// Print the receipt as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -32,17 +57,13 @@ pub fn verdict_code(r: &SendReceipt) -> u8 {
     }
 }
 
-pub fn verdict_word(v: i32) -> &'static str {
-    Verdict::word_of(v)
-}
-
 pub fn receipt_json(r: &SendReceipt) -> serde_json::Value {
     serde_json::json!({
         "schema": "fleet.receipt/v1",
         "tenant_id": r.tenant_id,
         "host": r.host,
         "agent": r.agent,
-        "verdict": verdict_word(r.verdict),
+        "verdict": Verdict::word_of(r.verdict),
         "evidence": r.evidence,
         "detail": r.detail,
         "elapsed_ms": r.elapsed_ms,
@@ -66,7 +87,7 @@ pub fn receipt_text(r: &SendReceipt) -> String {
     };
     out.push_str(&format!(
         "{}{evidence}: {}\n",
-        verdict_word(r.verdict),
+        Verdict::word_of(r.verdict),
         r.detail
     ));
     out.push_str(&format!(

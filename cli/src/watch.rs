@@ -133,21 +133,27 @@ pub async fn attach(socket: &Path, agent: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The agent a control verb acts on.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
+    pub agent: String,
+    /// Print the outcome (and a reset's receipt) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn operator() -> String {
     std::env::var("USER").unwrap_or_else(|_| format!("uid{}", rustix::process::getuid().as_raw()))
 }
 
 /// `start|stop|restart|reset`; returns the exit code (reset: the verdict's).
-pub async fn control(
-    socket: &Path,
-    agent: &str,
-    action: ControlAction,
-    json: bool,
-) -> Result<u8, Failure> {
+pub async fn control(socket: &Path, target: Target, action: ControlAction) -> Result<u8, Failure> {
+    let Target { agent, json } = target;
     let mut c = client::connect(socket).await?;
     let r = c
         .control(ControlRequest {
-            agent: agent.to_owned(),
+            agent,
             action: action as i32,
             traceparent: std::env::var("TRACEPARENT").unwrap_or_default(),
             operator: operator(),

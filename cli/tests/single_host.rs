@@ -246,7 +246,7 @@ agents:
         })
         .await;
     let hb = stale[0].heartbeat.as_ref().unwrap();
-    let age_ms = fleetctl::ps::now_ms() - hb.ts_unix_ms;
+    let age_ms = fleet_proto::clock::now_ms() - hb.ts_unix_ms;
     assert!(
         age_ms > 600,
         "went stale after only {age_ms} ms (3 x 200 ms is the rule)"

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
-pub mod clock;
+pub use fleet_proto::clock;
 pub mod config;
 pub mod events;
 pub mod exits;

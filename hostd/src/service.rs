@@ -142,7 +142,7 @@ impl FleetService {
                     format!(
                         "{} bytes: {} {}",
                         r.bytes,
-                        verdict_word(r.verdict),
+                        Verdict::word_of(r.verdict),
                         r.detail
                     ),
                     &[
@@ -164,10 +164,6 @@ impl FleetService {
         }
         Ok(result?)
     }
-}
-
-pub fn verdict_word(v: i32) -> &'static str {
-    Verdict::word_of(v)
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -369,7 +365,7 @@ impl Fleet for FleetService {
                 trace_id: trace_id(&req.traceparent),
             };
             let receipt = self.deliver(&row, reset.as_bytes(), opts).await?;
-            let outcome = format!("sent {reset:?}: {}", verdict_word(receipt.verdict));
+            let outcome = format!("sent {reset:?}: {}", Verdict::word_of(receipt.verdict));
             self.events.emit(
                 &row.name,
                 "reset",

@@ -45,14 +45,16 @@ fn a_wrapping_shell_is_skipped() {
     let pid = c.0.id();
     let fg = poll("sleep child", || {
         let fg = proc::foreground(&ProcTable::subtree(pid), pid)?;
-        (fg.name == "sleep").then_some(fg)
+        // comm changes early in exec, argv a moment later: wait for both.
+        (fg.name == "sleep" && !fg.cmdline.is_empty()).then_some(fg)
     });
     assert_ne!(fg.pid, pid);
     let exec = spawn("exec sleep 31");
     let pid = exec.0.id();
     let fg = poll("exec'd sleep", || {
         let fg = proc::foreground(&ProcTable::subtree(pid), pid)?;
-        (fg.name == "sleep").then_some(fg)
+        // comm changes early in exec, argv a moment later: wait for both.
+        (fg.name == "sleep" && !fg.cmdline.is_empty()).then_some(fg)
     });
     assert_eq!(fg.pid, pid, "exec: the process itself");
 }
@@ -133,7 +135,8 @@ fn the_foreground_job_of_an_interactive_shell_is_found() {
     tmux(&["send-keys", "-t", "=t:", "sleep 77", "Enter"]);
     let fg = poll("sleep in the foreground", || {
         let fg = proc::foreground(&ProcTable::subtree(pid), pid)?;
-        (fg.name == "sleep").then_some(fg)
+        // comm changes early in exec, argv a moment later: wait for both.
+        (fg.name == "sleep" && !fg.cmdline.is_empty()).then_some(fg)
     });
     assert!(fg.cmdline.contains("sleep 77"));
     assert!(proc::is_shell("bash") && proc::is_shell("sh") && !proc::is_shell("node"));

@@ -2,6 +2,7 @@
 //! peer must agree on — agent names and the heartbeat file protocol.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod heartbeat;
 pub mod identity;
 pub mod name;
