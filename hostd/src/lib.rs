@@ -3,10 +3,10 @@
 //! and serves it, with lifecycle events, on a local Unix socket.
 #![forbid(unsafe_code)]
 
-pub mod address;
+pub use fleet_proto::address;
 pub use fleet_proto::clock;
 pub mod config;
-pub mod events;
+pub use fleet_proto::events;
 pub mod exits;
 pub mod proc;
 pub mod roster;

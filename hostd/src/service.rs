@@ -2,7 +2,6 @@
 //! the published [`View`] and the event log, never from a tmux round trip.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +13,18 @@ use fleet_proto::v1::{
     WatchScreenRequest, fleet_update,
 };
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::address::{self, AddressError};
+use crate::address;
 use crate::clock;
 use crate::events::EventLog;
 use crate::roster::Roster;
 use crate::send::{self, SendError};
 use crate::table::{Command, View};
 use crate::tmux::Tmux;
+use fleet_proto::stream::{Streamed, offer};
+use fleet_proto::trace::trace_id;
 
 /// Per-stream buffer; a client this far behind is shed.
 const STREAM_BUFFER: usize = 64;
@@ -43,15 +43,6 @@ pub struct FleetService {
 
 // === errors at the edge ===
 
-impl From<AddressError> for Status {
-    fn from(e: AddressError) -> Self {
-        match e {
-            AddressError::NotFound { .. } => Status::not_found(e.to_string()),
-            _ => Status::invalid_argument(e.to_string()),
-        }
-    }
-}
-
 impl From<SendError> for Status {
     fn from(e: SendError) -> Self {
         match e {
@@ -64,18 +55,6 @@ impl From<SendError> for Status {
             }
             SendError::Tmux(_) => Status::unavailable(e.to_string()),
         }
-    }
-}
-
-/// The trace id from a W3C `traceparent` (`00-<trace>-<span>-<flags>`), or
-/// a fresh one.
-pub fn trace_id(traceparent: &str) -> String {
-    let mut parts = traceparent.split('-');
-    match (parts.next(), parts.next()) {
-        (Some("00"), Some(id)) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            id.to_ascii_lowercase()
-        }
-        _ => format!("{:032x}", rand::random::<u128>()),
     }
 }
 
@@ -166,8 +145,6 @@ impl FleetService {
     }
 }
 
-type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl Fleet for FleetService {
     async fn list_agents(
@@ -210,6 +187,7 @@ impl Fleet for FleetService {
                 update: Some(fleet_update::Update::Snapshot(Snapshot {
                     agents: prev.agents.clone(),
                     hosts: vec![prev.host.clone()],
+                    more: false,
                 })),
                 generated_at_unix_ms: clock::now_ms(),
             };
@@ -452,20 +430,6 @@ impl Fleet for FleetService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// Queues one message, or sheds a client whose buffer is full: it gets
-/// `RESOURCE_EXHAUSTED` and should call again for a fresh snapshot.
-async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
-    match tx.try_send(Ok(item)) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            let shed = Status::resource_exhausted("client too slow; call again to resync");
-            let _ = tx.send_timeout(Err(shed), Duration::from_secs(1)).await;
-            false
-        }
     }
 }
 

@@ -1031,6 +1031,8 @@ impl Table {
             roster_path: self.roster.path.display().to_string(),
             roster_loaded_at_unix_ms: self.roster_loaded_at,
             last_seen_unix_ms: clock::now_ms(),
+            link: "local".into(),
+            via: String::new(),
         }
     }
 }

@@ -2,12 +2,17 @@
 //! peer must agree on — agent names and the heartbeat file protocol.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod clock;
+pub mod events;
 pub mod heartbeat;
 pub mod identity;
 pub mod name;
+pub mod net;
 pub mod paths;
+pub mod stream;
 pub mod tls;
+pub mod trace;
 
 /// Generated code for package `fleet.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

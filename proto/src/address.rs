@@ -2,7 +2,7 @@
 //! `HOST/AGENT` or `TENANT/HOST/AGENT`. A short address that matches more
 //! than one agent is an error listing the candidates; it never picks one.
 
-use fleet_proto::v1::AgentRow;
+use crate::v1::AgentRow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
@@ -16,7 +16,7 @@ pub enum AddressError {
     #[error("bad address {0:?}: use AGENT, HOST/AGENT or TENANT/HOST/AGENT")]
     Syntax(String),
     #[error("{0}")]
-    Name(#[from] fleet_proto::name::NameError),
+    Name(#[from] crate::name::NameError),
     #[error("no agent {address}{}", hint(.candidates))]
     NotFound {
         address: String,
@@ -27,6 +27,15 @@ pub enum AddressError {
         address: String,
         candidates: Vec<String>,
     },
+}
+
+impl From<AddressError> for tonic::Status {
+    fn from(e: AddressError) -> Self {
+        match e {
+            AddressError::NotFound { .. } => tonic::Status::not_found(e.to_string()),
+            _ => tonic::Status::invalid_argument(e.to_string()),
+        }
+    }
 }
 
 fn hint(c: &[String]) -> String {
@@ -46,7 +55,7 @@ impl Address {
             [t, h, a] => (Some(*t), Some(*h), *a),
             _ => return Err(AddressError::Syntax(s.to_owned())),
         };
-        fleet_proto::name::check(agent)?;
+        crate::name::check(agent)?;
         let label_ok = |l: &str| {
             l.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && l.bytes()

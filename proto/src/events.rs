@@ -1,10 +1,12 @@
 //! The lifecycle event log: a bounded backlog for late readers and a
 //! broadcast for live ones. Never per heartbeat — only state changes.
+//! hostd emits its own events; the aggregator also records the events its
+//! hosts forward, renumbered in its own sequence.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use fleet_proto::v1::Event;
+use crate::v1::Event;
 use tokio::sync::broadcast;
 
 use crate::clock;
@@ -38,7 +40,8 @@ impl EventLog {
         }
     }
 
-    /// Records an event and returns it (with its sequence number).
+    /// Records an event about `agent` on this log's own tenant and host and
+    /// returns it (with its sequence number).
     pub fn emit(
         &self,
         agent: &str,
@@ -48,9 +51,8 @@ impl EventLog {
     ) -> Event {
         let message = message.into();
         tracing::info!(agent, kind, %message, "event");
-        let mut b = self.lock();
-        let ev = Event {
-            seq: b.next_seq,
+        self.record(Event {
+            seq: 0,
             ts_unix_ms: clock::now_ms(),
             tenant_id: self.tenant.clone(),
             host: self.host.clone(),
@@ -63,7 +65,14 @@ impl EventLog {
                 .collect::<BTreeMap<_, _>>()
                 .into_iter()
                 .collect(),
-        };
+        })
+    }
+
+    /// Records an event made elsewhere (a host's, forwarded to an
+    /// aggregator), giving it this log's next sequence number.
+    pub fn record(&self, mut ev: Event) -> Event {
+        let mut b = self.lock();
+        ev.seq = b.next_seq;
         b.next_seq += 1;
         if b.events.len() == b.cap {
             b.events.pop_front();

@@ -1,0 +1,316 @@
+//! gRPC over mTLS with certificates that rotate: a listener that completes
+//! handshakes concurrently and tags each connection with the peer's fleet
+//! identity, and a dialer that checks who answered. tonic's own TLS settings
+//! are static, so both sides drive rustls themselves.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::identity::Identity;
+use crate::tls;
+
+/// A handshake that has not finished after this long is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end of one accepted connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// The identity in the client certificate; `None` on a plaintext
+    /// development listener.
+    pub identity: Option<Identity>,
+}
+
+/// The identity of the caller of a request served through [`incoming`].
+pub fn peer_of<T>(req: &tonic::Request<T>) -> Option<&Peer> {
+    req.extensions().get::<Peer>()
+}
+
+/// One accepted connection: TLS or (development only) plain TCP.
+pub struct Conn {
+    io: ConnIo,
+    peer: Peer,
+}
+
+enum ConnIo {
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A refused or failed handshake, for the embedder's security log.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub addr: SocketAddr,
+    pub reason: String,
+}
+
+/// How [`incoming`] treats connections.
+pub enum Security {
+    /// mTLS: the client must present a certificate from the configured CA
+    /// carrying exactly one fleet identity.
+    Mtls(Arc<rustls::ServerConfig>),
+    /// Plain TCP with no identity. Only for a loopback development listener.
+    DevPlaintext,
+}
+
+/// Accepts connections on `listener`, completing each handshake on its own
+/// task so one slow or hostile client cannot hold up the others. Refusals
+/// are reported on `refused` (never more than the channel holds).
+pub fn incoming(
+    listener: TcpListener,
+    security: Security,
+    refused: Option<tokio::sync::mpsc::Sender<Refused>>,
+) -> ReceiverStream<Result<Conn, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let security = Arc::new(security);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let tx = tx.clone();
+            let security = security.clone();
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                let conn = match &*security {
+                    Security::DevPlaintext => Ok(Conn {
+                        io: ConnIo::Plain(tcp),
+                        peer: Peer {
+                            addr: Some(addr),
+                            identity: None,
+                        },
+                    }),
+                    Security::Mtls(cfg) => handshake(cfg.clone(), tcp, addr).await,
+                };
+                match conn {
+                    Ok(c) => {
+                        let _ = tx.send(Ok(c)).await;
+                    }
+                    Err(reason) => {
+                        tracing::info!(%addr, %reason, "connection refused");
+                        if let Some(r) = refused {
+                            let _ = r.try_send(Refused { addr, reason });
+                        }
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    cfg: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<Conn, String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let identity = {
+        let certs = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .ok_or("no client certificate")?;
+        let leaf = certs.first().ok_or("no client certificate")?;
+        tls::peer_identity(leaf).map_err(|e| e.to_string())?
+    };
+    Ok(Conn {
+        io: ConnIo::Tls(Box::new(tls)),
+        peer: Peer {
+            addr: Some(addr),
+            identity: Some(identity),
+        },
+    })
+}
+
+/// Where and how to dial.
+#[derive(Clone)]
+pub struct Dial {
+    /// `host:port` (an `https://` prefix is accepted and ignored).
+    pub address: String,
+    /// `None` dials plain TCP (development listener on loopback only).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Name checked against the server certificate (default: the host part
+    /// of `address`).
+    pub server_name: Option<String>,
+}
+
+impl Dial {
+    fn host_port(&self) -> &str {
+        let a = self.address.trim_end_matches('/');
+        a.strip_prefix("https://")
+            .or_else(|| a.strip_prefix("http://"))
+            .unwrap_or(a)
+    }
+
+    fn host(&self) -> String {
+        let hp = self.host_port();
+        let host = match hp.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => hp,
+        };
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    }
+}
+
+/// HTTP/2 keepalive both peers use (tonic's default is off).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A lazily connecting channel to `dial`; every (re)connect checks that the
+/// server presents the aggregator identity.
+pub fn channel(dial: &Dial, connect_timeout: Duration) -> Result<Channel, String> {
+    let uri = format!("http://{}", dial.host_port());
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| format!("bad address {:?}: {e}", dial.address))?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let dial = dial.clone();
+    let name = dial.server_name.clone().unwrap_or_else(|| dial.host());
+    let server_name =
+        ServerName::try_from(name.clone()).map_err(|e| format!("bad server name {name:?}: {e}"))?;
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let dial = dial.clone();
+            let server_name = server_name.clone();
+            async move { connect(&dial, server_name).await.map(TokioIo::new) }
+        })),
+    )
+}
+
+/// A client connection: TLS, or plain TCP for a development listener.
+pub enum ClientConn {
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+impl AsyncRead for ClientConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+impl AsyncWrite for ClientConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientConn::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+async fn connect(dial: &Dial, server_name: ServerName<'static>) -> std::io::Result<ClientConn> {
+    let tcp = TcpStream::connect(dial.host_port()).await?;
+    tcp.set_nodelay(true)?;
+    let Some(cfg) = &dial.tls else {
+        return Ok(ClientConn::Plain(tcp));
+    };
+    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(server_name, tcp)
+        .await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| std::io::Error::other("the server sent no certificate"))?;
+    match tls::peer_identity(leaf) {
+        Ok(Identity::Aggregator { .. }) => Ok(ClientConn::Tls(Box::new(tls))),
+        Ok(other) => Err(std::io::Error::other(format!(
+            "the server is {other}, not a fleet aggregator"
+        ))),
+        Err(e) => Err(std::io::Error::other(format!("server certificate: {e}"))),
+    }
+}
