@@ -1,6 +1,9 @@
-//! Connecting to a `Fleet` server: the local hostd over its Unix socket.
+//! Connecting to a `Fleet` server: the local hostd over its Unix socket, or
+//! a fleet-aggregator over mTLS with an operator certificate.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use fleet_proto::v1::fleet_client::FleetClient;
 use hyper_util::rt::TokioIo;
@@ -50,5 +53,105 @@ pub async fn connect(socket: &Path) -> Result<FleetClient<Channel>, Failure> {
                 socket.display()
             ))
         })?;
+    Ok(FleetClient::new(channel).max_decoding_message_size(MAX_DECODE))
+}
+
+/// How to reach an aggregator (flags or `FLEET_*` variables).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Remote {
+    /// Talk to this fleet-aggregator (HOST:PORT) instead of the local hostd.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEET_AGGREGATOR",
+        value_name = "HOST:PORT"
+    )]
+    pub aggregator: Option<String>,
+    /// CA certificate that signed the aggregator's certificate.
+    #[arg(long, global = true, env = "FLEET_CA", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Your operator certificate (spiffe://TD/operator/NAME).
+    #[arg(long, global = true, env = "FLEET_CERT", value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert.
+    #[arg(long, global = true, env = "FLEET_KEY", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Name to check the aggregator's certificate against (default: the
+    /// host part of --aggregator).
+    #[arg(long, global = true, env = "FLEET_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+/// Where the verbs go.
+#[derive(Debug, Clone)]
+pub enum Server {
+    Local(PathBuf),
+    Aggregator(Remote),
+}
+
+impl Server {
+    pub fn new(socket: Option<&Path>, remote: &Remote) -> Self {
+        match &remote.aggregator {
+            Some(_) if socket.is_none() => Server::Aggregator(remote.clone()),
+            _ => Server::Local(socket_path(socket)),
+        }
+    }
+
+    pub fn is_aggregator(&self) -> bool {
+        matches!(self, Server::Aggregator(_))
+    }
+}
+
+/// Connects to wherever `server` says.
+pub async fn open(server: &Server) -> Result<FleetClient<Channel>, Failure> {
+    match server {
+        Server::Local(socket) => connect(socket).await,
+        Server::Aggregator(r) => connect_remote(r).await,
+    }
+}
+
+/// Connects to an aggregator over mTLS.
+pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure> {
+    let address = r.aggregator.clone().unwrap_or_default();
+    let (Some(ca), Some(cert), Some(key)) = (&r.ca, &r.cert, &r.key) else {
+        return Err(Failure::Usage(
+            "an aggregator is reached over mTLS: give --ca, --cert and --key \
+             (or FLEET_CA, FLEET_CERT, FLEET_KEY); `fleetctl certs issue operator` makes them"
+                .into(),
+        ));
+    };
+    let tls_err = |e: fleet_proto::tls::TlsError| Failure::Usage(e.to_string());
+    let me = fleet_proto::tls::Reloading::load(cert, key).map_err(tls_err)?;
+    let cfg = fleet_proto::tls::client_config(ca, me).map_err(tls_err)?;
+    let dial = fleet_proto::net::Dial {
+        address: address.clone(),
+        tls: Some(Arc::new(cfg)),
+        server_name: r.server_name.clone(),
+    };
+    let channel =
+        fleet_proto::net::channel(&dial, Duration::from_secs(5)).map_err(Failure::Usage)?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    // One cheap call so a refused handshake is reported as such, here.
+    if let Err(s) = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        let detail = std::error::Error::source(&s)
+            .map(|e| {
+                let mut msg = e.to_string();
+                let mut cur = e.source();
+                while let Some(inner) = cur {
+                    msg = format!("{msg}: {inner}");
+                    cur = inner.source();
+                }
+                msg
+            })
+            .unwrap_or_else(|| s.message().to_owned());
+        return Err(Failure::Unavailable(format!(
+            "cannot reach fleet-aggregator at {address}: {detail}"
+        )));
+    }
     Ok(FleetClient::new(channel).max_decoding_message_size(MAX_DECODE))
 }

@@ -1,14 +1,13 @@
 //! `fleetctl events`: lifecycle events, the retained backlog then live.
 
 use std::io::Write;
-use std::path::Path;
 
 use fleet_proto::v1::{Event, EventsRequest};
 
 use crate::{Failure, client};
 
 pub async fn run(
-    socket: &Path,
+    server: &client::Server,
     json: bool,
     follow: bool,
     agent: Option<String>,
@@ -17,7 +16,7 @@ pub async fn run(
     if let Some(a) = &agent {
         fleet_proto::name::check(a).map_err(|e| Failure::Usage(e.to_string()))?;
     }
-    let mut client = client::connect(socket).await?;
+    let mut client = client::open(server).await?;
     let mut stream = client
         .events(EventsRequest {
             follow,

@@ -88,6 +88,8 @@ pub struct Cli {
     /// hostd socket to talk to.
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: client::Remote,
     #[command(subcommand)]
     pub command: Verb,
 }
@@ -226,25 +228,26 @@ fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
 
 /// Runs one invocation and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
+    let server = client::Server::new(cli.socket.as_deref(), &cli.remote);
     let socket = client::socket_path(cli.socket.as_deref());
     use fleet_proto::v1::ControlAction;
     let ok = |r: Result<(), Failure>| r.map(|()| exit::OK);
     let result: Result<u8, Failure> = match cli.command {
-        Verb::Send(args) => send::run(&socket, args).await,
-        Verb::Watch { agent, once, json } => ok(watch::watch(&socket, &agent, once, json).await),
-        Verb::Attach { agent } => ok(watch::attach(&socket, &agent).await),
-        Verb::Start(t) => watch::control(&socket, t, ControlAction::Start).await,
-        Verb::Stop(t) => watch::control(&socket, t, ControlAction::Stop).await,
-        Verb::Restart(t) => watch::control(&socket, t, ControlAction::Restart).await,
-        Verb::Reset(t) => watch::control(&socket, t, ControlAction::Reset).await,
-        Verb::Ps { json, watch } => ok(ps::run(&socket, json, watch).await),
+        Verb::Send(args) => send::run(&server, args).await,
+        Verb::Watch { agent, once, json } => ok(watch::watch(&server, &agent, once, json).await),
+        Verb::Attach { agent } => ok(watch::attach(&server, &agent).await),
+        Verb::Start(t) => watch::control(&server, t, ControlAction::Start).await,
+        Verb::Stop(t) => watch::control(&server, t, ControlAction::Stop).await,
+        Verb::Restart(t) => watch::control(&server, t, ControlAction::Restart).await,
+        Verb::Reset(t) => watch::control(&server, t, ControlAction::Reset).await,
+        Verb::Ps { json, watch } => ok(ps::run(&server, json, watch).await),
         Verb::Events {
             json,
             no_follow,
             agent,
             after,
-        } => ok(events::run(&socket, json, !no_follow, agent, after).await),
-        Verb::Hosts { json } => ok(hosts(&socket, json).await),
+        } => ok(events::run(&server, json, !no_follow, agent, after).await),
+        Verb::Hosts { json } => ok(hosts(&server, json).await),
         Verb::Beat {
             status,
             model,
@@ -272,9 +275,9 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn hosts(socket: &std::path::Path, json: bool) -> Result<(), Failure> {
+async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
     use std::io::Write;
-    let mut c = client::connect(socket).await?;
+    let mut c = client::open(server).await?;
     let resp = c
         .list_hosts(fleet_proto::v1::ListHostsRequest {})
         .await?
@@ -299,6 +302,14 @@ async fn hosts(socket: &std::path::Path, json: bool) -> Result<(), Failure> {
         Column {
             header: "HOST",
             priority: 9,
+        },
+        Column {
+            header: "LINK",
+            priority: 8,
+        },
+        Column {
+            header: "LAST-SEEN",
+            priority: 6,
         },
         Column {
             header: "VERSION",
@@ -338,6 +349,22 @@ async fn hosts(socket: &std::path::Path, json: bool) -> Result<(), Failure> {
             vec![
                 p(h.tenant_id.clone()),
                 p(h.host.clone()),
+                (
+                    h.link.clone(),
+                    if h.link == "unreachable" {
+                        Colour::Red
+                    } else {
+                        Colour::None
+                    },
+                ),
+                p(if h.last_seen_unix_ms > 0 {
+                    format!(
+                        "{}s ago",
+                        (resp.generated_at_unix_ms - h.last_seen_unix_ms).max(0) / 1000
+                    )
+                } else {
+                    "-".into()
+                }),
                 p(h.hostd_version.clone()),
                 p(format!(
                     "-L {} ({})",

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
 use fleet_proto::v1::{
     AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, ListAgentsRequest, ListHostsRequest,
@@ -171,6 +170,10 @@ fn host_json(h: &HostRow) -> serde_json::Value {
         },
         "flags": h.flags,
         "roster_path": h.roster_path,
+        "link": h.link,
+        "via": h.via,
+        "last_seen_unix_ms": h.last_seen_unix_ms,
+        "boot_epoch": h.boot_epoch,
     })
 }
 
@@ -299,22 +302,51 @@ fn or_dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }
 }
 
+/// The whole view from the first snapshot of `WatchFleet`, which an
+/// aggregator sends in chunks however big the fleet is.
+pub async fn snapshot(
+    client: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+) -> Result<(Vec<AgentRow>, Vec<HostRow>, i64), Failure> {
+    use fleet_proto::v1::{WatchFleetRequest, fleet_update::Update};
+    let mut stream = client.watch_fleet(WatchFleetRequest {}).await?.into_inner();
+    let (mut agents, mut hosts) = (Vec::new(), Vec::new());
+    while let Some(u) = stream.message().await? {
+        let Some(Update::Snapshot(s)) = u.update else {
+            return Err(Failure::Other(
+                "the server sent a delta before its snapshot".into(),
+            ));
+        };
+        agents.extend(s.agents);
+        hosts.extend(s.hosts);
+        if !s.more {
+            return Ok((agents, hosts, u.generated_at_unix_ms));
+        }
+    }
+    Err(Failure::Other(
+        "the server ended the stream inside its snapshot".into(),
+    ))
+}
+
 /// `fleetctl ps [--json] [--watch]`.
-pub async fn run(socket: &Path, json: bool, watch: bool) -> Result<(), Failure> {
-    let mut client = client::connect(socket).await?;
+pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(), Failure> {
+    let mut client = client::open(server).await?;
     if !watch {
-        let agents = client.list_agents(ListAgentsRequest {}).await?.into_inner();
-        let hosts = client.list_hosts(ListHostsRequest {}).await?.into_inner();
-        let now = agents.generated_at_unix_ms;
+        let (agents, hosts, now) = if server.is_aggregator() {
+            snapshot(&mut client).await?
+        } else {
+            let agents = client.list_agents(ListAgentsRequest {}).await?.into_inner();
+            let hosts = client.list_hosts(ListHostsRequest {}).await?.into_inner();
+            (agents.agents, hosts.hosts, agents.generated_at_unix_ms)
+        };
         let mut out = std::io::stdout().lock();
         if json {
-            let doc = document(&agents.agents, &hosts.hosts, now);
+            let doc = document(&agents, &hosts, now);
             serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(|e| Failure::Other(e.to_string()))?;
             writeln!(out)?;
         } else {
-            out.write_all(text(&agents.agents, now, Style::for_stdout()).as_bytes())?;
-            for h in &hosts.hosts {
+            out.write_all(text(&agents, now, Style::for_stdout()).as_bytes())?;
+            for h in &hosts {
                 if h.flags.iter().any(|f| f == "boot-enable") {
                     writeln!(
                         out,
@@ -337,8 +369,13 @@ async fn watch_loop(
 ) -> Result<(), Failure> {
     let mut stream = client.watch_fleet(WatchFleetRequest {}).await?.into_inner();
     let style = Style::for_stdout();
-    let mut rows: BTreeMap<String, AgentRow> = BTreeMap::new();
-    let mut hosts: Vec<HostRow> = Vec::new();
+    // Keyed by tenant, host and name: one view may span many hosts.
+    type Key = (String, String, String);
+    let key = |t: &str, h: &str, n: &str| -> Key { (t.to_owned(), h.to_owned(), n.to_owned()) };
+    let mut rows: BTreeMap<Key, AgentRow> = BTreeMap::new();
+    let mut hosts: BTreeMap<(String, String), HostRow> = BTreeMap::new();
+    // A snapshot sent in chunks is applied once its last chunk is in.
+    let mut partial: Option<(Vec<AgentRow>, Vec<HostRow>)> = None;
     let mut last_seq: Option<(u64, u64)> = None;
     // Ages move with the clock: redraw once a second on a terminal even
     // when nothing changed (no server round trip).
@@ -347,7 +384,7 @@ async fn watch_loop(
         tokio::select! {
             msg = stream.message() => {
                 let Some(update) = msg? else {
-                    return Err(Failure::Unavailable("fleet-hostd closed the watch stream".into()));
+                    return Err(Failure::Unavailable("the server closed the watch stream".into()));
                 };
                 if let Some((epoch, seq)) = last_seq
                     && (epoch != update.epoch || seq + 1 != update.seq)
@@ -358,18 +395,25 @@ async fn watch_loop(
                 last_seq = Some((update.epoch, update.seq));
                 match update.update {
                     Some(fleet_update::Update::Snapshot(s)) => {
-                        rows = s.agents.into_iter().map(|a| (a.name.clone(), a)).collect();
-                        hosts = s.hosts;
+                        let (mut a, mut h) = partial.take().unwrap_or_default();
+                        a.extend(s.agents);
+                        h.extend(s.hosts);
+                        if s.more {
+                            partial = Some((a, h));
+                            continue;
+                        }
+                        rows = a.into_iter().map(|r| (key(&r.tenant_id, &r.host, &r.name), r)).collect();
+                        hosts = h.into_iter().map(|r| ((r.tenant_id.clone(), r.host.clone()), r)).collect();
                     }
                     Some(fleet_update::Update::Delta(d)) => {
                         for a in d.upserts {
-                            rows.insert(a.name.clone(), a);
+                            rows.insert(key(&a.tenant_id, &a.host, &a.name), a);
                         }
                         for k in d.removals {
-                            rows.remove(&k.name);
+                            rows.remove(&key(&k.tenant_id, &k.host, &k.name));
                         }
-                        if !d.hosts.is_empty() {
-                            hosts = d.hosts;
+                        for h in d.hosts {
+                            hosts.insert((h.tenant_id.clone(), h.host.clone()), h);
                         }
                     }
                     None => continue,
@@ -383,18 +427,19 @@ async fn watch_loop(
     }
 }
 
-fn draw(
-    rows: &BTreeMap<String, AgentRow>,
-    hosts: &[HostRow],
+fn draw<K: Ord, H: Ord>(
+    rows: &BTreeMap<K, AgentRow>,
+    hosts: &BTreeMap<H, HostRow>,
     json: bool,
     style: Style,
 ) -> Result<(), Failure> {
     let agents: Vec<AgentRow> = rows.values().cloned().collect();
+    let hosts: Vec<HostRow> = hosts.values().cloned().collect();
     let now = fleet_proto::clock::now_ms();
     let mut out = std::io::stdout().lock();
     if json {
         // One JSON document per line, per change.
-        serde_json::to_writer(&mut out, &document(&agents, hosts, now))
+        serde_json::to_writer(&mut out, &document(&agents, &hosts, now))
             .map_err(|e| Failure::Other(e.to_string()))?;
         writeln!(out)?;
     } else {

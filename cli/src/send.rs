@@ -2,7 +2,7 @@
 //! for the verdict. The exit code is the verdict (see `exit`).
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_proto::v1::{SendReceipt, SendRequest, Verdict};
@@ -131,9 +131,9 @@ fn read_text(a: &SendArgs) -> Result<Vec<u8>, Failure> {
 }
 
 /// Sends and prints the receipt; returns the exit code.
-pub async fn run(socket: &Path, a: SendArgs) -> Result<u8, Failure> {
+pub async fn run(server: &client::Server, a: SendArgs) -> Result<u8, Failure> {
     let text = read_text(&a)?;
-    let mut c = client::connect(socket).await?;
+    let mut c = client::open(server).await?;
     let timeout_ms = u32::try_from(a.verify_timeout.as_millis()).unwrap_or(u32::MAX);
     let receipt = c
         .send(SendRequest {

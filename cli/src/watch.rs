@@ -2,7 +2,6 @@
 //! one verb that can type), plus start/stop/restart/reset.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::process::Command;
 
 use fleet_proto::v1::{
@@ -25,12 +24,20 @@ fn frame_json(f: &ScreenFrame) -> serde_json::Value {
 
 /// `watch`: an interactive read-only view on a terminal, otherwise a
 /// stream of frames (`--once`: one frame).
-pub async fn watch(socket: &Path, agent: &str, once: bool, json: bool) -> Result<(), Failure> {
+pub async fn watch(
+    server: &client::Server,
+    agent: &str,
+    once: bool,
+    json: bool,
+) -> Result<(), Failure> {
     fleet_proto::name::check(agent.rsplit('/').next().unwrap_or(agent))
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    let interactive =
-        !once && !json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let mut c = client::connect(socket).await?;
+    // The read-only tmux view needs the agent's tmux server on this machine;
+    // through an aggregator the frames are drawn instead.
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let interactive = !once && !json && tty && !server.is_aggregator();
+    let redraw = !once && !json && tty && server.is_aggregator();
+    let mut c = client::open(server).await?;
     if interactive {
         let hosts = c.list_hosts(ListHostsRequest {}).await?.into_inner();
         let sock = hosts
@@ -56,6 +63,10 @@ pub async fn watch(socket: &Path, agent: &str, once: bool, json: bool) -> Result
                 .map_err(|e| Failure::Other(e.to_string()))?;
             writeln!(out)?;
         } else {
+            if redraw {
+                // Clear and home: one screen, redrawn per frame.
+                write!(out, "\x1b[H\x1b[2J")?;
+            }
             if !once {
                 writeln!(
                     out,
@@ -104,13 +115,13 @@ fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
 }
 
 /// `attach`: explicit interactive takeover; refuses without a terminal.
-pub async fn attach(socket: &Path, agent: &str) -> Result<(), Failure> {
+pub async fn attach(server: &client::Server, agent: &str) -> Result<(), Failure> {
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         return Err(Failure::Other(
             "attach needs a terminal: it hands your keyboard to the agent (use `fleetctl watch --once` or `send` from scripts)".into(),
         ));
     }
-    let mut c = client::connect(socket).await?;
+    let mut c = client::open(server).await?;
     let r = c
         .control(ControlRequest {
             agent: agent.to_owned(),
@@ -120,6 +131,15 @@ pub async fn attach(socket: &Path, agent: &str) -> Result<(), Failure> {
         })
         .await?
         .into_inner();
+    if server.is_aggregator() {
+        // There is no input path through the aggregator: the takeover is
+        // recorded, and the keyboard has to be on the agent's host.
+        println!(
+            "attach to {}/{}/{} recorded. On host {} run:\n  tmux -L {} attach-session -t '{}'",
+            r.tenant_id, r.host, r.agent, r.host, r.tmux_socket, r.tmux_target
+        );
+        return Ok(());
+    }
     eprintln!(
         "taking over {} INTERACTIVELY: everything you type goes to the agent. Detach with C-b d.",
         r.agent
@@ -148,9 +168,13 @@ fn operator() -> String {
 }
 
 /// `start|stop|restart|reset`; returns the exit code (reset: the verdict's).
-pub async fn control(socket: &Path, target: Target, action: ControlAction) -> Result<u8, Failure> {
+pub async fn control(
+    server: &client::Server,
+    target: Target,
+    action: ControlAction,
+) -> Result<u8, Failure> {
     let Target { agent, json } = target;
-    let mut c = client::connect(socket).await?;
+    let mut c = client::open(server).await?;
     let r = c
         .control(ControlRequest {
             agent,

@@ -65,6 +65,55 @@ pub struct FileConfig {
     pub send_limit_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
+    /// Aggregators to stream to (`host:port`), one mTLS link each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregators: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "TlsFile::is_empty")]
+    pub tls: TlsFile,
+}
+
+/// Certificates for the links to aggregators.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// CA that signed the aggregator's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// This hostd's certificate: spiffe://TD/tenant/TENANT/host/HOST.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Name to check the aggregator certificate against (default: the
+    /// host part of each aggregator address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Dial aggregators without TLS (development only; loopback addresses
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<bool>,
+}
+
+impl TlsFile {
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// How hostd reaches its aggregators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkConfig {
+    pub aggregators: Vec<String>,
+    /// `None` only for plaintext development links.
+    pub tls: Option<TlsPaths>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -108,6 +157,7 @@ pub struct Config {
     pub event_backlog: usize,
     pub send_limit: usize,
     pub systemd: SystemdConfig,
+    pub link: LinkConfig,
     /// Files that contributed, for `--check-config` and error messages.
     pub sources: Vec<PathBuf>,
 }
@@ -325,7 +375,15 @@ fn resolve(
             message: format!("{send_limit} is outside 1..=16777216"),
         });
     }
+    let link = resolve_link(
+        raw.aggregators.unwrap_or_default(),
+        raw.tls,
+        &tenant,
+        &host,
+        &expand,
+    )?;
     Ok(Config {
+        link,
         tenant,
         host,
         uid: env.uid,
@@ -364,6 +422,107 @@ fn resolve(
                 .unwrap_or_else(|| PathBuf::from("loginctl")),
         },
         sources,
+    })
+}
+
+fn resolve_link(
+    aggregators: Vec<String>,
+    tls: TlsFile,
+    tenant: &str,
+    host: &str,
+    expand: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<LinkConfig, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    for a in &aggregators {
+        let hp = a.trim_start_matches("https://");
+        let ok = hp
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(invalid("aggregators", format!("{a:?} is not HOST:PORT")));
+        }
+    }
+    let plaintext = tls.plaintext.unwrap_or(false);
+    let paths = match (tls.ca, tls.cert, tls.key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsPaths {
+            ca: expand(ca),
+            cert: expand(cert),
+            key: expand(key),
+        }),
+        (None, None, None) => None,
+        _ => {
+            return Err(invalid(
+                "tls",
+                "set all of tls.ca, tls.cert and tls.key".into(),
+            ));
+        }
+    };
+    if plaintext {
+        if paths.is_some() {
+            return Err(invalid(
+                "tls.plaintext",
+                "set either plaintext or certificates, not both".into(),
+            ));
+        }
+        for a in &aggregators {
+            let h = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+            let loopback = h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(invalid(
+                    "tls.plaintext",
+                    format!("plaintext links are for loopback aggregators only, not {a}"),
+                ));
+            }
+        }
+    } else if !aggregators.is_empty() {
+        let Some(p) = &paths else {
+            return Err(invalid(
+                "tls",
+                "aggregators are reached over mTLS only: set tls.ca, tls.cert and tls.key \
+                 (`fleetctl certs issue host` makes them)"
+                    .into(),
+            ));
+        };
+        for (key, f) in [
+            ("tls.ca", &p.ca),
+            ("tls.cert", &p.cert),
+            ("tls.key", &p.key),
+        ] {
+            if !f.is_file() {
+                return Err(invalid(key, format!("{} does not exist", f.display())));
+            }
+        }
+        // The certificate decides what this hostd may publish as: catch a
+        // mismatch here rather than as a refused link later.
+        let ck = fleet_proto::tls::load_certified_key(&p.cert, &p.key)
+            .map_err(|e| invalid("tls.cert", e.to_string()))?;
+        let leaf = ck
+            .cert
+            .first()
+            .ok_or_else(|| invalid("tls.cert", "empty chain".into()))?;
+        match fleet_proto::tls::peer_identity(leaf) {
+            Ok(fleet_proto::identity::Identity::Host {
+                tenant: t, host: h, ..
+            }) if t == tenant && h == host => {}
+            Ok(other) => {
+                return Err(invalid(
+                    "tls.cert",
+                    format!(
+                        "{} is for {other}, but this hostd publishes as tenant {tenant} host {host}",
+                        p.cert.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(invalid("tls.cert", format!("{}: {e}", p.cert.display()))),
+        }
+    }
+    Ok(LinkConfig {
+        aggregators,
+        tls: if plaintext { None } else { paths },
+        server_name: tls.server_name,
     })
 }
 

@@ -8,6 +8,7 @@ pub use fleet_proto::clock;
 pub mod config;
 pub use fleet_proto::events;
 pub mod exits;
+pub mod link;
 pub mod proc;
 pub mod roster;
 pub mod runtime;
@@ -47,6 +48,8 @@ pub enum HostdError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(fleet_proto::tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -112,7 +115,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         send_limit: cfg.send_limit,
         commands: cmd_tx,
     };
-    let fleet = FleetServer::new(svc)
+    let fleet = FleetServer::new(svc.clone())
         .max_decoding_message_size(MAX_DECODE)
         .max_encoding_message_size(MAX_ENCODE);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -129,6 +132,40 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
                 message: e.to_string(),
             })
         })?;
+    for a in &cfg.link.aggregators {
+        let tls = match &cfg.link.tls {
+            Some(t) => {
+                let me =
+                    fleet_proto::tls::Reloading::load(&t.cert, &t.key).map_err(HostdError::Tls)?;
+                me.spawn_watcher(Duration::from_secs(5), |e| {
+                    tracing::error!(error = %e, "certificate reload refused; keeping the current one");
+                });
+                Some(Arc::new(
+                    fleet_proto::tls::client_config(&t.ca, me).map_err(HostdError::Tls)?,
+                ))
+            }
+            None => None,
+        };
+        let dial = fleet_proto::net::Dial {
+            address: a.clone(),
+            tls,
+            server_name: cfg.link.server_name.clone(),
+        };
+        let source = link::Source {
+            hello: fleet_proto::v1::Hello {
+                tenant_id: cfg.tenant.clone(),
+                host: cfg.host.clone(),
+                uid: cfg.uid,
+                hostd_version: env!("CARGO_PKG_VERSION").to_owned(),
+                boot_epoch: epoch,
+                protocol: link::PROTOCOL,
+            },
+            view: svc.view.clone(),
+            events: svc.events.clone(),
+            service: svc.clone(),
+        };
+        tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
+    }
     let gate = socket::same_uid(cfg.uid);
     if let Some(ready) = opts.ready {
         let _ = ready.send(());

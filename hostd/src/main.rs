@@ -45,6 +45,10 @@ struct Args {
     /// Default heartbeat interval in seconds.
     #[arg(long, value_name = "SECS")]
     heartbeat_interval: Option<f64>,
+    /// Stream the table to this fleet-aggregator (HOST:PORT; repeatable).
+    /// Needs [tls] ca, cert and key in the config file.
+    #[arg(long = "aggregator", value_name = "HOST:PORT")]
+    aggregators: Vec<String>,
     /// Log filter (RUST_LOG syntax), e.g. `info,fleet_hostd=debug`.
     #[arg(long)]
     log: Option<String>,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         heartbeat_interval_secs: args.heartbeat_interval,
         tmux_socket: args.tmux_socket,
         log: args.log,
+        aggregators: (!args.aggregators.is_empty()).then_some(args.aggregators),
         ..Default::default()
     };
     let cfg = match config::load(&env, args.config.as_deref(), &flags) {
@@ -107,12 +112,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    fleet_proto::telemetry::init("fleet-hostd", &cfg.log);
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

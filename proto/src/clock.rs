@@ -20,3 +20,14 @@ pub fn from_ms(ms: i64) -> SystemTime {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
     }
 }
+
+/// RFC 3339 UTC, to the second (`2026-11-24T22:15:03Z`).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}

@@ -11,6 +11,7 @@ pub mod name;
 pub mod net;
 pub mod paths;
 pub mod stream;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;
 

@@ -12,6 +12,8 @@ use fleet_proto::v1::fleet_client::FleetClient;
 use fleet_proto::v1::{AgentRow, Event, EventsRequest, ListAgentsRequest};
 use tonic::transport::Channel;
 
+pub mod fed;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Directory holding the workspace binaries (fleetctl, fleet-hostd, fleet-demo-agent).
@@ -45,6 +47,11 @@ pub struct Fleet {
 impl Fleet {
     /// A fleet for `roster` (YAML). `extra_config` is appended to hostd.toml.
     pub fn new(roster: &str, extra_config: &str) -> Self {
+        Self::with_identity("acme", "box1", roster, extra_config)
+    }
+
+    /// A fleet publishing as `tenant`/`host`.
+    pub fn with_identity(tenant: &str, host: &str, roster: &str, extra_config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("fleet-t")
             .tempdir()
@@ -59,7 +66,7 @@ impl Fleet {
         std::fs::write(
             &config,
             format!(
-                "tenant = \"acme\"\nhost = \"box1\"\nroster = \"{}\"\nrun_dir = \"{}\"\nsocket = \"{}\"\ntmux_socket = \"{tmux_socket}\"\ntick_ms = 50\nlog = \"info,fleet_hostd=debug\"\n{extra_config}\n{}",
+                "tenant = \"{tenant}\"\nhost = \"{host}\"\nroster = \"{}\"\nrun_dir = \"{}\"\nsocket = \"{}\"\ntmux_socket = \"{tmux_socket}\"\ntick_ms = 50\nlog = \"info,fleet_hostd=debug\"\n{extra_config}\n{}",
                 roster_path.display(),
                 run_dir.display(),
                 socket.display(),

@@ -1,0 +1,78 @@
+//! The audit log: one JSON line per operator command and per security event
+//! (refused handshake, denied verb, mismatched Hello, reload refused) —
+//! never per heartbeat.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Record {
+    /// RFC 3339 UTC.
+    pub ts: String,
+    /// `command` or `security`.
+    pub kind: &'static str,
+    /// The peer's SPIFFE identity, or its address when it has none.
+    pub who: String,
+    /// read, watch, send, control, attach, hello, handshake, reload …
+    pub verb: String,
+    /// TENANT/HOST/AGENT, a host, or "" for fleet-wide reads.
+    pub target: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
+    /// ok, denied, refused, failed: <why>, or the send verdict.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct Audit {
+    path: PathBuf,
+    file: Arc<Mutex<std::fs::File>>,
+}
+
+impl Audit {
+    /// Opens (appends to) the log, creating its directory; the file is 0600.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line. A write failure is logged, never fatal to the
+    /// command being audited.
+    pub fn write(&self, mut r: Record) {
+        if r.ts.is_empty() {
+            r.ts = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+        }
+        let Ok(mut line) = serde_json::to_vec(&r) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(&line) {
+            tracing::error!(error = %e, path = %self.path.display(), "audit log write failed");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Default-deny operator authorization. The grants file names each
+//! operator (the `<name>` of `spiffe://<td>/operator/<name>`), the tenants
+//! it may touch and the verbs it may use:
+//!
+//! ```toml
+//! [operators.alice]
+//! tenants = ["acme", "globex"]   # "*" = every tenant
+//! verbs = ["read", "watch", "send", "control", "attach"]
+//! ```
+//!
+//! The file is re-read when it changes; a bad edit is refused (and logged)
+//! and the last good grants stay in force.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// ListAgents, ListHosts, WatchFleet, Events.
+    Read,
+    /// WatchScreen.
+    Watch,
+    /// Send.
+    Send,
+    /// Control start / stop / restart / reset.
+    Control,
+    /// Control attach.
+    Attach,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Read => "read",
+            Verb::Watch => "watch",
+            Verb::Send => "send",
+            Verb::Control => "control",
+            Verb::Attach => "attach",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub tenants: BTreeSet<String>,
+    pub verbs: BTreeSet<Verb>,
+}
+
+impl Grant {
+    pub fn tenant(&self, t: &str) -> bool {
+        self.tenants.contains("*") || self.tenants.contains(t)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub operators: BTreeMap<String, Grant>,
+}
+
+impl Grants {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
+        let g: Grants = toml::from_str(text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+        for (name, grant) in &g.operators {
+            if !fleet_proto::identity::check_label(name) {
+                return Err(format!(
+                    "{}: operators.{name}: not a valid operator name",
+                    path.display()
+                ));
+            }
+            for t in &grant.tenants {
+                if t != "*" && !fleet_proto::identity::check_label(t) {
+                    return Err(format!(
+                        "{}: operators.{name}.tenants: {t:?} is not a tenant id",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The grant of `operator`, if any.
+    pub fn of(&self, operator: &str) -> Option<&Grant> {
+        self.operators.get(operator)
+    }
+}
+
+/// The grants in force, swapped when the file changes.
+#[derive(Debug)]
+pub struct Authz {
+    path: PathBuf,
+    current: RwLock<(Arc<Grants>, Option<SystemTime>)>,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Authz {
+    pub fn load(path: &Path) -> Result<Arc<Self>, String> {
+        let stamp = mtime(path);
+        let g = Grants::load(path)?;
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            current: RwLock::new((Arc::new(g), stamp)),
+        }))
+    }
+
+    pub fn grants(&self) -> Arc<Grants> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Re-reads a changed file. `Ok(true)` when new grants are in force; on
+    /// error the old ones stay.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let stamp = mtime(&self.path);
+        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
+            return Ok(false);
+        }
+        let loaded = Grants::load(&self.path);
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        cur.1 = stamp;
+        cur.0 = Arc::new(loaded?);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_and_deny_by_default() {
+        let p = Path::new("authz.toml");
+        let g = Grants::parse(
+            "[operators.alice]\ntenants = [\"acme\"]\nverbs = [\"read\", \"send\"]\n\
+             [operators.root]\ntenants = [\"*\"]\nverbs = [\"read\"]\n",
+            p,
+        )
+        .unwrap();
+        let a = g.of("alice").unwrap();
+        assert!(a.tenant("acme") && !a.tenant("globex"));
+        assert!(a.verbs.contains(&Verb::Send) && !a.verbs.contains(&Verb::Control));
+        assert!(g.of("root").unwrap().tenant("anything"));
+        assert!(g.of("mallory").is_none());
+        assert!(Grants::parse("", p).unwrap().operators.is_empty());
+    }
+
+    #[test]
+    fn bad_grants_say_where() {
+        let p = Path::new("authz.toml");
+        let e = Grants::parse("[operators.a]\ntenants=[\"x\"]\nverbs=[\"fly\"]\n", p).unwrap_err();
+        assert!(e.starts_with("authz.toml:") && e.contains("fly"), "{e}");
+        let e = Grants::parse("[operators.a]\ntenants=[\"../x\"]\nverbs=[]\n", p).unwrap_err();
+        assert!(e.contains("not a tenant id"), "{e}");
+        let e = Grants::parse("[operators.a]\ntenants=[]\nverbs=[]\nextra=1\n", p).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_reload_keeps_the_last_good_grants() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("authz.toml");
+        std::fs::write(&p, "[operators.a]\ntenants=[\"t\"]\nverbs=[\"read\"]\n").unwrap();
+        let a = Authz::load(&p).unwrap();
+        std::fs::write(&p, "[operators.a\n").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(a.reload_if_changed().is_err());
+        assert!(a.grants().of("a").is_some());
+        std::fs::write(&p, "[operators.b]\ntenants=[\"t\"]\nverbs=[\"read\"]\n").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(a.reload_if_changed(), Ok(true));
+        assert!(a.grants().of("a").is_none() && a.grants().of("b").is_some());
+    }
+}

@@ -1,0 +1,584 @@
+//! The `Fleet` service as the aggregator serves it to operators: reads from
+//! the merged view, commands relayed down the right host's stream. Every
+//! call is authorized (default-deny, per operator: tenants × verbs) and
+//! every command, and every refusal, is audited.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_proto::address::{self, Address};
+use fleet_proto::clock;
+use fleet_proto::identity::Identity;
+use fleet_proto::net::peer_of;
+use fleet_proto::stream::{Streamed, offer};
+use fleet_proto::trace::TraceParent;
+use fleet_proto::v1::fleet_server::Fleet;
+use fleet_proto::v1::{
+    AgentRow, Command, ControlAction, ControlRequest, ControlResult, Event, EventsRequest,
+    FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
+    ScreenFrame, SendReceipt, SendRequest, Snapshot, Verdict, WatchFleetRequest,
+    WatchScreenRequest, command, command_result, fleet_update,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::audit::{Audit, Record};
+use crate::authz::{Authz, Grant, Verb};
+use crate::state::State;
+
+/// Rows per snapshot message; a bigger view is chunked, never refused.
+pub const SNAPSHOT_CHUNK: usize = 5_000;
+const STREAM_BUFFER: usize = 256;
+
+#[derive(Clone)]
+pub struct FleetService {
+    pub state: Arc<State>,
+    pub authz: Arc<Authz>,
+    pub audit: Audit,
+    pub trust_domain: String,
+    pub dev: bool,
+}
+
+/// An authorized caller.
+struct Caller {
+    who: String,
+    grant: Grant,
+}
+
+impl Caller {
+    fn sees(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let g = self.grant.clone();
+        move |t: &str| g.tenant(t)
+    }
+}
+
+/// What a command's trace looks like from here: the caller's context, or
+/// a fresh root when it sent none.
+fn trace(traceparent: &str) -> TraceParent {
+    TraceParent::parse(traceparent).unwrap_or_else(TraceParent::fresh)
+}
+
+fn deadline_ms(d: Duration) -> i64 {
+    clock::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn status_of(e: &fleet_proto::v1::CommandError) -> Status {
+    Status::new(tonic::Code::from_i32(e.code), e.message.clone())
+}
+
+impl FleetService {
+    fn deny(&self, who: &str, verb: Verb, target: &str, why: String) -> Status {
+        self.audit.write(Record {
+            kind: "security",
+            who: who.to_owned(),
+            verb: verb.as_str().into(),
+            target: target.to_owned(),
+            outcome: format!("denied: {why}"),
+            ..Default::default()
+        });
+        Status::permission_denied(why)
+    }
+
+    /// Who is calling and whether they may use `verb` at all.
+    fn caller<T>(&self, req: &Request<T>, verb: Verb) -> Result<Caller, Status> {
+        let peer = peer_of(req);
+        let name = match peer.and_then(|p| p.identity.as_ref()) {
+            Some(Identity::Operator { trust_domain, name })
+                if *trust_domain == self.trust_domain =>
+            {
+                name.clone()
+            }
+            Some(other) => {
+                let who = other.uri();
+                return Err(self.deny(
+                    &who,
+                    verb,
+                    "",
+                    format!(
+                        "{other} is not an operator of trust domain {}",
+                        self.trust_domain
+                    ),
+                ));
+            }
+            None if self.dev => "dev".to_owned(),
+            None => return Err(Status::unauthenticated("no client certificate")),
+        };
+        let who = Identity::Operator {
+            trust_domain: self.trust_domain.clone(),
+            name: name.clone(),
+        }
+        .uri();
+        let grants = self.authz.grants();
+        let Some(grant) = grants.of(&name) else {
+            return Err(self.deny(&who, verb, "", format!("operator {name} has no grants")));
+        };
+        if !grant.verbs.contains(&verb) {
+            let has: Vec<&str> = grant.verbs.iter().map(|v| v.as_str()).collect();
+            return Err(self.deny(
+                &who,
+                verb,
+                "",
+                format!(
+                    "operator {name} may not {} (granted: {})",
+                    verb.as_str(),
+                    if has.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        has.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(Caller {
+            who,
+            grant: grant.clone(),
+        })
+    }
+
+    /// The one visible row `address` names.
+    fn resolve(&self, caller: &Caller, addr: &str) -> Result<AgentRow, Status> {
+        let parsed = Address::parse(addr)?;
+        let sees = caller.sees();
+        let named = self.state.agents_named(&parsed.agent, &sees);
+        match address::resolve(&named, addr) {
+            Ok(r) => Ok(r.clone()),
+            Err(address::AddressError::NotFound { .. }) => {
+                // Only the not-found path pays for listing every candidate.
+                let all = self.state.agents(&sees);
+                address::resolve(&all, addr).cloned().map_err(Into::into)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One audit line for a command: `r` carries target, trace id,
+    /// outcome and sizes.
+    fn audit_command(&self, caller: &Caller, verb: Verb, started: Instant, r: Record) {
+        self.audit.write(Record {
+            kind: "command",
+            who: caller.who.clone(),
+            verb: verb.as_str().into(),
+            elapsed_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            ..r
+        });
+    }
+
+    /// Relays a one-answer command to the host of `row`.
+    async fn relay(
+        &self,
+        row: &AgentRow,
+        caller: &Caller,
+        tp: &TraceParent,
+        timeout: Duration,
+        op: command::Op,
+    ) -> Result<command_result::Result, Status> {
+        let key = (row.tenant_id.clone(), row.host.clone());
+        let link = self.state.link(&key).map_err(Status::unavailable)?;
+        let cmd = Command {
+            id: 0,
+            deadline_unix_ms: deadline_ms(timeout),
+            operator: caller.who.clone(),
+            traceparent: tp.to_string(),
+            op: Some(op),
+        };
+        let (_, mut rx) = link.call(cmd, 1).await.ok_or_else(|| {
+            Status::unavailable(format!(
+                "host {}/{} went away; nothing was sent",
+                key.0, key.1
+            ))
+        })?;
+        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx.recv())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "host {}/{} did not answer within {timeout:?}",
+                    key.0, key.1
+                ))
+            })?
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "the link to {}/{} was lost while the command ran; its outcome is unknown",
+                    key.0, key.1
+                ))
+            })?;
+        match answer.result {
+            Some(command_result::Result::Error(e)) => Err(status_of(&e)),
+            Some(r) => Ok(r),
+            None => Err(Status::internal("empty answer from the host")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    async fn list_agents(
+        &self,
+        req: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let caller = self.caller(&req, Verb::Read)?;
+        let mut agents = self.state.agents(&caller.sees());
+        agents.sort_by(|a, b| {
+            (&a.tenant_id, &a.host, &a.name).cmp(&(&b.tenant_id, &b.host, &b.name))
+        });
+        Ok(Response::new(ListAgentsResponse {
+            agents,
+            generated_at_unix_ms: clock::now_ms(),
+        }))
+    }
+
+    async fn list_hosts(
+        &self,
+        req: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
+        let caller = self.caller(&req, Verb::Read)?;
+        Ok(Response::new(ListHostsResponse {
+            hosts: self.state.hosts(&caller.sees()),
+            generated_at_unix_ms: clock::now_ms(),
+        }))
+    }
+
+    type WatchFleetStream = Streamed<FleetUpdate>;
+
+    async fn watch_fleet(
+        &self,
+        req: Request<WatchFleetRequest>,
+    ) -> Result<Response<Self::WatchFleetStream>, Status> {
+        let caller = self.caller(&req, Verb::Read)?;
+        let sees = caller.sees();
+        let (agents, hosts, mut changes) = self.state.subscribe(&sees);
+        let epoch = self.state.epoch;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut next = |update| {
+                let u = FleetUpdate {
+                    epoch,
+                    seq,
+                    update: Some(update),
+                    generated_at_unix_ms: clock::now_ms(),
+                };
+                seq += 1;
+                u
+            };
+            // The snapshot, in chunks; hosts ride with the last one.
+            let mut chunks = agents.chunks(SNAPSHOT_CHUNK).peekable();
+            let mut hosts = Some(hosts);
+            loop {
+                let chunk = chunks.next().unwrap_or(&[]);
+                let more = chunks.peek().is_some();
+                let snap = Snapshot {
+                    agents: chunk.to_vec(),
+                    hosts: if more {
+                        vec![]
+                    } else {
+                        hosts.take().unwrap_or_default()
+                    },
+                    more,
+                };
+                if tx
+                    .send(Ok(next(fleet_update::Update::Snapshot(snap))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !more {
+                    break;
+                }
+            }
+            drop(agents);
+            loop {
+                match changes.recv().await {
+                    Ok(c) if sees(&c.tenant) => {
+                        let u = next(fleet_update::Update::Delta(c.delta.clone()));
+                        if !offer(&tx, u).await {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(
+                                "client too slow for the fleet's change rate; call again to resync",
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type EventsStream = Streamed<Event>;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let caller = self.caller(&req, Verb::Read)?;
+        let req = req.into_inner();
+        let filter = if req.agent.is_empty() {
+            None
+        } else {
+            Some(Address::parse(&req.agent)?)
+        };
+        let sees = caller.sees();
+        let wanted = move |e: &Event| {
+            sees(&e.tenant_id)
+                && filter.as_ref().is_none_or(|a| {
+                    a.agent == e.agent
+                        && a.host.as_ref().is_none_or(|h| *h == e.host)
+                        && a.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
+                })
+        };
+        let (backlog, mut live) = self.state.events.subscribe(req.after_seq);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            for e in backlog.into_iter().filter(|e| wanted(e)) {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if wanted(&e) => {
+                        if !offer(&tx, e).await {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "event stream fell {n} events behind; reconnect with after_seq"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req, Verb::Send)?;
+        let mut req = req.into_inner();
+        let tp = trace(&req.traceparent);
+        let row = self.resolve(&caller, &req.agent);
+        let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
+        let bytes = Some(req.text.len() as u64);
+        let result = async {
+            let row = row?;
+            let ms = |v: u32, d: u64| Duration::from_millis(if v == 0 { d } else { u64::from(v) });
+            let timeout = ms(req.verify_timeout_ms, 6000)
+                + if req.when_idle {
+                    ms(req.when_idle_timeout_ms, 30_000)
+                } else {
+                    Duration::ZERO
+                }
+                + Duration::from_secs(10);
+            req.agent = row.name.clone();
+            req.traceparent = tp.to_string();
+            match self
+                .relay(&row, &caller, &tp, timeout, command::Op::Send(req))
+                .await?
+            {
+                command_result::Result::Receipt(r) => Ok(r),
+                _ => Err(Status::internal(
+                    "the host answered a send with something else",
+                )),
+            }
+        }
+        .await;
+        let outcome = match &result {
+            Ok(r) => Verdict::word_of(r.verdict).to_owned(),
+            Err(s) => format!("failed: {}", s.message()),
+        };
+        self.audit_command(
+            &caller,
+            Verb::Send,
+            started,
+            Record {
+                target: target.clone(),
+                trace_id: tp.trace_id.clone(),
+                outcome,
+                bytes,
+                ..Default::default()
+            },
+        );
+        result.map(Response::new)
+    }
+
+    type WatchScreenStream = Streamed<ScreenFrame>;
+
+    async fn watch_screen(
+        &self,
+        req: Request<WatchScreenRequest>,
+    ) -> Result<Response<Self::WatchScreenStream>, Status> {
+        let started = Instant::now();
+        let caller = self.caller(&req, Verb::Watch)?;
+        let mut req = req.into_inner();
+        let tp = TraceParent::fresh();
+        let row = match self.resolve(&caller, &req.agent) {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit_command(
+                    &caller,
+                    Verb::Watch,
+                    started,
+                    Record {
+                        target: req.agent.clone(),
+                        trace_id: tp.trace_id.clone(),
+                        outcome: format!("failed: {}", e.message()),
+                        bytes: None,
+                        ..Default::default()
+                    },
+                );
+                return Err(e);
+            }
+        };
+        let target = full(&row);
+        let key = (row.tenant_id.clone(), row.host.clone());
+        let link = match self.state.link(&key) {
+            Ok(l) => l,
+            Err(why) => {
+                self.audit_command(
+                    &caller,
+                    Verb::Watch,
+                    started,
+                    Record {
+                        target: target.clone(),
+                        trace_id: tp.trace_id.clone(),
+                        outcome: format!("failed: {why}"),
+                        bytes: None,
+                        ..Default::default()
+                    },
+                );
+                return Err(Status::unavailable(why));
+            }
+        };
+        req.agent = row.name.clone();
+        let cmd = Command {
+            id: 0,
+            deadline_unix_ms: 0,
+            operator: caller.who.clone(),
+            traceparent: tp.to_string(),
+            op: Some(command::Op::WatchScreen(req)),
+        };
+        let (id, mut results) = link
+            .call(cmd, 16)
+            .await
+            .ok_or_else(|| Status::unavailable(format!("host {}/{} went away", key.0, key.1)))?;
+        self.audit_command(
+            &caller,
+            Verb::Watch,
+            started,
+            Record {
+                target: target.clone(),
+                trace_id: tp.trace_id.clone(),
+                outcome: "ok".into(),
+                bytes: None,
+                ..Default::default()
+            },
+        );
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => {
+                        link.cancel(id);
+                        return;
+                    }
+                    r = results.recv() => {
+                        let item = match r.and_then(|r| r.result) {
+                            Some(command_result::Result::Frame(f)) => Ok(f),
+                            Some(command_result::Result::Error(e)) => Err(status_of(&e)),
+                            Some(command_result::Result::Done(_)) => return,
+                            Some(_) => Err(Status::internal("unexpected answer to watch")),
+                            None => Err(Status::unavailable("the host link was lost")),
+                        };
+                        let end = item.is_err();
+                        if tx.send(item).await.is_err() {
+                            link.cancel(id);
+                            return;
+                        }
+                        if end {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn control(
+        &self,
+        req: Request<ControlRequest>,
+    ) -> Result<Response<ControlResult>, Status> {
+        let started = Instant::now();
+        let verb = if req.get_ref().action == ControlAction::Attach as i32 {
+            Verb::Attach
+        } else {
+            Verb::Control
+        };
+        let caller = self.caller(&req, verb)?;
+        let mut req = req.into_inner();
+        let tp = trace(&req.traceparent);
+        let row = self.resolve(&caller, &req.agent);
+        let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
+        let action = ControlAction::try_from(req.action).map_or("unknown", |a| a.as_str_name());
+        let result = async {
+            let row = row?;
+            req.agent = row.name.clone();
+            req.operator = caller.who.clone();
+            req.traceparent = tp.to_string();
+            match self
+                .relay(
+                    &row,
+                    &caller,
+                    &tp,
+                    Duration::from_secs(30),
+                    command::Op::Control(req),
+                )
+                .await?
+            {
+                command_result::Result::Control(r) => Ok(r),
+                _ => Err(Status::internal(
+                    "the host answered a control with something else",
+                )),
+            }
+        }
+        .await;
+        let outcome = match &result {
+            Ok(r) => format!("{action}: {}", r.outcome),
+            Err(s) => format!("{action} failed: {}", s.message()),
+        };
+        self.audit_command(
+            &caller,
+            verb,
+            started,
+            Record {
+                target: target.clone(),
+                trace_id: tp.trace_id.clone(),
+                outcome,
+                bytes: None,
+                ..Default::default()
+            },
+        );
+        result.map(Response::new)
+    }
+}
+
+fn full(r: &AgentRow) -> String {
+    format!("{}/{}/{}", r.tenant_id, r.host, r.name)
+}

@@ -1,0 +1,225 @@
+//! fleet-aggregator: the central service. hostds dial in over mTLS and keep
+//! one `HostLink` stream each; operators call the same `fleet.v1.Fleet`
+//! service hostd serves locally, answered from the merged view, with
+//! commands relayed down the right stream. Its state is soft: rebuilt from
+//! the hostds after a restart.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod fleet;
+pub mod link;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_proto::net::{self, Security};
+use fleet_proto::v1::fleet_server::FleetServer;
+use fleet_proto::v1::host_link_server::HostLinkServer;
+use tokio::sync::{oneshot, watch};
+
+pub use config::Config;
+
+/// Largest message accepted from a hostd (a snapshot chunk) or an operator.
+pub const MAX_DECODE: usize = 16 * 1024 * 1024;
+/// Largest message sent (a snapshot chunk, a big ListAgents).
+pub const MAX_ENCODE: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error("{0}")]
+    Tls(#[from] fleet_proto::tls::TlsError),
+    #[error("authz: {0}")]
+    Authz(String),
+    #[error("audit log {path}: {source}")]
+    Audit {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+pub struct Options {
+    /// Flip to `true` to stop serving.
+    pub shutdown: watch::Receiver<bool>,
+    /// Told the bound address once the port is open.
+    pub ready: Option<oneshot::Sender<SocketAddr>>,
+}
+
+/// A handle for tests and benchmarks: the merged view of a running
+/// aggregator.
+pub type Shared = Arc<state::State>;
+
+/// Runs the aggregator until shutdown. `cfg` is already validated.
+pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
+    run_with_state(cfg, opts, None).await
+}
+
+/// [`run`], handing the merged view to `state_out` (benchmarks read counts).
+pub async fn run_with_state(
+    cfg: Config,
+    opts: Options,
+    state_out: Option<oneshot::Sender<Shared>>,
+) -> Result<(), AggregatorError> {
+    let authz = authz::Authz::load(&cfg.authz).map_err(AggregatorError::Authz)?;
+    let audit = audit::Audit::open(&cfg.audit_log).map_err(|source| AggregatorError::Audit {
+        path: cfg.audit_log.clone(),
+        source,
+    })?;
+    let security = match &cfg.tls {
+        Some(t) => {
+            let me = fleet_proto::tls::Reloading::load(&t.cert, &t.key)?;
+            let a = audit.clone();
+            me.spawn_watcher(cfg.reload, move |e| {
+                tracing::error!(error = %e, "certificate reload refused; keeping the current one");
+                a.write(audit::Record {
+                    kind: "security",
+                    who: "aggregator".into(),
+                    verb: "reload".into(),
+                    target: "certificate".into(),
+                    outcome: format!("refused: {e}"),
+                    ..Default::default()
+                });
+            });
+            let server = fleet_proto::tls::server_config(&t.ca, me)?;
+            Security::Mtls(Arc::new(server))
+        }
+        None => {
+            tracing::warn!(listen = %cfg.listen, "plaintext development listener: no identities, loopback only");
+            Security::DevPlaintext
+        }
+    };
+    {
+        let authz = authz.clone();
+        let audit = audit.clone();
+        let every = cfg.reload;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match authz.reload_if_changed() {
+                    Ok(true) => tracing::info!("operator grants reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "grants reload refused; keeping the current grants");
+                        audit.write(audit::Record {
+                            kind: "security",
+                            who: "aggregator".into(),
+                            verb: "reload".into(),
+                            target: "authz".into(),
+                            outcome: format!("refused: {e}"),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        });
+    }
+    let state = state::State::new(&cfg.name, cfg.lease, cfg.event_backlog);
+    if let Some(out) = state_out {
+        let _ = out.send(state.clone());
+    }
+    {
+        let state = state.clone();
+        let every = (cfg.lease / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                state.sweep();
+            }
+        });
+    }
+    let dev = cfg.tls.is_none();
+    let link = link::HostLinkService {
+        state: state.clone(),
+        audit: audit.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+        dev,
+        beat: cfg.beat,
+    };
+    let fleet = fleet::FleetService {
+        state: state.clone(),
+        authz,
+        audit: audit.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+        dev,
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<FleetServer<fleet::FleetService>>()
+        .await;
+    health_reporter
+        .set_serving::<HostLinkServer<link::HostLinkService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fleet_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AggregatorError::Reflection(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| AggregatorError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| AggregatorError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let (refused_tx, mut refused_rx) = tokio::sync::mpsc::channel::<net::Refused>(256);
+    {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            while let Some(r) = refused_rx.recv().await {
+                audit.write(audit::Record {
+                    kind: "security",
+                    who: r.addr.to_string(),
+                    verb: "handshake".into(),
+                    outcome: format!("refused: {}", r.reason),
+                    ..Default::default()
+                });
+            }
+        });
+    }
+    let incoming = net::incoming(listener, security, Some(refused_tx));
+    tracing::info!(listen = %local, name = %cfg.name, trust_domain = %cfg.trust_domain, "serving");
+    if let Some(ready) = opts.ready {
+        let _ = ready.send(local);
+    }
+    let mut shutdown = opts.shutdown;
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(net::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(net::KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .add_service(
+            HostLinkServer::new(link)
+                .max_decoding_message_size(MAX_DECODE)
+                .max_encoding_message_size(MAX_ENCODE),
+        )
+        .add_service(
+            FleetServer::new(fleet)
+                .max_decoding_message_size(MAX_DECODE)
+                .max_encoding_message_size(MAX_ENCODE),
+        )
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}

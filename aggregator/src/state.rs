@@ -1,0 +1,542 @@
+//! The merged view: tenants × hosts × agents, fed by every host link and
+//! read by every operator. One mutex guards it; work under the lock is a
+//! map update, and every change is published once on a broadcast channel
+//! that operator streams read at their own pace (a reader that falls too
+//! far behind is shed and resyncs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fleet_proto::clock;
+use fleet_proto::events::EventLog;
+use fleet_proto::v1::{
+    AgentKey, AgentRow, AggregatorMessage, CommandResult, Delta, Event, FleetUpdate, Health, Hello,
+    HostRow, Resync, aggregator_message, fleet_update,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::time::Instant;
+
+/// `(tenant, host)`.
+pub type HostKey = (String, String);
+
+/// Flag on host and agent rows whose host stream is lost.
+pub const UNREACHABLE: &str = "unreachable";
+
+/// One published change: a delta about one host of `tenant`.
+#[derive(Debug)]
+pub struct Change {
+    pub tenant: String,
+    pub delta: Delta,
+}
+
+/// The live stream to one hostd.
+#[derive(Clone)]
+pub struct Link {
+    pub id: u64,
+    tx: mpsc::Sender<AggregatorMessage>,
+    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<CommandResult>>>>,
+    next_command: Arc<AtomicU64>,
+    /// Notified to end the stream (lease expired, replaced by a new link).
+    pub kill: Arc<Notify>,
+}
+
+impl Link {
+    pub fn new(id: u64, tx: mpsc::Sender<AggregatorMessage>) -> Self {
+        Self {
+            id,
+            tx,
+            pending: Arc::default(),
+            next_command: Arc::new(AtomicU64::new(1)),
+            kill: Arc::new(Notify::new()),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<CommandResult>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `command` down (its id is assigned here) and returns the
+    /// receiver of its results. `None` when the link is gone.
+    pub async fn call(
+        &self,
+        mut command: fleet_proto::v1::Command,
+        buffer: usize,
+    ) -> Option<(u64, mpsc::Receiver<CommandResult>)> {
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed);
+        command.id = id;
+        let (tx, rx) = mpsc::channel(buffer);
+        self.pending().insert(id, tx);
+        let msg = AggregatorMessage {
+            msg: Some(aggregator_message::Msg::Command(command)),
+        };
+        if self.tx.send(msg).await.is_err() {
+            self.pending().remove(&id);
+            return None;
+        }
+        Some((id, rx))
+    }
+
+    /// Stops a streaming command and forgets it.
+    pub fn cancel(&self, id: u64) {
+        self.pending().remove(&id);
+        let _ = self.tx.try_send(AggregatorMessage {
+            msg: Some(aggregator_message::Msg::Cancel(fleet_proto::v1::Cancel {
+                id,
+            })),
+        });
+    }
+
+    /// Hands a result to whoever waits for it. Final results end the wait.
+    pub async fn deliver(&self, result: CommandResult) {
+        use fleet_proto::v1::command_result::Result as R;
+        let last = !matches!(result.result, Some(R::Frame(_)));
+        let tx = {
+            let mut p = self.pending();
+            if last {
+                p.remove(&result.id)
+            } else {
+                p.get(&result.id).cloned()
+            }
+        };
+        if let Some(tx) = tx {
+            // A viewer that cannot keep up loses frames, never the link.
+            let _ = tx.try_send(result);
+        }
+    }
+
+    pub fn resync(&self, reason: &str) {
+        let _ = self.tx.try_send(AggregatorMessage {
+            msg: Some(aggregator_message::Msg::Resync(Resync {
+                reason: reason.to_owned(),
+            })),
+        });
+    }
+
+    pub fn send_now(&self, msg: AggregatorMessage) -> bool {
+        self.tx.try_send(msg).is_ok()
+    }
+}
+
+struct HostEntry {
+    row: HostRow,
+    agents: BTreeMap<String, AgentRow>,
+    epoch: u64,
+    /// Last update applied from this epoch (`None` before the first snapshot).
+    seq: Option<u64>,
+    /// Rows of a snapshot arriving in chunks.
+    pending: Option<Vec<AgentRow>>,
+    /// A resync was asked for; deltas are ignored until a snapshot comes.
+    awaiting_snapshot: bool,
+    link: Option<Link>,
+    last_heard: Instant,
+    /// The host's own event sequence number, newest seen (same epoch).
+    last_event_seq: u64,
+}
+
+struct Inner {
+    hosts: HashMap<HostKey, HostEntry>,
+}
+
+pub struct State {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Arc<Change>>,
+    pub events: EventLog,
+    /// Random per aggregator start (the `epoch` of its WatchFleet streams).
+    pub epoch: u64,
+    pub name: String,
+    pub lease: Duration,
+    next_link: AtomicU64,
+}
+
+/// Why an update was not applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Ok,
+    /// Older than what is held, or from another epoch: ignored.
+    Stale,
+    /// A gap: the host must send a snapshot.
+    Gap,
+    /// The stream is no longer the host's current one.
+    Superseded,
+}
+
+impl State {
+    pub fn new(name: &str, lease: Duration, event_backlog: usize) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(65_536);
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                hosts: HashMap::new(),
+            }),
+            changes,
+            events: EventLog::new("", "", event_backlog),
+            epoch: rand::random(),
+            name: name.to_owned(),
+            lease,
+            next_link: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, tenant: &str, delta: Delta) {
+        let _ = self.changes.send(Arc::new(Change {
+            tenant: tenant.to_owned(),
+            delta,
+        }));
+    }
+
+    fn host_event(&self, key: &HostKey, kind: &str, message: String) {
+        self.events.record(Event {
+            ts_unix_ms: clock::now_ms(),
+            tenant_id: key.0.clone(),
+            host: key.1.clone(),
+            kind: kind.to_owned(),
+            message,
+            ..Default::default()
+        });
+    }
+
+    /// Registers a new stream for the host in `hello`, replacing any older
+    /// one. Returns the link and the newest event sequence number already
+    /// held from this boot epoch of the host.
+    pub fn attach(&self, hello: &Hello, tx: mpsc::Sender<AggregatorMessage>) -> (Link, u64) {
+        let key = (hello.tenant_id.clone(), hello.host.clone());
+        let link = Link::new(self.next_link.fetch_add(1, Ordering::Relaxed), tx);
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let entry = inner.hosts.entry(key.clone()).or_insert_with(|| HostEntry {
+            row: HostRow {
+                tenant_id: key.0.clone(),
+                host: key.1.clone(),
+                ..Default::default()
+            },
+            agents: BTreeMap::new(),
+            epoch: hello.boot_epoch,
+            seq: None,
+            pending: None,
+            awaiting_snapshot: true,
+            link: None,
+            last_heard: now,
+            last_event_seq: 0,
+        });
+        if let Some(old) = entry.link.replace(link.clone()) {
+            old.kill.notify_one();
+        }
+        if entry.epoch != hello.boot_epoch {
+            entry.epoch = hello.boot_epoch;
+            entry.last_event_seq = 0;
+        }
+        entry.seq = None;
+        entry.pending = None;
+        entry.awaiting_snapshot = true;
+        entry.last_heard = now;
+        entry.row.uid = hello.uid;
+        entry.row.hostd_version = hello.hostd_version.clone();
+        entry.row.boot_epoch = hello.boot_epoch;
+        let events_after = entry.last_event_seq;
+        drop(inner);
+        self.host_event(
+            &key,
+            "host-connected",
+            format!(
+                "hostd {} connected (boot epoch {:x})",
+                hello.hostd_version, hello.boot_epoch
+            ),
+        );
+        (link, events_after)
+    }
+
+    /// Applies one update from the stream `link_id` of `key`.
+    pub fn apply(&self, key: &HostKey, link_id: u64, update: FleetUpdate) -> Applied {
+        let mut inner = self.lock();
+        let Some(entry) = inner.hosts.get_mut(key) else {
+            return Applied::Superseded;
+        };
+        if entry.link.as_ref().map(|l| l.id) != Some(link_id) {
+            return Applied::Superseded;
+        }
+        entry.last_heard = Instant::now();
+        if update.epoch != entry.epoch {
+            return Applied::Stale;
+        }
+        if entry.seq.is_some_and(|s| update.seq <= s) {
+            return Applied::Stale;
+        }
+        let name = self.name.clone();
+        let fix = |mut r: AgentRow| {
+            // A host publishes only for itself, whatever its rows say.
+            r.tenant_id.clone_from(&key.0);
+            r.host.clone_from(&key.1);
+            r
+        };
+        let host_row = |entry: &mut HostEntry, h: Option<HostRow>| {
+            if let Some(mut h) = h {
+                h.tenant_id.clone_from(&key.0);
+                h.host.clone_from(&key.1);
+                entry.row = h;
+            }
+            entry.row.link = "connected".into();
+            entry.row.via.clone_from(&name);
+            entry.row.last_seen_unix_ms = clock::now_ms();
+            entry.row.flags.retain(|f| f != UNREACHABLE);
+        };
+        let delta = match update.update {
+            Some(fleet_update::Update::Snapshot(snap)) => {
+                let part = entry.pending.get_or_insert_with(Vec::new);
+                part.extend(snap.agents.into_iter().map(fix));
+                if snap.more {
+                    entry.seq = Some(update.seq);
+                    return Applied::Ok;
+                }
+                let rows = entry.pending.take().unwrap_or_default();
+                let mut next: BTreeMap<String, AgentRow> =
+                    rows.into_iter().map(|r| (r.name.clone(), r)).collect();
+                let removals: Vec<AgentKey> = entry
+                    .agents
+                    .keys()
+                    .filter(|n| !next.contains_key(*n))
+                    .map(|n| AgentKey {
+                        tenant_id: key.0.clone(),
+                        host: key.1.clone(),
+                        name: n.clone(),
+                    })
+                    .collect();
+                let upserts: Vec<AgentRow> = next
+                    .values()
+                    .filter(|r| entry.agents.get(&r.name) != Some(*r))
+                    .cloned()
+                    .collect();
+                std::mem::swap(&mut entry.agents, &mut next);
+                host_row(entry, snap.hosts.into_iter().next());
+                entry.seq = Some(update.seq);
+                entry.awaiting_snapshot = false;
+                Delta {
+                    upserts,
+                    removals,
+                    hosts: vec![entry.row.clone()],
+                }
+            }
+            Some(fleet_update::Update::Delta(d)) => {
+                if entry.awaiting_snapshot || entry.pending.is_some() {
+                    return Applied::Stale;
+                }
+                if entry.seq.is_some_and(|s| update.seq != s + 1) {
+                    entry.awaiting_snapshot = true;
+                    return Applied::Gap;
+                }
+                let upserts: Vec<AgentRow> = d.upserts.into_iter().map(fix).collect();
+                for r in &upserts {
+                    entry.agents.insert(r.name.clone(), r.clone());
+                }
+                let removals: Vec<AgentKey> = d
+                    .removals
+                    .into_iter()
+                    .filter(|k| entry.agents.remove(&k.name).is_some())
+                    .map(|k| AgentKey {
+                        tenant_id: key.0.clone(),
+                        host: key.1.clone(),
+                        name: k.name,
+                    })
+                    .collect();
+                host_row(entry, d.hosts.into_iter().next());
+                entry.seq = Some(update.seq);
+                Delta {
+                    upserts,
+                    removals,
+                    hosts: vec![entry.row.clone()],
+                }
+            }
+            None => return Applied::Stale,
+        };
+        drop(inner);
+        self.publish(&key.0, delta);
+        Applied::Ok
+    }
+
+    /// Anything at all arrived on the stream: the lease is renewed.
+    pub fn heard(&self, key: &HostKey, link_id: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.hosts.get_mut(key)
+            && e.link.as_ref().map(|l| l.id) == Some(link_id)
+        {
+            e.last_heard = Instant::now();
+        }
+    }
+
+    /// Records an event a host forwarded.
+    pub fn host_forwarded_event(&self, key: &HostKey, link_id: u64, mut ev: Event) {
+        {
+            let mut inner = self.lock();
+            let Some(e) = inner.hosts.get_mut(key) else {
+                return;
+            };
+            if e.link.as_ref().map(|l| l.id) != Some(link_id) {
+                return;
+            }
+            if ev.seq <= e.last_event_seq {
+                return;
+            }
+            e.last_event_seq = ev.seq;
+        }
+        ev.tenant_id.clone_from(&key.0);
+        ev.host.clone_from(&key.1);
+        self.events.record(ev);
+    }
+
+    /// The stream `link_id` ended: the host is unreachable at once (unless a
+    /// newer stream already replaced it).
+    pub fn detach(&self, key: &HostKey, link_id: u64, why: &str) {
+        let mut inner = self.lock();
+        let Some(e) = inner.hosts.get_mut(key) else {
+            return;
+        };
+        if e.link.as_ref().map(|l| l.id) != Some(link_id) {
+            return;
+        }
+        e.link = None;
+        let delta = mark_unreachable(e);
+        drop(inner);
+        self.publish(&key.0, delta);
+        self.host_event(key, "host-unreachable", format!("host stream lost: {why}"));
+    }
+
+    /// Expires leases: hosts not heard from within the lease become
+    /// unreachable and their streams are ended.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut inner = self.lock();
+        for (key, e) in &mut inner.hosts {
+            if e.link.is_some() && now.duration_since(e.last_heard) > self.lease {
+                if let Some(l) = e.link.take() {
+                    l.kill.notify_one();
+                }
+                expired.push((key.clone(), mark_unreachable(e)));
+            }
+        }
+        drop(inner);
+        for (key, delta) in expired {
+            self.publish(&key.0, delta);
+            self.host_event(
+                &key,
+                "host-unreachable",
+                format!("nothing heard for longer than the {:?} lease", self.lease),
+            );
+        }
+    }
+
+    /// The current stream of a host, or why there is none.
+    pub fn link(&self, key: &HostKey) -> Result<Link, String> {
+        let inner = self.lock();
+        match inner.hosts.get(key) {
+            Some(HostEntry { link: Some(l), .. }) => Ok(l.clone()),
+            Some(e) => Err(format!(
+                "host {}/{} is unreachable (last seen {}); nothing was sent",
+                key.0,
+                key.1,
+                ago(e.row.last_seen_unix_ms)
+            )),
+            None => Err(format!("no host {}/{} is known", key.0, key.1)),
+        }
+    }
+
+    /// Every agent row of the tenants `visible` admits.
+    pub fn agents(&self, visible: &dyn Fn(&str) -> bool) -> Vec<AgentRow> {
+        let inner = self.lock();
+        inner
+            .hosts
+            .iter()
+            .filter(|(k, _)| visible(&k.0))
+            .flat_map(|(_, e)| e.agents.values().cloned())
+            .collect()
+    }
+
+    /// Rows named `name` (what address resolution needs), for visible tenants.
+    pub fn agents_named(&self, name: &str, visible: &dyn Fn(&str) -> bool) -> Vec<AgentRow> {
+        let inner = self.lock();
+        inner
+            .hosts
+            .iter()
+            .filter(|(k, _)| visible(&k.0))
+            .filter_map(|(_, e)| e.agents.get(name).cloned())
+            .collect()
+    }
+
+    pub fn hosts(&self, visible: &dyn Fn(&str) -> bool) -> Vec<HostRow> {
+        let inner = self.lock();
+        let mut rows: Vec<HostRow> = inner
+            .hosts
+            .iter()
+            .filter(|(k, _)| visible(&k.0))
+            .map(|(_, e)| e.row.clone())
+            .collect();
+        rows.sort_by(|a, b| (&a.tenant_id, &a.host).cmp(&(&b.tenant_id, &b.host)));
+        rows
+    }
+
+    /// A consistent snapshot and a receiver of every change after it.
+    pub fn subscribe(
+        &self,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> (
+        Vec<AgentRow>,
+        Vec<HostRow>,
+        broadcast::Receiver<Arc<Change>>,
+    ) {
+        let inner = self.lock();
+        let rx = self.changes.subscribe();
+        let mut agents = Vec::new();
+        let mut hosts = Vec::new();
+        for (k, e) in &inner.hosts {
+            if visible(&k.0) {
+                agents.extend(e.agents.values().cloned());
+                hosts.push(e.row.clone());
+            }
+        }
+        (agents, hosts, rx)
+    }
+
+    /// Counts for benchmarks and health: (hosts, connected hosts, agents).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let connected = inner.hosts.values().filter(|e| e.link.is_some()).count();
+        let agents = inner.hosts.values().map(|e| e.agents.len()).sum();
+        (inner.hosts.len(), connected, agents)
+    }
+}
+
+fn ago(ms: i64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let secs = (clock::now_ms() - ms).max(0) / 1000;
+    format!("{secs} s ago")
+}
+
+/// Keeps every last known value, dated, and says plainly that it is old.
+fn mark_unreachable(e: &mut HostEntry) -> Delta {
+    e.row.link = UNREACHABLE.into();
+    if !e.row.flags.iter().any(|f| f == UNREACHABLE) {
+        e.row.flags.push(UNREACHABLE.into());
+    }
+    let since = e.row.last_seen_unix_ms;
+    for r in e.agents.values_mut() {
+        if !r.flags.iter().any(|f| f == UNREACHABLE) {
+            r.flags.push(UNREACHABLE.into());
+        }
+        let hb = r.heartbeat.get_or_insert_with(Default::default);
+        hb.health = Health::Unknown as i32;
+        hb.reason = format!("host unreachable; last seen {}", clock::rfc3339(since));
+    }
+    e.pending = None;
+    e.awaiting_snapshot = true;
+    Delta {
+        upserts: e.agents.values().cloned().collect(),
+        removals: vec![],
+        hosts: vec![e.row.clone()],
+    }
+}

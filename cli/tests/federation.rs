@@ -1,0 +1,634 @@
+//! Federation, end to end with real parts only: a development CA and
+//! certificates from `fleetctl certs`, the real `fleet-aggregator` binary on
+//! a loopback port, real hostds with their own tenant/host certificates and
+//! tmux servers, and `fleetctl` as different operators.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_proto::v1::fleet_client::FleetClient;
+use fleet_proto::v1::host_link_client::HostLinkClient;
+use fleet_proto::v1::{
+    ControlAction, ControlRequest, HostMessage, ListAgentsRequest, host_message,
+};
+use support::fed::{self, Aggregator, Pki, agents, fleetctl_as, hosts, linked_hostd, wait_ps};
+
+const ROSTER_BOX1: &str = "\
+version: 1
+transport: tmux
+agents:
+  - name: coder0
+    runtime: demo
+    command: fleet-demo-agent
+    heartbeat_interval_secs: 1
+  - name: worker
+    runtime: demo
+    command: fleet-demo-agent
+    heartbeat_interval_secs: 1
+";
+
+const ROSTER_BOX2: &str = "\
+version: 1
+transport: tmux
+agents:
+  - name: worker
+    runtime: demo
+    command: fleet-demo-agent
+    heartbeat_interval_secs: 1
+  - name: reviewer
+    runtime: shell
+    command: bash --norc --noprofile
+";
+
+const GRANTS: &str = "\
+[operators.alice]
+tenants = [\"*\"]
+verbs = [\"read\", \"watch\", \"send\", \"control\", \"attach\"]
+
+[operators.bob]
+tenants = [\"acme\"]
+verbs = [\"read\"]
+";
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn all_connected(doc: &serde_json::Value, n_hosts: usize, n_agents: usize) -> bool {
+    let a = agents(doc);
+    let h = hosts(doc);
+    a.len() == n_agents
+        && a.iter()
+            .all(|r| r["pane"] == "alive" && r["heartbeat"]["health"] == "healthy")
+        && h.len() == n_hosts
+        && h.iter().all(|h| h["link"] == "connected")
+}
+
+fn keys(doc: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = agents(doc)
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}/{}",
+                r["tenant_id"].as_str().unwrap(),
+                r["host"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    for op in ["alice", "bob", "eve"] {
+        pki.operator(op);
+    }
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
+    box1.start().await;
+    let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
+    box2.start().await;
+
+    // One view across tenants and hosts.
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "both hosts, every agent healthy",
+        Duration::from_secs(30),
+        |d| all_connected(d, 2, 4),
+    );
+    assert_eq!(
+        keys(&doc),
+        [
+            "acme/box1/coder0",
+            "acme/box1/worker",
+            "globex/box2/reviewer",
+            "globex/box2/worker"
+        ]
+    );
+    let out = fleetctl_as(&pki, &agg, "alice", &["hosts", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in h["hosts"].as_array().unwrap() {
+        assert_eq!(row["link"], "connected");
+        assert_eq!(row["via"], "agg-test");
+        assert_eq!(row["agents_total"], 2);
+        assert!(row["last_seen_unix_ms"].as_i64().unwrap() > 0);
+    }
+
+    // bob is granted tenant acme only: he never sees globex.
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "bob",
+        "bob's view",
+        Duration::from_secs(5),
+        |d| agents(d).len() == 2,
+    );
+    assert_eq!(keys(&doc), ["acme/box1/coder0", "acme/box1/worker"]);
+
+    // A short address matching two hosts is an error listing both.
+    let out = fleetctl_as(&pki, &agg, "alice", &["send", "worker", "hi"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("ambiguous")
+            && e.contains("acme/box1/worker")
+            && e.contains("globex/box2/worker"),
+        "{e}"
+    );
+
+    // send --verify goes to the right host, with the caller's trace id.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let out = fleetctl_as(
+        &pki,
+        &agg,
+        "alice",
+        &[
+            "send",
+            "box2/worker",
+            "hello from afar",
+            "--verify",
+            "--json",
+        ],
+        &[("TRACEPARENT", tp)],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), agg.log());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tenant_id"], "globex");
+    assert_eq!(r["host"], "box2");
+    assert_eq!(r["verdict"], "accepted");
+    assert_eq!(r["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    let sent = box2
+        .wait_event("sent on box2", |e| e.kind == "sent" && e.agent == "worker")
+        .await;
+    assert_eq!(sent.fields["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert!(
+        !box1.events().await.iter().any(|e| e.kind == "sent"),
+        "box1 got a send"
+    );
+
+    // watch --once is relayed too.
+    let out = fleetctl_as(
+        &pki,
+        &agg,
+        "alice",
+        &["watch", "--once", "--json", "globex/box2/reviewer"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            f["tenant_id"].as_str(),
+            f["host"].as_str(),
+            f["agent"].as_str()
+        ),
+        (Some("globex"), Some("box2"), Some("reviewer"))
+    );
+    assert!(f["lines"].as_array().unwrap().len() >= 5);
+
+    // control: stop then start through the aggregator.
+    let out = fleetctl_as(&pki, &agg, "alice", &["stop", "acme/box1/coder0"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "coder0 stopped",
+        Duration::from_secs(10),
+        |d| {
+            agents(d)
+                .iter()
+                .any(|r| r["name"] == "coder0" && r["pane"] == "missing")
+        },
+    );
+    let out = fleetctl_as(&pki, &agg, "alice", &["start", "acme/box1/coder0"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "coder0 back",
+        Duration::from_secs(10),
+        |d| {
+            agents(d)
+                .iter()
+                .any(|r| r["name"] == "coder0" && r["pane"] == "alive")
+        },
+    );
+
+    // Default deny: bob may only read; eve has no grant at all.
+    for args in [
+        vec!["send", "acme/box1/worker", "x"],
+        vec!["watch", "--once", "acme/box1/worker"],
+        vec!["stop", "acme/box1/worker"],
+        vec!["reset", "acme/box1/worker"],
+    ] {
+        let out = fleetctl_as(&pki, &agg, "bob", &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("refused: operator bob may not"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let (cert, key) = pki.pair("operator-bob");
+    let mut bob = fleetctl::client::connect_remote(&fleetctl::client::Remote {
+        aggregator: Some(agg.address()),
+        ca: Some(pki.ca()),
+        cert: Some(cert),
+        key: Some(key),
+        server_name: None,
+    })
+    .await
+    .unwrap();
+    let denied = bob
+        .control(ControlRequest {
+            agent: "acme/box1/worker".into(),
+            action: ControlAction::Attach as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let out = fleetctl_as(&pki, &agg, "eve", &["ps"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("operator eve has no grants"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The audit log: one line per command and per refusal.
+    let audit = agg.audit_lines();
+    let send_line = audit
+        .iter()
+        .find(|l| l["verb"] == "send" && l["outcome"] == "accepted")
+        .expect("audited send");
+    assert_eq!(send_line["who"], "spiffe://fleet.test/operator/alice");
+    assert_eq!(send_line["target"], "globex/box2/worker");
+    assert_eq!(send_line["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(send_line["bytes"], 15);
+    for verb in ["send", "watch", "control", "attach"] {
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["who"] == "spiffe://fleet.test/operator/bob"
+                    && l["verb"] == verb
+                    && l["outcome"].as_str().unwrap().starts_with("denied")),
+            "no denial of {verb} audited: {audit:#?}"
+        );
+    }
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["who"] == "spiffe://fleet.test/operator/eve" && l["kind"] == "security")
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|l| l["verb"] == "beat" || l["verb"] == "hello" && l["outcome"] == "ok")
+    );
+
+    // Events of every host reach the operator through the aggregator.
+    let out = fleetctl_as(
+        &pki,
+        &agg,
+        "alice",
+        &["events", "--no-follow", "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let evs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        evs.iter()
+            .any(|e| e["kind"] == "sent" && e["host"] == "box2")
+    );
+    assert!(
+        evs.iter()
+            .any(|e| e["kind"] == "host-connected" && e["host"] == "box1")
+    );
+
+    // Grants reload without a restart: bob may now watch.
+    std::fs::write(
+        &agg.authz,
+        "[operators.bob]\ntenants = [\"acme\"]\nverbs = [\"read\", \"watch\"]\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = fleetctl_as(
+            &pki,
+            &agg,
+            "bob",
+            &["watch", "--once", "acme/box1/worker"],
+            &[],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grants not reloaded: {}",
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(box1);
+    drop(box2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another() {
+    fleet_proto::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+
+    // A certificate from another CA.
+    let other = Pki::new(&dir.path().join("other"));
+    let (cert, key) = other.operator("alice");
+    let out = std::process::Command::new(support::bin("fleetctl"))
+        .args(["--aggregator", &agg.address()])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["ps", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach fleet-aggregator"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No client certificate at all.
+    let roots = fleet_proto::tls::load_roots(&pki.ca()).unwrap();
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(agg.address()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let refused = match tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(mut s) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(s.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a client without a certificate got through");
+
+    // A hostd certificate for acme/box1 saying Hello as globex/box1.
+    let (hcert, hkey) = pki.host("acme", "box1");
+    let me = fleet_proto::tls::Reloading::load(&hcert, &hkey).unwrap();
+    let dial = fleet_proto::net::Dial {
+        address: agg.address(),
+        tls: Some(Arc::new(
+            fleet_proto::tls::client_config(&pki.ca(), me).unwrap(),
+        )),
+        server_name: None,
+    };
+    let channel = fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap();
+    let hello = HostMessage {
+        msg: Some(host_message::Msg::Hello(fleet_proto::v1::Hello {
+            tenant_id: "globex".into(),
+            host: "box1".into(),
+            boot_epoch: 7,
+            protocol: 1,
+            ..Default::default()
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello).await.unwrap();
+    let err = HostLinkClient::new(channel.clone())
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("tenant acme host box1"),
+        "{}",
+        err.message()
+    );
+    // ... and a host certificate is not an operator.
+    let err = FleetClient::new(channel)
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = agg.audit_lines();
+        let handshake = audit.iter().filter(|l| l["verb"] == "handshake").count();
+        let hello = audit.iter().any(|l| {
+            l["verb"] == "hello"
+                && l["who"] == "spiffe://fleet.test/tenant/acme/host/box1"
+                && l["target"] == "globex/box1"
+                && l["outcome"].as_str().unwrap().starts_with("refused")
+        });
+        if handshake >= 2 && hello {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusals not audited: {audit:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The aggregator's certificate is replaced on disk: new connections get
+    // the new one, without a restart.
+    let before = server_cert(&pki, &agg).await;
+    std::fs::remove_file(pki.dir.join("aggregator.pem")).unwrap();
+    std::fs::remove_file(pki.dir.join("aggregator.key")).unwrap();
+    fed_issue_aggregator(&pki);
+    let new = std::fs::read(pki.dir.join("aggregator.pem")).unwrap();
+    let new_der = rustls::pki_types::CertificateDer::from_pem_slice(&new).unwrap();
+    assert_ne!(before, new_der.as_ref());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_cert(&pki, &agg).await != new_der.as_ref() {
+        assert!(
+            Instant::now() < deadline,
+            "rotation not picked up:\n{}",
+            agg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+fn fed_issue_aggregator(pki: &Pki) {
+    let out = std::process::Command::new(support::bin("fleetctl"))
+        .args(["certs", "issue", "--dir"])
+        .arg(&pki.dir)
+        .args(["aggregator", "--ip", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The certificate a fresh connection is served.
+async fn server_cert(pki: &Pki, agg: &Aggregator) -> Vec<u8> {
+    let (cert, key) = pki.pair("operator-alice");
+    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
+    let cfg = fleet_proto::tls::client_config(&pki.ca(), me).unwrap();
+    let tcp = tokio::net::TcpStream::connect(agg.address()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    s.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreachable_not_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
+    box1.start().await;
+    let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
+    box2.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "the full view",
+        Duration::from_secs(30),
+        |d| all_connected(d, 2, 4),
+    );
+    let pids = |a: Vec<fleet_proto::v1::AgentRow>| {
+        let mut p: Vec<(String, u32)> = a.into_iter().map(|r| (r.name, r.pane_pid)).collect();
+        p.sort();
+        p
+    };
+    let before = (pids(box1.agents().await), pids(box2.agents().await));
+
+    // kill -9 and start again on the same port: the hostds bring it all back.
+    agg.kill();
+    agg.start();
+    let t0 = Instant::now();
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "the view after a restart",
+        Duration::from_secs(20),
+        |d| all_connected(d, 2, 4),
+    );
+    eprintln!("full view back {:?} after the restart", t0.elapsed());
+    assert_eq!(
+        (pids(box1.agents().await), pids(box2.agents().await)),
+        before,
+        "an agent was restarted"
+    );
+
+    // Freeze box1's hostd (its traffic stops, its socket stays open): after
+    // the lease it is unreachable, its rows kept, dated and marked.
+    box1.signal_hostd(rustix::process::Signal::STOP);
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 unreachable",
+        Duration::from_secs(15),
+        |d| {
+            hosts(d)
+                .iter()
+                .any(|h| h["host"] == "box1" && h["link"] == "unreachable")
+        },
+    );
+    let box1_rows: Vec<_> = agents(&doc)
+        .into_iter()
+        .filter(|r| r["host"] == "box1")
+        .collect();
+    assert_eq!(
+        box1_rows.len(),
+        2,
+        "rows of an unreachable host must be kept"
+    );
+    for r in &box1_rows {
+        assert_eq!(r["heartbeat"]["health"], "unknown");
+        assert!(
+            r["heartbeat"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("host unreachable; last seen")
+        );
+        assert!(
+            r["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "unreachable")
+        );
+        assert!(r["pid"].as_u64().unwrap() > 0, "last known values kept");
+    }
+    assert!(
+        hosts(&doc)
+            .iter()
+            .any(|h| h["host"] == "box2" && h["link"] == "connected")
+    );
+    // Commands to it fail fast and say why; nothing is queued.
+    let t = Instant::now();
+    let out = fleetctl_as(
+        &pki,
+        &agg,
+        "alice",
+        &["send", "box1/coder0", "are you there"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    box1.signal_hostd(rustix::process::Signal::CONT);
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 back",
+        Duration::from_secs(30),
+        |d| all_connected(d, 2, 4),
+    );
+    assert!(
+        !box1.events().await.iter().any(|e| e.kind == "sent"),
+        "a command was queued and replayed"
+    );
+    let _ = fed::free_port();
+}

@@ -1,0 +1,271 @@
+//! A real federated fleet for tests: a development CA and certificates made
+//! with `fleetctl certs`, the real `fleet-aggregator` binary on a loopback
+//! port, and real hostds (each with its own tenant/host certificate and tmux
+//! socket) linked to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Fleet, bin};
+
+pub const TD: &str = "fleet.test";
+
+/// The PKI of one test.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        certs(&dir, &["init", "--trust-domain", TD]);
+        certs(
+            &dir,
+            &[
+                "issue",
+                "aggregator",
+                "--ip",
+                "127.0.0.1",
+                "--dns",
+                "localhost",
+            ],
+        );
+        Self { dir }
+    }
+
+    pub fn host(&self, tenant: &str, host: &str) -> (PathBuf, PathBuf) {
+        certs(
+            &self.dir,
+            &["issue", "host", "--tenant", tenant, "--host", host],
+        );
+        self.pair(&format!("host-{tenant}-{host}"))
+    }
+
+    pub fn operator(&self, name: &str) -> (PathBuf, PathBuf) {
+        certs(&self.dir, &["issue", "operator", "--name", name]);
+        self.pair(&format!("operator-{name}"))
+    }
+
+    pub fn pair(&self, stem: &str) -> (PathBuf, PathBuf) {
+        let pair = (
+            self.dir.join(format!("{stem}.pem")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        assert!(pair.0.exists() && pair.1.exists(), "{stem} not issued");
+        pair
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+fn certs(dir: &Path, args: &[&str]) {
+    let (first, rest) = args.split_first().unwrap();
+    let mut c = Command::new(bin("fleetctl"));
+    c.arg("certs").arg(first).arg("--dir").arg(dir).args(rest);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "fleetctl certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free loopback port (bound and released; the aggregator takes it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Aggregator {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    pub authz: PathBuf,
+    pub audit: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Aggregator {
+    /// Writes the config (`extra` appended before the [tls] table) and the
+    /// grants file.
+    pub fn new(dir: &Path, pki: &Pki, grants: &str, extra: &str) -> Self {
+        let dir = dir.join("aggregator");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let authz = dir.join("authz.toml");
+        std::fs::write(&authz, grants).unwrap();
+        let audit = dir.join("audit.jsonl");
+        let (cert, key) = pki.pair("aggregator");
+        let config = dir.join("aggregator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nname = \"agg-test\"\ntrust_domain = \"{TD}\"\nauthz = \"{}\"\naudit_log = \"{}\"\nbeat_secs = 0.5\nlease_secs = 3\nreload_secs = 0.2\nlog = \"info,fleet_aggregator=debug\"\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                authz.display(),
+                audit.display(),
+                pki.ca().display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            port,
+            config,
+            authz,
+            audit,
+            child: None,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the binary and waits until its port accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("aggregator.log"))
+            .unwrap();
+        let child = Command::new(bin("fleet-aggregator"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("aggregator exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aggregator not listening:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("aggregator.log")).unwrap_or_default()
+    }
+
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// hostd settings that link it to `agg` with its own certificate.
+pub fn link_config(pki: &Pki, agg: &Aggregator, tenant: &str, host: &str) -> String {
+    let (cert, key) = pki.host(tenant, host);
+    format!(
+        "aggregators = [\"{}\"]\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        agg.address(),
+        pki.ca().display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// A hostd for `tenant`/`host` linked to `agg`.
+pub fn linked_hostd(pki: &Pki, agg: &Aggregator, tenant: &str, host: &str, roster: &str) -> Fleet {
+    Fleet::with_identity(tenant, host, roster, &link_config(pki, agg, tenant, host))
+}
+
+/// fleetctl as operator `name` against `agg`.
+pub fn fleetctl_as(
+    pki: &Pki,
+    agg: &Aggregator,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let (cert, key) = pki.pair(&format!("operator-{name}"));
+    let mut c = Command::new(bin("fleetctl"));
+    c.args(["--aggregator", &agg.address()])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(args)
+        .env_remove("FLEET_SOCKET")
+        .env_remove("TRACEPARENT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Polls `fleetctl ps --json` as `name` until `pred` holds on the parsed
+/// document; panics with the last document and the logs at the deadline.
+pub fn wait_ps(
+    pki: &Pki,
+    agg: &Aggregator,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = fleetctl_as(pki, agg, name, &["ps", "--json"], &[]);
+        let doc: serde_json::Value = if out.status.success() {
+            serde_json::from_slice(&out.stdout).unwrap()
+        } else {
+            serde_json::json!({"error": String::from_utf8_lossy(&out.stderr)})
+        };
+        if pred(&doc) {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last: {doc:#}\naggregator log:\n{}",
+            agg.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agent rows of a `fleet.ps/v1` document.
+pub fn agents(doc: &serde_json::Value) -> Vec<serde_json::Value> {
+    doc["agents"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn hosts(doc: &serde_json::Value) -> Vec<serde_json::Value> {
+    doc["hosts"].as_array().cloned().unwrap_or_default()
+}

@@ -1,0 +1,349 @@
+//! hostd's side of `HostLink`: one task per configured aggregator dials out,
+//! says Hello, sends a snapshot of the table and then its changes and
+//! events, answers relayed commands through the same code the local socket
+//! uses, and reconnects with capped, fully jittered exponential backoff.
+//! Nothing here touches the agents: losing an aggregator only stops the
+//! stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_proto::events::EventLog;
+use fleet_proto::net::{self, Dial};
+use fleet_proto::v1::fleet_server::Fleet;
+use fleet_proto::v1::host_link_client::HostLinkClient;
+use fleet_proto::v1::{
+    AggregatorMessage, Command, CommandError, CommandResult, FleetUpdate, Hello, HostMessage,
+    LinkBeat, Snapshot, aggregator_message, command, command_result, fleet_update, host_message,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+
+use crate::clock;
+use crate::service::{FleetService, diff};
+use crate::table::View;
+
+/// Agent rows per snapshot message (a big host's snapshot is chunked).
+pub const SNAPSHOT_CHUNK: usize = 2_000;
+/// Backoff bounds (full jitter: each wait is uniform in [0, cap]).
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// HostLink protocol version this hostd speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// Everything one link needs from hostd.
+#[derive(Clone)]
+pub struct Source {
+    pub hello: Hello,
+    pub view: watch::Receiver<Arc<View>>,
+    pub events: EventLog,
+    pub service: FleetService,
+}
+
+/// The wait before attempt `n` (0-based): uniform in [0, min(max, first·2ⁿ)].
+pub fn backoff(n: u32) -> Duration {
+    let cap = BACKOFF_FIRST
+        .saturating_mul(1u32 << n.min(16))
+        .min(BACKOFF_MAX);
+    cap.mul_f64(rand::random::<f64>())
+}
+
+/// Runs the link to one aggregator until `shutdown`.
+pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>) {
+    let channel = match net::channel(&dial, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(aggregator = %dial.address, error = %e, "cannot link");
+            return;
+        }
+    };
+    let mut attempt = 0u32;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(backoff(attempt)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            r = session(channel.clone(), &source) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(()) => tracing::info!(aggregator = %dial.address, "link closed by the aggregator"),
+            Err(e) => tracing::warn!(aggregator = %dial.address, error = %e, "link down"),
+        }
+        // A link that stayed up a while starts the backoff over.
+        attempt = if started.elapsed() > BACKOFF_MAX {
+            0
+        } else {
+            attempt.saturating_add(1)
+        };
+    }
+}
+
+fn update(epoch: u64, seq: &mut u64, u: fleet_update::Update) -> HostMessage {
+    *seq += 1;
+    HostMessage {
+        msg: Some(host_message::Msg::Update(FleetUpdate {
+            epoch,
+            seq: *seq,
+            update: Some(u),
+            generated_at_unix_ms: clock::now_ms(),
+        })),
+    }
+}
+
+async fn send_snapshot(
+    up: &mpsc::Sender<HostMessage>,
+    epoch: u64,
+    seq: &mut u64,
+    view: &View,
+) -> Result<(), String> {
+    let mut chunks = view.agents.chunks(SNAPSHOT_CHUNK).peekable();
+    loop {
+        let chunk = chunks.next().unwrap_or(&[]);
+        let more = chunks.peek().is_some();
+        let snap = Snapshot {
+            agents: chunk.to_vec(),
+            hosts: if more {
+                vec![]
+            } else {
+                vec![view.host.clone()]
+            },
+            more,
+        };
+        up.send(update(epoch, seq, fleet_update::Update::Snapshot(snap)))
+            .await
+            .map_err(|_| "stream closed".to_owned())?;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// One connected session: returns when the stream ends.
+async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<(), String> {
+    let mut client = HostLinkClient::new(channel)
+        .max_decoding_message_size(crate::MAX_DECODE)
+        .max_encoding_message_size(crate::MAX_ENCODE);
+    let (up, up_rx) = mpsc::channel::<HostMessage>(1024);
+    up.send(HostMessage {
+        msg: Some(host_message::Msg::Hello(source.hello.clone())),
+    })
+    .await
+    .map_err(|_| "stream closed".to_owned())?;
+    let mut down = client
+        .attach(ReceiverStream::new(up_rx))
+        .await
+        .map_err(|s| format!("{}: {}", code_word(&s), s.message()))?
+        .into_inner();
+    let welcome = match down.next().await {
+        Some(Ok(AggregatorMessage {
+            msg: Some(aggregator_message::Msg::Welcome(w)),
+        })) => w,
+        Some(Ok(_)) => return Err("the aggregator did not start with Welcome".into()),
+        Some(Err(s)) => return Err(format!("{}: {}", code_word(&s), s.message())),
+        None => return Err("closed before Welcome".into()),
+    };
+    tracing::info!(lease_ms = welcome.lease_ms, "linked");
+    let epoch = source.hello.boot_epoch;
+    let mut seq = 0u64;
+    let mut view = source.view.clone();
+    let mut prev = view.borrow_and_update().clone();
+    send_snapshot(&up, epoch, &mut seq, &prev).await?;
+    let (backlog, mut live) = source.events.subscribe(welcome.events_after);
+    for e in backlog {
+        up.send(HostMessage {
+            msg: Some(host_message::Msg::Event(e)),
+        })
+        .await
+        .map_err(|_| "stream closed".to_owned())?;
+    }
+    let beat_every = Duration::from_millis(u64::from(welcome.beat_interval_ms.clamp(100, 60_000)));
+    let mut beat = tokio::time::interval(beat_every);
+    let mut running: HashMap<u64, AbortHandle> = HashMap::new();
+    let closed = |_| "stream closed".to_owned();
+    loop {
+        tokio::select! {
+            changed = view.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let next = view.borrow_and_update().clone();
+                if let Some(d) = diff(&prev, &next) {
+                    up.send(update(epoch, &mut seq, fleet_update::Update::Delta(d))).await.map_err(closed)?;
+                }
+                prev = next;
+            }
+            e = live.recv() => match e {
+                Ok(e) => up.send(HostMessage { msg: Some(host_message::Msg::Event(e)) }).await.map_err(closed)?,
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(n, "events skipped on the link"),
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = beat.tick() => {
+                up.send(HostMessage { msg: Some(host_message::Msg::Beat(LinkBeat { ts_unix_ms: clock::now_ms() })) }).await.map_err(closed)?;
+            }
+            m = down.next() => {
+                let m = match m {
+                    None => return Ok(()),
+                    Some(Err(s)) => return Err(format!("{}: {}", code_word(&s), s.message())),
+                    Some(Ok(AggregatorMessage { msg: None })) => continue,
+                    Some(Ok(AggregatorMessage { msg: Some(m) })) => m,
+                };
+                match m {
+                    aggregator_message::Msg::Command(c) => {
+                        running.retain(|_, h| !h.is_finished());
+                        let id = c.id;
+                        let h = tokio::spawn(execute(source.service.clone(), c, up.clone()));
+                        running.insert(id, h.abort_handle());
+                    }
+                    aggregator_message::Msg::Cancel(c) => {
+                        if let Some(h) = running.remove(&c.id) {
+                            h.abort();
+                        }
+                    }
+                    aggregator_message::Msg::Resync(r) => {
+                        tracing::info!(reason = %r.reason, "aggregator asked for a snapshot");
+                        prev = view.borrow_and_update().clone();
+                        send_snapshot(&up, epoch, &mut seq, &prev).await?;
+                    }
+                    aggregator_message::Msg::Welcome(_) => {}
+                }
+            }
+        }
+    }
+}
+
+fn code_word(s: &Status) -> String {
+    format!("{:?}", s.code())
+}
+
+fn error_result(id: u64, s: &Status) -> CommandResult {
+    CommandResult {
+        id,
+        result: Some(command_result::Result::Error(CommandError {
+            code: s.code() as i32,
+            message: s.message().to_owned(),
+        })),
+    }
+}
+
+/// `f`, cut off at the command's deadline.
+async fn within<T>(
+    left: Option<Duration>,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match left {
+        Some(d) => tokio::time::timeout(d, f)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline passed on the host"))),
+        None => f.await,
+    }
+}
+
+/// Runs one relayed command with the local service and sends its result(s).
+async fn execute(svc: FleetService, c: Command, up: mpsc::Sender<HostMessage>) {
+    let id = c.id;
+    let send = |r: CommandResult| {
+        let up = up.clone();
+        async move {
+            up.send(HostMessage {
+                msg: Some(host_message::Msg::Result(r)),
+            })
+            .await
+            .is_ok()
+        }
+    };
+    let left = if c.deadline_unix_ms > 0 {
+        let ms = c.deadline_unix_ms - clock::now_ms();
+        if ms <= 0 {
+            send(error_result(
+                id,
+                &Status::deadline_exceeded("the command arrived after its deadline"),
+            ))
+            .await;
+            return;
+        }
+        Some(Duration::from_millis(ms.unsigned_abs()))
+    } else {
+        None
+    };
+    tracing::debug!(id, operator = %c.operator, traceparent = %c.traceparent, "relayed command");
+    match c.op {
+        Some(command::Op::Send(mut req)) => {
+            if req.traceparent.is_empty() {
+                req.traceparent = c.traceparent.clone();
+            }
+            let r = within(left, async {
+                svc.send(Request::new(req))
+                    .await
+                    .map(|r| command_result::Result::Receipt(r.into_inner()))
+            })
+            .await;
+            let r = match r {
+                Ok(x) => CommandResult {
+                    id,
+                    result: Some(x),
+                },
+                Err(s) => error_result(id, &s),
+            };
+            send(r).await;
+        }
+        Some(command::Op::Control(mut req)) => {
+            req.operator = c.operator.clone();
+            if req.traceparent.is_empty() {
+                req.traceparent = c.traceparent.clone();
+            }
+            let r = within(left, async {
+                svc.control(Request::new(req))
+                    .await
+                    .map(|r| command_result::Result::Control(r.into_inner()))
+            })
+            .await;
+            let r = match r {
+                Ok(x) => CommandResult {
+                    id,
+                    result: Some(x),
+                },
+                Err(s) => error_result(id, &s),
+            };
+            send(r).await;
+        }
+        Some(command::Op::WatchScreen(req)) => {
+            let mut frames = match svc.watch_screen(Request::new(req)).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    send(error_result(id, &s)).await;
+                    return;
+                }
+            };
+            while let Some(f) = frames.next().await {
+                let r = match f {
+                    Ok(f) => CommandResult {
+                        id,
+                        result: Some(command_result::Result::Frame(f)),
+                    },
+                    Err(s) => {
+                        send(error_result(id, &s)).await;
+                        return;
+                    }
+                };
+                if !send(r).await {
+                    return;
+                }
+            }
+            send(CommandResult {
+                id,
+                result: Some(command_result::Result::Done(true)),
+            })
+            .await;
+        }
+        None => {
+            send(error_result(id, &Status::invalid_argument("empty command"))).await;
+        }
+    }
+}
