@@ -22,6 +22,7 @@ use fleet_proto::v1::{
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::audit::{Audit, Record};
 use crate::authz::{Authz, Grant, Verb};
@@ -53,10 +54,19 @@ impl Caller {
     }
 }
 
-/// What a command's trace looks like from here: the caller's context, or
-/// a fresh root when it sent none.
-fn trace(traceparent: &str) -> TraceParent {
-    TraceParent::parse(traceparent).unwrap_or_else(TraceParent::fresh)
+/// A span for one relayed command, a child of the caller's `traceparent`,
+/// and the context to send down (the span's own when spans are on).
+fn command_span(
+    name: &'static str,
+    agent: &str,
+    who: &str,
+    incoming: &str,
+) -> (tracing::Span, TraceParent) {
+    let span = tracing::info_span!("aggregator", command = name, agent = %agent, operator = %who);
+    fleet_proto::telemetry::adopt(&span, incoming);
+    let tp = TraceParent::parse(&fleet_proto::telemetry::outgoing(&span, incoming))
+        .unwrap_or_else(TraceParent::fresh);
+    (span, tp)
 }
 
 fn deadline_ms(d: Duration) -> i64 {
@@ -372,7 +382,7 @@ impl Fleet for FleetService {
         let started = Instant::now();
         let caller = self.caller(&req, Verb::Send)?;
         let mut req = req.into_inner();
-        let tp = trace(&req.traceparent);
+        let (span, tp) = command_span("send", &req.agent, &caller.who, &req.traceparent);
         let row = self.resolve(&caller, &req.agent);
         let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
         let bytes = Some(req.text.len() as u64);
@@ -398,6 +408,7 @@ impl Fleet for FleetService {
                 )),
             }
         }
+        .instrument(span)
         .await;
         let outcome = match &result {
             Ok(r) => Verdict::word_of(r.verdict).to_owned(),
@@ -533,7 +544,7 @@ impl Fleet for FleetService {
         };
         let caller = self.caller(&req, verb)?;
         let mut req = req.into_inner();
-        let tp = trace(&req.traceparent);
+        let (span, tp) = command_span("control", &req.agent, &caller.who, &req.traceparent);
         let row = self.resolve(&caller, &req.agent);
         let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
         let action = ControlAction::try_from(req.action).map_or("unknown", |a| a.as_str_name());
@@ -558,6 +569,7 @@ impl Fleet for FleetService {
                 )),
             }
         }
+        .instrument(span)
         .await;
         let outcome = match &result {
             Ok(r) => format!("{action}: {}", r.outcome),

@@ -71,7 +71,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    fleet_proto::telemetry::init("fleet-aggregator", &cfg.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -81,6 +80,7 @@ fn main() -> ExitCode {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = runtime.block_on(async move {
+        let telemetry = fleet_proto::telemetry::init("fleet-aggregator", Some(&cfg.log));
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             match (
@@ -97,14 +97,16 @@ fn main() -> ExitCode {
             }
             let _ = stop_tx.send(true);
         });
-        fleet_aggregator::run(
+        let result = fleet_aggregator::run(
             cfg,
             fleet_aggregator::Options {
                 shutdown: stop_rx,
                 ready: None,
             },
         )
-        .await
+        .await;
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

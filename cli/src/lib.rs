@@ -226,8 +226,49 @@ fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
     s.parse().map_err(|_| format!("{s:?}: expected ok or busy"))
 }
 
-/// Runs one invocation and returns the process exit code.
+/// Runs one invocation and returns the process exit code. The whole verb
+/// runs in one span, a child of `TRACEPARENT` when that is set; its trace
+/// context travels with every command.
 pub async fn main(cli: Cli) -> ExitCode {
+    use tracing::Instrument;
+    let telemetry = fleet_proto::telemetry::init("fleetctl", None);
+    let span = tracing::info_span!("fleetctl", verb = cli.command.name());
+    fleet_proto::telemetry::adopt(&span, &std::env::var("TRACEPARENT").unwrap_or_default());
+    let code = run(cli).instrument(span).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+/// The `traceparent` a command carries: the current span's.
+pub fn traceparent() -> String {
+    fleet_proto::telemetry::outgoing(
+        &tracing::Span::current(),
+        &std::env::var("TRACEPARENT").unwrap_or_default(),
+    )
+}
+
+impl Verb {
+    fn name(&self) -> &'static str {
+        match self {
+            Verb::Ps { .. } => "ps",
+            Verb::Events { .. } => "events",
+            Verb::Hosts { .. } => "hosts",
+            Verb::Beat { .. } => "beat",
+            Verb::Demo { .. } => "demo",
+            Verb::Send(_) => "send",
+            Verb::Watch { .. } => "watch",
+            Verb::Attach { .. } => "attach",
+            Verb::Start(_) => "start",
+            Verb::Stop(_) => "stop",
+            Verb::Restart(_) => "restart",
+            Verb::Reset(_) => "reset",
+            Verb::Certs { .. } => "certs",
+            Verb::Bench { .. } => "bench",
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let server = client::Server::new(cli.socket.as_deref(), &cli.remote);
     let socket = client::socket_path(cli.socket.as_deref());
     use fleet_proto::v1::ControlAction;

@@ -145,7 +145,7 @@ pub async fn run(server: &client::Server, a: SendArgs) -> Result<u8, Failure> {
             when_idle: a.when_idle,
             when_idle_timeout_ms: 0,
             strict: a.strict,
-            traceparent: std::env::var("TRACEPARENT").unwrap_or_default(),
+            traceparent: crate::traceparent(),
         })
         .await?
         .into_inner();

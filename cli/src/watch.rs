@@ -126,7 +126,7 @@ pub async fn attach(server: &client::Server, agent: &str) -> Result<(), Failure>
         .control(ControlRequest {
             agent: agent.to_owned(),
             action: ControlAction::Attach as i32,
-            traceparent: String::new(),
+            traceparent: crate::traceparent(),
             operator: operator(),
         })
         .await?
@@ -179,7 +179,7 @@ pub async fn control(
         .control(ControlRequest {
             agent,
             action: action as i32,
-            traceparent: std::env::var("TRACEPARENT").unwrap_or_default(),
+            traceparent: crate::traceparent(),
             operator: operator(),
         })
         .await?

@@ -632,3 +632,126 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
     );
     let _ = fed::free_port();
 }
+
+mod otlp {
+    //! A real OTLP/gRPC trace receiver: the collector's TraceService.
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+
+    /// (service.name, span name, trace id hex) of every span received.
+    #[derive(Clone, Default)]
+    pub struct Receiver(pub Arc<Mutex<Vec<(String, String, String)>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut got = self.0.lock().unwrap();
+            for rs in req.into_inner().resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| r.attributes.iter())
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for s in ss.spans {
+                        let id: String = s.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                        got.push((service.clone(), s.name, id));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    pub async fn start() -> (String, Receiver) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = Receiver::default();
+        let svc = TraceServiceServer::new(r.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (format!("http://{addr}"), r)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
+    let (endpoint, receiver) = otlp::start().await;
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.env = env.clone();
+    agg.start();
+    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
+    box1.env = env.clone();
+    box1.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked",
+        Duration::from_secs(30),
+        |d| all_connected(d, 1, 2),
+    );
+
+    let out = fleetctl_as(
+        &pki,
+        &agg,
+        "alice",
+        &["send", "acme/box1/worker", "traced", "--verify", "--json"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trace = r["trace_id"].as_str().unwrap().to_owned();
+    assert_eq!(trace.len(), 32);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans: Vec<(String, String, String)> = receiver
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.2 == trace)
+            .cloned()
+            .collect();
+        let from = |svc: &str, name: &str| spans.iter().any(|s| s.0.contains(svc) && s.1 == name);
+        if from("\"fleetctl\"", "fleetctl")
+            && from("\"fleet-aggregator\"", "aggregator")
+            && from("\"fleet-hostd\"", "hostd")
+            && from("\"fleet-hostd\"", "tmux")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace {trace} incomplete; spans with it: {spans:#?}\nall: {}",
+            receiver.0.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -112,7 +112,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    fleet_proto::telemetry::init("fleet-hostd", &cfg.log);
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -126,10 +125,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
+        let telemetry = fleet_proto::telemetry::init("fleet-hostd", Some(&cfg.log));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(signals(stop_tx, cmd_tx));
-        fleet_hostd::run(
+        let result = fleet_hostd::run(
             cfg,
             roster,
             Options {
@@ -139,7 +139,9 @@ fn main() -> ExitCode {
                 ready: None,
             },
         )
-        .await
+        .await;
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,7 @@ use crate::table::{Command, View};
 use crate::tmux::Tmux;
 use fleet_proto::stream::{Streamed, offer};
 use fleet_proto::trace::trace_id;
+use tracing::Instrument;
 
 /// Per-stream buffer; a client this far behind is shed.
 const STREAM_BUFFER: usize = 64;
@@ -218,6 +219,9 @@ impl Fleet for FleetService {
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
         let req = req.into_inner();
+        let span = tracing::info_span!("hostd", command = "send", agent = %req.agent);
+        fleet_proto::telemetry::adopt(&span, &req.traceparent);
+        let _entered = span.enter();
         let row = self.live_row(&req.agent)?;
         let ms = |v: u32, d: u64| Duration::from_millis(if v == 0 { d } else { u64::from(v) });
         let opts = send::Options {
@@ -228,7 +232,8 @@ impl Fleet for FleetService {
             strict: req.strict,
             trace_id: trace_id(&req.traceparent),
         };
-        let receipt = self.deliver(&row, &req.text, opts).await?;
+        drop(_entered);
+        let receipt = self.deliver(&row, &req.text, opts).instrument(span).await?;
         Ok(Response::new(receipt))
     }
 
@@ -315,6 +320,27 @@ impl Fleet for FleetService {
             .ok()
             .filter(|a| *a != ControlAction::Unspecified)
             .ok_or_else(|| Status::invalid_argument("unknown control action"))?;
+        let span = tracing::info_span!("hostd", command = action.as_str_name(), agent = %req.agent);
+        fleet_proto::telemetry::adopt(&span, &req.traceparent);
+        self.control_in(req, action).instrument(span).await
+    }
+
+    type EventsStream = Streamed<Event>;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.events_stream(req.into_inner())
+    }
+}
+
+impl FleetService {
+    async fn control_in(
+        &self,
+        req: ControlRequest,
+        action: ControlAction,
+    ) -> Result<Response<ControlResult>, Status> {
         let view = self.view.borrow().clone();
         let row = address::resolve(&view.agents, &req.agent)?.clone();
         let operator = if req.operator.is_empty() {
@@ -386,13 +412,7 @@ impl Fleet for FleetService {
         }))
     }
 
-    type EventsStream = Streamed<Event>;
-
-    async fn events(
-        &self,
-        req: Request<EventsRequest>,
-    ) -> Result<Response<Self::EventsStream>, Status> {
-        let req = req.into_inner();
+    fn events_stream(&self, req: EventsRequest) -> Result<Response<Streamed<Event>>, Status> {
         if !req.agent.is_empty() {
             fleet_proto::name::check(&req.agent)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;

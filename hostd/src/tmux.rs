@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, Notify, oneshot};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmuxError {
@@ -100,6 +101,7 @@ impl Tmux {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
+            .instrument(span_for(&args))
             .await
             .map_err(|source| TmuxError::Spawn {
                 bin: self.bin.display().to_string(),
@@ -135,7 +137,11 @@ impl Tmux {
             stdin.write_all(input).await.map_err(spawn_err)?;
             drop(stdin);
         }
-        let out = child.wait_with_output().await.map_err(spawn_err)?;
+        let out = child
+            .wait_with_output()
+            .instrument(span_for(&args))
+            .await
+            .map_err(spawn_err)?;
         finish(&args, &out)
     }
 
@@ -297,6 +303,19 @@ fn finish(args: &[std::ffi::OsString], out: &std::process::Output) -> Result<Str
 
 /// `=name:` — an exact session match (plain `-t name` would also match a pane
 /// keyword such as `top`, or a prefix).
+/// A span for one tmux invocation made on behalf of a traced command (an
+/// operator's send, control …); the table's own housekeeping is not traced.
+fn span_for(args: &[std::ffi::OsString]) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    let command = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::info_span!("tmux", command = %command)
+}
+
 pub fn exact(session: &str) -> String {
     format!("={session}:")
 }

@@ -90,6 +90,8 @@ pub struct Aggregator {
     pub authz: PathBuf,
     pub audit: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for the aggregator.
+    pub env: Vec<(String, String)>,
 }
 
 impl Aggregator {
@@ -123,6 +125,7 @@ impl Aggregator {
             authz,
             audit,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Aggregator {
         let child = Command::new(bin("fleet-aggregator"))
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

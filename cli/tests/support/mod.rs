@@ -42,6 +42,8 @@ pub struct Fleet {
     pub config: PathBuf,
     pub tmux_socket: String,
     pub hostd: Option<Child>,
+    /// Extra environment for hostd.
+    pub env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -82,12 +84,14 @@ impl Fleet {
             config,
             tmux_socket,
             hostd: None,
+            env: Vec::new(),
         }
     }
 
     pub fn hostd_command(&self) -> Command {
         let mut c = Command::new(bin("fleet-hostd"));
         c.arg("--config").arg(&self.config);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
