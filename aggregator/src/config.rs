@@ -46,6 +46,10 @@ pub struct FileConfig {
     /// Events kept for `fleetctl events`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_backlog: Option<usize>,
+    /// How often a `stats` log line (hosts, links, agents, updates applied)
+    /// is written, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_secs: Option<f64>,
     /// `tracing` filter, `RUST_LOG` syntax.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -95,6 +99,7 @@ pub struct Config {
     pub lease: Duration,
     pub reload: Duration,
     pub event_backlog: usize,
+    pub stats: Duration,
     pub log: String,
     /// `None` only with `dev_plaintext` on a loopback address.
     pub tls: Option<TlsPaths>,
@@ -183,6 +188,7 @@ fn resolve(raw: FileConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
             format!("{event_backlog} is outside 10..=1000000"),
         ));
     }
+    let stats = secs("stats_secs", raw.stats_secs, 60.0)?;
     let log = raw.log.unwrap_or_else(|| "info".to_owned());
     tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| invalid("log", e.to_string()))?;
     let dev = raw.dev_plaintext.unwrap_or(false);
@@ -244,6 +250,7 @@ fn resolve(raw: FileConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
         lease,
         reload,
         event_backlog,
+        stats,
         log,
         tls,
         sources,
@@ -315,5 +322,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// deploy/aggregator.example.toml and deploy/authz.example.toml stay
+    /// valid: every key is known, and the example resolves once its files
+    /// exist.
+    #[test]
+    fn the_examples_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let text = std::fs::read_to_string(root.join("aggregator.example.toml")).unwrap();
+        let mut raw: FileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(raw.lease_secs, Some(30.0));
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "agg.pem", "agg.key"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        raw.tls = TlsFile {
+            ca: Some(d.path().join("ca.pem")),
+            cert: Some(d.path().join("agg.pem")),
+            key: Some(d.path().join("agg.key")),
+        };
+        raw.authz = Some(root.join("authz.example.toml"));
+        let c = resolve(raw, vec![]).unwrap();
+        assert_eq!(c.trust_domain, "fleet.example");
+        let g = crate::authz::Grants::load(&root.join("authz.example.toml")).unwrap();
+        assert!(g.of("alice").unwrap().tenant("anything"));
+        assert!(
+            !g.of("oncall-bot")
+                .unwrap()
+                .verbs
+                .contains(&crate::authz::Verb::Control)
+        );
     }
 }

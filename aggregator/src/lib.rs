@@ -141,6 +141,26 @@ pub async fn run_with_state(
             }
         });
     }
+    {
+        let state = state.clone();
+        let every = cfg.stats;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let (hosts, connected, agents) = state.counts();
+                tracing::info!(
+                    target: "fleet_aggregator::stats",
+                    hosts,
+                    connected,
+                    agents,
+                    updates_total = state.applied.load(std::sync::atomic::Ordering::Relaxed),
+                    rows_total = state.applied_rows.load(std::sync::atomic::Ordering::Relaxed),
+                    "stats"
+                );
+            }
+        });
+    }
     let dev = cfg.tls.is_none();
     let link = link::HostLinkService {
         state: state.clone(),

@@ -148,6 +148,9 @@ pub struct State {
     pub name: String,
     pub lease: Duration,
     next_link: AtomicU64,
+    /// Updates (snapshot chunks and deltas) applied, and the rows in them.
+    pub applied: AtomicU64,
+    pub applied_rows: AtomicU64,
 }
 
 /// Why an update was not applied.
@@ -175,6 +178,8 @@ impl State {
             name: name.to_owned(),
             lease,
             next_link: AtomicU64::new(1),
+            applied: AtomicU64::new(0),
+            applied_rows: AtomicU64::new(0),
         })
     }
 
@@ -353,6 +358,9 @@ impl State {
             None => return Applied::Stale,
         };
         drop(inner);
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        self.applied_rows
+            .fetch_add(delta.upserts.len() as u64, Ordering::Relaxed);
         self.publish(&key.0, delta);
         Applied::Ok
     }
@@ -538,5 +546,205 @@ fn mark_unreachable(e: &mut HostEntry) -> Delta {
         upserts: e.agents.values().cloned().collect(),
         removals: vec![],
         hosts: vec![e.row.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_proto::v1::{Snapshot, aggregator_message::Msg};
+
+    fn hello(epoch: u64) -> Hello {
+        Hello {
+            tenant_id: "acme".into(),
+            host: "box1".into(),
+            boot_epoch: epoch,
+            protocol: 1,
+            ..Default::default()
+        }
+    }
+
+    fn row(name: &str, turn: u64) -> AgentRow {
+        AgentRow {
+            // Whatever a host claims, rows are filed under its own key.
+            tenant_id: "someone-else".into(),
+            host: "elsewhere".into(),
+            name: name.into(),
+            heartbeat: Some(fleet_proto::v1::Heartbeat {
+                health: Health::Healthy as i32,
+                turn: Some(turn),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn snap(epoch: u64, seq: u64, agents: Vec<AgentRow>, more: bool) -> FleetUpdate {
+        FleetUpdate {
+            epoch,
+            seq,
+            update: Some(fleet_update::Update::Snapshot(Snapshot {
+                agents,
+                hosts: vec![],
+                more,
+            })),
+            generated_at_unix_ms: 0,
+        }
+    }
+
+    fn delta(epoch: u64, seq: u64, upserts: Vec<AgentRow>) -> FleetUpdate {
+        FleetUpdate {
+            epoch,
+            seq,
+            update: Some(fleet_update::Update::Delta(Delta {
+                upserts,
+                ..Default::default()
+            })),
+            generated_at_unix_ms: 0,
+        }
+    }
+
+    fn key() -> HostKey {
+        ("acme".into(), "box1".into())
+    }
+
+    fn all(s: &State) -> Vec<AgentRow> {
+        let mut v = s.agents(&|_| true);
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    #[tokio::test]
+    async fn chunked_snapshots_apply_whole_and_rows_are_filed_under_the_link() {
+        let s = State::new("agg", Duration::from_secs(30), 100);
+        let (tx, _rx) = mpsc::channel(8);
+        let (link, after) = s.attach(&hello(1), tx);
+        assert_eq!(after, 0);
+        assert_eq!(
+            s.apply(&key(), link.id, snap(1, 1, vec![row("a", 0)], true)),
+            Applied::Ok
+        );
+        assert!(all(&s).is_empty(), "half a snapshot must not show");
+        assert_eq!(
+            s.apply(&key(), link.id, snap(1, 2, vec![row("b", 0)], false)),
+            Applied::Ok
+        );
+        let rows = all(&s);
+        assert_eq!(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r.tenant_id == "acme" && r.host == "box1")
+        );
+        assert_eq!(s.hosts(&|_| true)[0].link, "connected");
+    }
+
+    #[tokio::test]
+    async fn stale_updates_are_dropped_and_a_gap_asks_for_a_snapshot() {
+        let s = State::new("agg", Duration::from_secs(30), 100);
+        let (tx, mut rx) = mpsc::channel(8);
+        let (link, _) = s.attach(&hello(1), tx);
+        assert_eq!(
+            s.apply(&key(), link.id, snap(1, 1, vec![row("a", 0)], false)),
+            Applied::Ok
+        );
+        assert_eq!(
+            s.apply(&key(), link.id, delta(1, 2, vec![row("a", 5)])),
+            Applied::Ok
+        );
+        // Replayed or from another boot epoch: ignored.
+        assert_eq!(
+            s.apply(&key(), link.id, delta(1, 2, vec![row("a", 1)])),
+            Applied::Stale
+        );
+        assert_eq!(
+            s.apply(&key(), link.id, delta(9, 3, vec![row("a", 1)])),
+            Applied::Stale
+        );
+        assert_eq!(all(&s)[0].heartbeat.as_ref().unwrap().turn, Some(5));
+        // seq 4 after 2: a gap; deltas wait for the next snapshot.
+        assert_eq!(
+            s.apply(&key(), link.id, delta(1, 4, vec![row("a", 7)])),
+            Applied::Gap
+        );
+        link.resync("gap");
+        assert!(matches!(rx.try_recv().unwrap().msg, Some(Msg::Resync(_))));
+        assert_eq!(
+            s.apply(&key(), link.id, delta(1, 5, vec![row("a", 8)])),
+            Applied::Stale
+        );
+        assert_eq!(
+            s.apply(&key(), link.id, snap(1, 6, vec![row("a", 9)], false)),
+            Applied::Ok
+        );
+        assert_eq!(all(&s)[0].heartbeat.as_ref().unwrap().turn, Some(9));
+    }
+
+    #[tokio::test]
+    async fn a_lost_host_is_unreachable_with_its_last_values_and_a_new_link_supersedes() {
+        let s = State::new("agg", Duration::from_millis(50), 100);
+        let mut changes = s.changes.subscribe();
+        let (tx, _rx) = mpsc::channel(8);
+        let (old, _) = s.attach(&hello(1), tx.clone());
+        assert_eq!(
+            s.apply(&key(), old.id, snap(1, 1, vec![row("a", 3)], false)),
+            Applied::Ok
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        s.sweep();
+        let h = &s.hosts(&|_| true)[0];
+        assert_eq!(h.link, UNREACHABLE);
+        assert!(h.flags.iter().any(|f| f == UNREACHABLE));
+        let r = &all(&s)[0];
+        let hb = r.heartbeat.as_ref().unwrap();
+        assert_eq!(hb.health, Health::Unknown as i32);
+        assert!(hb.reason.starts_with("host unreachable"), "{}", hb.reason);
+        assert_eq!(hb.turn, Some(3), "last known values are kept");
+        assert!(s.link(&key()).err().unwrap().contains("unreachable"));
+        // Every change was published for operators.
+        let mut published = 0;
+        while changes.try_recv().is_ok() {
+            published += 1;
+        }
+        assert_eq!(published, 2);
+        // The host comes back on a new link; the old one's end is ignored.
+        let (new, _) = s.attach(&hello(1), tx);
+        assert_eq!(
+            s.apply(&key(), old.id, snap(1, 2, vec![], false)),
+            Applied::Superseded
+        );
+        assert_eq!(
+            s.apply(&key(), new.id, snap(1, 1, vec![row("a", 4)], false)),
+            Applied::Ok
+        );
+        s.detach(&key(), old.id, "old stream ended");
+        assert_eq!(s.hosts(&|_| true)[0].link, "connected");
+        assert!(all(&s)[0].flags.is_empty());
+    }
+
+    #[tokio::test]
+    async fn forwarded_events_are_not_duplicated_after_a_reconnect() {
+        let s = State::new("agg", Duration::from_secs(30), 100);
+        let (tx, _rx) = mpsc::channel(8);
+        let (link, _) = s.attach(&hello(1), tx.clone());
+        for seq in [1, 2, 2, 3] {
+            s.host_forwarded_event(
+                &key(),
+                link.id,
+                Event {
+                    seq,
+                    kind: "started".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        let (backlog, _) = s.events.subscribe(0);
+        assert_eq!(backlog.iter().filter(|e| e.kind == "started").count(), 3);
+        let (_, after) = s.attach(&hello(1), tx.clone());
+        assert_eq!(after, 3, "the host resumes after the newest event held");
+        let (_, after) = s.attach(&hello(2), tx);
+        assert_eq!(after, 0, "a new boot epoch starts over");
     }
 }

@@ -22,6 +22,8 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         sends: u32,
     },
+    /// Federation at scale: a real aggregator, N simulated hostd links.
+    Federation(crate::fedbench::FedArgs),
     /// `ps` latency against the naive baseline, and idle hostd cost.
     Ps {
         /// Fleet sizes to measure, comma-separated.
@@ -39,6 +41,7 @@ pub enum What {
 pub async fn run(what: What) -> Result<(), Failure> {
     match what {
         What::Send { sends } => bench_send(sends.max(1)).await,
+        What::Federation(a) => crate::fedbench::run(a).await,
         What::Ps {
             agents,
             runs,
@@ -239,7 +242,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -248,7 +251,7 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v.get(i).copied().unwrap_or(0.0)

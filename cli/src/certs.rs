@@ -74,7 +74,7 @@ fn err(e: rcgen::Error) -> Failure {
 }
 
 /// Writes a file readable by its owner only when `secret`.
-fn write(path: &Path, data: &str, secret: bool) -> Result<(), Failure> {
+pub fn write(path: &Path, data: &str, secret: bool) -> Result<(), Failure> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     if secret {
@@ -100,12 +100,12 @@ pub fn run(c: Certs) -> Result<(), Failure> {
             trust_domain,
             days,
             force,
-        } => init(&dir, &trust_domain, days, force),
+        } => init(&dir, &trust_domain, days, force).map(|m| println!("{m}")),
         Certs::Issue { dir, days, kind } => issue(&dir, days, kind),
     }
 }
 
-fn init(dir: &Path, td: &str, days: u32, force: bool) -> Result<(), Failure> {
+pub fn init(dir: &Path, td: &str, days: u32, force: bool) -> Result<String, Failure> {
     if !check_label(td) {
         return Err(Failure::Usage(format!(
             "trust domain {td:?} is not allowed"
@@ -133,12 +133,11 @@ fn init(dir: &Path, td: &str, days: u32, force: bool) -> Result<(), Failure> {
     let cert = params.self_signed(&key).map_err(err)?;
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;
-    println!(
+    Ok(format!(
         "created CA for trust domain {td}: {} and {} (keep the key secret)",
         cert_path.display(),
         key_path.display()
-    );
-    Ok(())
+    ))
 }
 
 /// The trust domain a CA certificate names in its `spiffe://TD` URI SAN.
@@ -167,100 +166,138 @@ pub fn trust_domain_of(ca_pem: &str) -> Result<String, Failure> {
         .ok_or_else(|| bad("carries no spiffe:// trust domain"))
 }
 
-fn issue(dir: &Path, days: u32, kind: Kind) -> Result<(), Failure> {
-    let read = |p: PathBuf| {
-        std::fs::read_to_string(&p).map_err(|e| {
-            Failure::Other(format!(
-                "cannot read {}: {e} (run `fleetctl certs init --dir {}` first)",
-                p.display(),
-                dir.display()
-            ))
-        })
-    };
-    let ca_pem = read(dir.join("ca.pem"))?;
-    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(err)?;
-    let td = trust_domain_of(&ca_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(err)?;
+/// A loaded CA that can sign certificates.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub trust_domain: String,
+}
 
-    let check = |what: &str, v: &str| {
-        if check_label(v) {
-            Ok(v.to_owned())
-        } else {
-            Err(Failure::Usage(format!("{what} {v:?} is not allowed")))
-        }
-    };
-    let (identity, file, usages, extra): (
-        Identity,
-        String,
-        Vec<ExtendedKeyUsagePurpose>,
-        Vec<SanType>,
-    ) = match kind {
-        Kind::Host { tenant, host } => {
-            let (t, h) = (check("tenant", &tenant)?, check("host", &host)?);
-            (
-                Identity::Host {
-                    trust_domain: td.clone(),
-                    tenant: t.clone(),
-                    host: h.clone(),
-                },
-                format!("host-{t}-{h}"),
-                vec![ExtendedKeyUsagePurpose::ClientAuth],
-                vec![],
-            )
-        }
-        Kind::Operator { name } => {
-            let n = check("operator name", &name)?;
-            (
-                Identity::Operator {
-                    trust_domain: td.clone(),
-                    name: n.clone(),
-                },
-                format!("operator-{n}"),
-                vec![ExtendedKeyUsagePurpose::ClientAuth],
-                vec![],
-            )
-        }
-        Kind::Aggregator { dns, ip } => {
-            let mut extra = Vec::new();
-            for d in &dns {
-                extra.push(SanType::DnsName(
-                    check("DNS name", d)?.try_into().map_err(err)?,
-                ));
+/// One signed certificate, in memory.
+pub struct Issued {
+    pub identity: Identity,
+    /// File stem: `host-T-H`, `operator-N` or `aggregator`.
+    pub file: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// Reads `ca.pem` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, Failure> {
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).map_err(|e| {
+                Failure::Other(format!(
+                    "cannot read {}: {e} (run `fleetctl certs init --dir {}` first)",
+                    p.display(),
+                    dir.display()
+                ))
+            })
+        };
+        let ca_pem = read(dir.join("ca.pem"))?;
+        let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(err)?;
+        let trust_domain = trust_domain_of(&ca_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(err)?;
+        Ok(Self {
+            issuer,
+            trust_domain,
+        })
+    }
+
+    /// Signs a new key for `kind`, valid for `days`.
+    pub fn issue(&self, kind: Kind, days: u32) -> Result<Issued, Failure> {
+        let td = self.trust_domain.clone();
+        let issuer = &self.issuer;
+        let check = |what: &str, v: &str| {
+            if check_label(v) {
+                Ok(v.to_owned())
+            } else {
+                Err(Failure::Usage(format!("{what} {v:?} is not allowed")))
             }
-            extra.extend(ip.into_iter().map(SanType::IpAddress));
-            (
-                Identity::Aggregator {
-                    trust_domain: td.clone(),
-                },
-                "aggregator".to_owned(),
-                vec![
-                    ExtendedKeyUsagePurpose::ServerAuth,
-                    ExtendedKeyUsagePurpose::ClientAuth,
-                ],
-                extra,
-            )
-        }
-    };
-    let key = KeyPair::generate().map_err(err)?;
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, identity.uri());
-    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into().map_err(err)?)];
-    params.subject_alt_names.extend(extra);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = usages;
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, days);
-    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        };
+        let (identity, file, usages, extra): (
+            Identity,
+            String,
+            Vec<ExtendedKeyUsagePurpose>,
+            Vec<SanType>,
+        ) = match kind {
+            Kind::Host { tenant, host } => {
+                let (t, h) = (check("tenant", &tenant)?, check("host", &host)?);
+                (
+                    Identity::Host {
+                        trust_domain: td.clone(),
+                        tenant: t.clone(),
+                        host: h.clone(),
+                    },
+                    format!("host-{t}-{h}"),
+                    vec![ExtendedKeyUsagePurpose::ClientAuth],
+                    vec![],
+                )
+            }
+            Kind::Operator { name } => {
+                let n = check("operator name", &name)?;
+                (
+                    Identity::Operator {
+                        trust_domain: td.clone(),
+                        name: n.clone(),
+                    },
+                    format!("operator-{n}"),
+                    vec![ExtendedKeyUsagePurpose::ClientAuth],
+                    vec![],
+                )
+            }
+            Kind::Aggregator { dns, ip } => {
+                let mut extra = Vec::new();
+                for d in &dns {
+                    extra.push(SanType::DnsName(
+                        check("DNS name", d)?.try_into().map_err(err)?,
+                    ));
+                }
+                extra.extend(ip.into_iter().map(SanType::IpAddress));
+                (
+                    Identity::Aggregator {
+                        trust_domain: td.clone(),
+                    },
+                    "aggregator".to_owned(),
+                    vec![
+                        ExtendedKeyUsagePurpose::ServerAuth,
+                        ExtendedKeyUsagePurpose::ClientAuth,
+                    ],
+                    extra,
+                )
+            }
+        };
+        let key = KeyPair::generate().map_err(err)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, identity.uri());
+        params.subject_alt_names = vec![SanType::URI(identity.uri().try_into().map_err(err)?)];
+        params.subject_alt_names.extend(extra);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = usages;
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, days);
+        let cert = params.signed_by(&key, issuer).map_err(err)?;
+        Ok(Issued {
+            identity,
+            file,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn issue(dir: &Path, days: u32, kind: Kind) -> Result<(), Failure> {
+    let i = Ca::load(dir)?.issue(kind, days)?;
     let (cert_path, key_path) = (
-        dir.join(format!("{file}.pem")),
-        dir.join(format!("{file}.key")),
+        dir.join(format!("{}.pem", i.file)),
+        dir.join(format!("{}.key", i.file)),
     );
-    write(&key_path, &key.serialize_pem(), true)?;
-    write(&cert_path, &cert.pem(), false)?;
+    write(&key_path, &i.key_pem, true)?;
+    write(&cert_path, &i.cert_pem, false)?;
     println!(
-        "issued {identity}: {} and {}",
+        "issued {}: {} and {}",
+        i.identity,
         cert_path.display(),
         key_path.display()
     );

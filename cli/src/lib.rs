@@ -8,6 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod demo;
 pub mod events;
+pub mod fedbench;
 pub mod ps;
 pub mod render;
 pub mod send;
@@ -324,7 +325,7 @@ async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
         .await?
         .into_inner();
     let doc = ps::document(&[], &resp.hosts, resp.generated_at_unix_ms);
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer_pretty(
             &mut out,
@@ -332,6 +333,7 @@ async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
         )
         .map_err(|e| Failure::Other(e.to_string()))?;
         writeln!(out)?;
+        out.flush()?;
         return Ok(());
     }
     use render::{Colour, Column};
@@ -432,5 +434,6 @@ async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
         })
         .collect();
     out.write_all(render::table(&cols, &rows, render::Style::for_stdout()).as_bytes())?;
+    out.flush()?;
     Ok(())
 }

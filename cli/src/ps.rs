@@ -338,7 +338,8 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
             let hosts = client.list_hosts(ListHostsRequest {}).await?.into_inner();
             (agents.agents, hosts.hosts, agents.generated_at_unix_ms)
         };
-        let mut out = std::io::stdout().lock();
+        // Buffered: a big fleet's document is millions of small writes.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         if json {
             let doc = document(&agents, &hosts, now);
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -358,6 +359,7 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
                 }
             }
         }
+        out.flush()?;
         return Ok(());
     }
     watch_loop(&mut client, json).await
@@ -436,7 +438,7 @@ fn draw<K: Ord, H: Ord>(
     let agents: Vec<AgentRow> = rows.values().cloned().collect();
     let hosts: Vec<HostRow> = hosts.values().cloned().collect();
     let now = fleet_proto::clock::now_ms();
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         // One JSON document per line, per change.
         serde_json::to_writer(&mut out, &document(&agents, &hosts, now))

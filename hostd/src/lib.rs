@@ -162,7 +162,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             },
             view: svc.view.clone(),
             events: svc.events.clone(),
-            service: svc.clone(),
+            service: Some(svc.clone()),
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
     }

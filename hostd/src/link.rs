@@ -41,7 +41,8 @@ pub struct Source {
     pub hello: Hello,
     pub view: watch::Receiver<Arc<View>>,
     pub events: EventLog,
-    pub service: FleetService,
+    /// Answers relayed commands; `None` refuses them (load generators).
+    pub service: Option<FleetService>,
 }
 
 /// The wait before attempt `n` (0-based): uniform in [0, min(max, first·2ⁿ)].
@@ -246,7 +247,7 @@ async fn within<T>(
 }
 
 /// Runs one relayed command with the local service and sends its result(s).
-async fn execute(svc: FleetService, c: Command, up: mpsc::Sender<HostMessage>) {
+async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMessage>) {
     let id = c.id;
     let send = |r: CommandResult| {
         let up = up.clone();
@@ -273,6 +274,14 @@ async fn execute(svc: FleetService, c: Command, up: mpsc::Sender<HostMessage>) {
         None
     };
     tracing::debug!(id, operator = %c.operator, traceparent = %c.traceparent, "relayed command");
+    let Some(svc) = svc else {
+        send(error_result(
+            id,
+            &Status::unimplemented("this link takes no commands"),
+        ))
+        .await;
+        return;
+    };
     match c.op {
         Some(command::Op::Send(mut req)) => {
             if req.traceparent.is_empty() {

@@ -49,8 +49,11 @@ pub fn init(service: &'static str, log: Option<&str>) -> Telemetry {
     let fmt = log.map(|l| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(l));
+        use std::io::IsTerminal;
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour for a person at a terminal, never in log files.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_filter(filter)
     });
     // Spans of our own crates at info and above are what a trace shows.
