@@ -21,3 +21,13 @@ ensure_nextest() {
 ensure_agent_tuis() {
   bash "$(dirname "${BASH_SOURCE[0]}")/agents/setup.sh"
 }
+
+# grpcio for the test that drives the aggregator from Python with stubs
+# generated from proto/ (PyPI), in its own virtualenv.
+FLEET_PY=${FLEET_PY:-/opt/fleet-py}
+ensure_python_grpc() {
+  "$FLEET_PY/bin/python3" -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null && return 0
+  echo "installing grpcio into $FLEET_PY…" >&2
+  as_root python3 -m venv "$FLEET_PY" &&
+    as_root "$FLEET_PY/bin/pip" install -q grpcio grpcio-tools grpcio-health-checking
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
 # (tmux, cargo-nextest, and the real agent TUIs Claude Code and Codex from
-# npm for the acceptance tier), then runs every test of the workspace.
+# npm for the acceptance tier, grpcio from PyPI for the Python-client
+# test), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/prereqs.sh
@@ -9,4 +10,6 @@ cd "$(dirname "$0")/.."
 ensure_tmux
 ensure_nextest
 ensure_agent_tuis
+ensure_python_grpc
+export FLEET_TEST_PYTHON="$FLEET_PY/bin/python3"
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -359,6 +359,17 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     pki.operator("alice");
     let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
     agg.start();
+    // A healthy host link, which the certificate rotation below must not drop.
+    let mut box9 = linked_hostd(&pki, &agg, "acme", "box9", ROSTER_BOX1);
+    box9.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box9 linked",
+        Duration::from_secs(30),
+        |d| all_connected(d, 1, 2),
+    );
 
     // A certificate from another CA.
     let other = Pki::new(&dir.path().join("other"));
@@ -754,4 +765,126 @@ async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_aggregators_side_by_side_each_have_the_whole_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut a = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    let mut b = Aggregator::new(&dir.path().join("b"), &pki, GRANTS, "");
+    a.start();
+    b.start();
+    let (cert, key) = pki.host("acme", "box1");
+    let both = format!(
+        "aggregators = [\"{}\", \"{}\"]\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        a.address(),
+        b.address(),
+        pki.ca().display(),
+        cert.display(),
+        key.display()
+    );
+    let mut box1 = support::Fleet::with_identity("acme", "box1", ROSTER_BOX1, &both);
+    box1.start().await;
+    for agg in [&a, &b] {
+        wait_ps(
+            &pki,
+            agg,
+            "alice",
+            "the view on each aggregator",
+            Duration::from_secs(30),
+            |d| all_connected(d, 1, 2),
+        );
+    }
+    // Losing one aggregator disturbs neither the other nor the agents.
+    let pids: Vec<u32> = box1.agents().await.iter().map(|r| r.pane_pid).collect();
+    a.kill();
+    let out = fleetctl_as(
+        &pki,
+        &b,
+        "alice",
+        &["send", "coder0", "still here", "--verify", "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_ps(
+        &pki,
+        &b,
+        "alice",
+        "b still connected",
+        Duration::from_secs(5),
+        |d| all_connected(d, 1, 2),
+    );
+    assert_eq!(
+        box1.agents()
+            .await
+            .iter()
+            .map(|r| r.pane_pid)
+            .collect::<Vec<_>>(),
+        pids
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_generated_from_proto_works_unchanged() {
+    let python =
+        std::env::var("FLEET_TEST_PYTHON").unwrap_or_else(|_| "/opt/fleet-py/bin/python3".into());
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} missing: deploy/test.sh installs grpcio (ensure_python_grpc)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    pki.operator("bob");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
+    box1.start().await;
+    let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
+    box2.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "both hosts",
+        Duration::from_secs(30),
+        |d| all_connected(d, 2, 4),
+    );
+
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let stubgen = std::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg("fleet/v1/fleet.proto")
+        .output()
+        .unwrap();
+    assert!(stubgen.status.success(), "{}", stderr(&stubgen));
+    let (cert, key) = pki.pair("operator-bob");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(fixture)
+        .arg(&stubs)
+        .arg(format!("localhost:{}", agg.port))
+        .arg(pki.ca())
+        .arg(cert)
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["health"], "SERVING");
+    // bob reads tenant acme only, and may not send.
+    assert_eq!(
+        r["agents"],
+        serde_json::json!(["acme/box1/coder0", "acme/box1/worker"])
+    );
+    assert_eq!(r["links"], serde_json::json!(["acme/box1=connected"]));
+    assert_eq!(r["send"], "PERMISSION_DENIED");
 }

@@ -356,3 +356,30 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_fully_jittered_and_capped() {
+        for n in 0..40 {
+            let cap = BACKOFF_FIRST
+                .saturating_mul(1u32 << n.min(16))
+                .min(BACKOFF_MAX);
+            for _ in 0..50 {
+                assert!(backoff(n) <= cap, "attempt {n}");
+            }
+        }
+        // Even the first attempt waits a random part of 0.5 s, so a
+        // restarted aggregator is not met by every host at once.
+        let first: Vec<Duration> = (0..200).map(|_| backoff(0)).collect();
+        assert!(first.iter().any(|d| *d < Duration::from_millis(150)));
+        assert!(first.iter().any(|d| *d > Duration::from_millis(350)));
+        assert!(
+            (0..200)
+                .map(|_| backoff(30))
+                .any(|d| d > Duration::from_secs(15))
+        );
+    }
+}
