@@ -12,4 +12,8 @@ ensure_nextest
 ensure_agent_tuis
 ensure_python_grpc
 export FLEET_TEST_PYTHON="$FLEET_PY/bin/python3"
+# The tests run the real binaries (fleet-hostd, fleet-aggregator, fleetctl,
+# fleet-demo-agent); cargo only builds a package's binaries for its own
+# integration tests, so build them all first.
+cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast "$@"

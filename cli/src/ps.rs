@@ -34,6 +34,8 @@ pub struct PsRow {
     pub idle_seconds: Option<f64>,
     pub heartbeat: PsHeartbeat,
     pub flags: Vec<String>,
+    /// What hostd's supervisor is doing about the agent ("" when nothing).
+    pub supervision: String,
     pub restarts: u32,
     pub last_event: String,
     pub exit_status: Option<i32>,
@@ -145,6 +147,7 @@ pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow {
             interval_seconds: hb.interval_ms as f64 / 1000.0,
         },
         flags: r.flags.clone(),
+        supervision: r.supervision.clone(),
         restarts: r.restarts,
         last_event: r.last_event.clone(),
         exit_status: r.exit_status,
@@ -280,18 +283,34 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
                 (r.heartbeat.health.to_owned(), health_colour),
                 plain(r.heartbeat.status.to_owned()),
                 (r.heartbeat.source.to_owned(), Colour::Dim),
-                (
-                    if r.flags.is_empty() {
-                        "-".into()
-                    } else {
-                        r.flags.join(",")
-                    },
-                    if r.flags.is_empty() {
+                {
+                    // The supervisor's state joins the flags as one word
+                    // (respawn, gave-up); --json has the sentence.
+                    let mut flags = r.flags.clone();
+                    if let Some(word) = r
+                        .supervision
+                        .split([' ', '('])
+                        .next()
+                        .filter(|w| !w.is_empty())
+                    {
+                        flags.push(word.to_owned());
+                    }
+                    let colour = if r.supervision.starts_with("gave-up") {
+                        Colour::Red
+                    } else if flags.is_empty() {
                         Colour::None
                     } else {
                         Colour::Yellow
-                    },
-                ),
+                    };
+                    (
+                        if flags.is_empty() {
+                            "-".into()
+                        } else {
+                            flags.join(",")
+                        },
+                        colour,
+                    )
+                },
             ]
         })
         .collect();

@@ -65,6 +65,10 @@ pub struct FileConfig {
     pub send_limit_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
+    /// Run the supervisor (respawn, pokes, digest) per the roster's
+    /// `supervision` settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervise: Option<bool>,
     /// Aggregators to stream to (`host:port`), one mTLS link each.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregators: Option<Vec<String>>,
@@ -158,6 +162,7 @@ pub struct Config {
     pub send_limit: usize,
     pub systemd: SystemdConfig,
     pub link: LinkConfig,
+    pub supervise: bool,
     /// Files that contributed, for `--check-config` and error messages.
     pub sources: Vec<PathBuf>,
 }
@@ -384,6 +389,7 @@ fn resolve(
     )?;
     Ok(Config {
         link,
+        supervise: raw.supervise.unwrap_or(true),
         tenant,
         host,
         uid: env.uid,

@@ -16,6 +16,7 @@ pub mod screen;
 pub mod send;
 pub mod service;
 pub mod socket;
+pub mod supervise;
 pub mod systemd;
 pub mod table;
 pub mod tmux;
@@ -165,6 +166,13 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             service: Some(svc.clone()),
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
+    }
+    if cfg.supervise {
+        tokio::spawn(supervise::run(
+            svc.clone(),
+            svc.commands.clone(),
+            opts.shutdown.clone(),
+        ));
     }
     let gate = socket::same_uid(cfg.uid);
     if let Some(ready) = opts.ready {

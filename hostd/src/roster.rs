@@ -24,6 +24,68 @@ pub struct Roster {
     pub path: PathBuf,
     pub tmux: TmuxSettings,
     pub agents: Vec<AgentSpec>,
+    pub supervision: Supervision,
+}
+
+/// When and how hostd respawns an agent whose pane died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RespawnPolicy {
+    pub enabled: bool,
+    /// More deaths than this within `window` stop the respawns (need-human).
+    pub max_deaths: u32,
+    pub window: Duration,
+    /// Wait before the first respawn; doubled per death in the window.
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RespawnPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_deaths: 5,
+            window: Duration::from_secs(600),
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Poking an idle orchestrator whose workers make no progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PokePolicy {
+    /// Agents of these classes are orchestrators; all others are workers.
+    pub classes: Vec<String>,
+    /// Idle (status ok, screen unchanged) this long before a poke; a
+    /// worker with screen activity within it counts as progressing.
+    pub idle: Duration,
+    /// No second poke within this after a delivered one.
+    pub cooldown: Duration,
+    /// First line of the poke; a snapshot of the workers follows.
+    pub text: String,
+}
+
+/// The roster's supervision settings (`supervision:`), every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Supervision {
+    pub tick: Duration,
+    pub respawn: RespawnPolicy,
+    pub poke: Option<PokePolicy>,
+    /// Agent that gets the change-only fleet digest and need-human alerts.
+    pub first_mate: Option<String>,
+    pub digest_interval: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            respawn: RespawnPolicy::default(),
+            poke: None,
+            first_mate: None,
+            digest_interval: Duration::from_secs(300),
+        }
+    }
 }
 
 /// One agent, with every default applied.
@@ -48,6 +110,8 @@ pub struct AgentSpec {
     pub submit_gap: Duration,
     pub bracketed_paste: Option<bool>,
     pub heartbeat_interval: Option<Duration>,
+    /// The roster's respawn policy with this agent's overrides.
+    pub respawn: RespawnPolicy,
     /// 1-based line of the agent's entry.
     pub line: usize,
 }
@@ -125,6 +189,38 @@ struct RawRoster {
     runtimes: BTreeMap<String, RawRuntime>,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    #[serde(default)]
+    supervision: RawSupervision,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervision {
+    tick_ms: Option<u64>,
+    #[serde(default)]
+    respawn: RawRespawn,
+    poke: Option<RawPoke>,
+    first_mate: Option<String>,
+    digest_interval_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespawn {
+    enabled: Option<bool>,
+    max_deaths: Option<u32>,
+    window_secs: Option<f64>,
+    initial_delay_secs: Option<f64>,
+    max_delay_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoke {
+    classes: Option<Vec<String>>,
+    idle_secs: Option<f64>,
+    cooldown_secs: Option<f64>,
+    text: Option<String>,
 }
 
 fn one() -> u32 {
@@ -189,6 +285,7 @@ struct RawAgent {
     heartbeat_interval_secs: Option<f64>,
     submit_gap_ms: Option<u64>,
     bracketed_paste: Option<bool>,
+    respawn: Option<RawRespawn>,
 }
 
 /// Variables hostd sets in every pane; a roster may not override them.
@@ -331,6 +428,7 @@ fn resolve(
         }
     }
 
+    let supervision = resolve_supervision(&raw.supervision, at)?;
     let mut agents = Vec::with_capacity(raw.agents.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, a) in raw.agents.into_iter().enumerate() {
@@ -434,8 +532,20 @@ fn resolve(
                 .or_else(|| custom.and_then(|c| c.bracketed_paste))
                 .or_else(|| builtin.and_then(|b| b.bracketed_paste)),
             heartbeat_interval: hb.or(default_interval),
+            respawn: match &a.respawn {
+                Some(r) => respawn_policy(r, &supervision.respawn, &key("respawn"), at)?,
+                None => supervision.respawn.clone(),
+            },
             line,
         });
+    }
+    if let Some(fm) = &supervision.first_mate
+        && !agents.iter().any(|a| a.name.as_str() == fm)
+    {
+        return Err(at(
+            "supervision.first_mate",
+            format!("{fm:?} is not an agent of this roster"),
+        ));
     }
     Ok(Roster {
         path: path.to_owned(),
@@ -444,6 +554,116 @@ fn resolve(
             holder_session,
         },
         agents,
+        supervision,
+    })
+}
+
+fn secs_in(
+    v: Option<f64>,
+    default: Duration,
+    key: &str,
+    range: (f64, f64),
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<Duration, RosterError> {
+    match v {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= range.0 && s <= range.1 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(at(
+            key,
+            format!("{s} is outside {}..={} seconds", range.0, range.1),
+        )),
+    }
+}
+
+fn respawn_policy(
+    r: &RawRespawn,
+    base: &RespawnPolicy,
+    key: &str,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<RespawnPolicy, RosterError> {
+    let k = |s: &str| format!("{key}.{s}");
+    let p = RespawnPolicy {
+        enabled: r.enabled.unwrap_or(base.enabled),
+        max_deaths: r.max_deaths.unwrap_or(base.max_deaths),
+        window: secs_in(
+            r.window_secs,
+            base.window,
+            &k("window_secs"),
+            (1.0, 86_400.0),
+            at,
+        )?,
+        initial_delay: secs_in(
+            r.initial_delay_secs,
+            base.initial_delay,
+            &k("initial_delay_secs"),
+            (0.0, 3_600.0),
+            at,
+        )?,
+        max_delay: secs_in(
+            r.max_delay_secs,
+            base.max_delay,
+            &k("max_delay_secs"),
+            (0.0, 86_400.0),
+            at,
+        )?,
+    };
+    if !(1..=1000).contains(&p.max_deaths) {
+        return Err(at(
+            &k("max_deaths"),
+            format!("{} is outside 1..=1000", p.max_deaths),
+        ));
+    }
+    if p.max_delay < p.initial_delay {
+        return Err(at(
+            &k("max_delay_secs"),
+            "must be at least initial_delay_secs".into(),
+        ));
+    }
+    Ok(p)
+}
+
+fn resolve_supervision(
+    raw: &RawSupervision,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<Supervision, RosterError> {
+    let d = Supervision::default();
+    let tick = match raw.tick_ms {
+        None => d.tick,
+        Some(ms) if (10..=60_000).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(at(
+                "supervision.tick_ms",
+                format!("{ms} is outside 10..=60000"),
+            ));
+        }
+    };
+    let respawn = respawn_policy(&raw.respawn, &d.respawn, "supervision.respawn", at)?;
+    let poke = match &raw.poke {
+        None => None,
+        Some(p) => Some(PokePolicy {
+            classes: p.classes.clone().unwrap_or_else(|| vec!["orchestrator".into()]),
+            idle: secs_in(p.idle_secs, Duration::from_secs(300), "supervision.poke.idle_secs", (0.1, 86_400.0), at)?,
+            cooldown: secs_in(p.cooldown_secs, Duration::from_secs(900), "supervision.poke.cooldown_secs", (0.1, 86_400.0), at)?,
+            text: p.text.clone().unwrap_or_else(|| {
+                "[fleet] You have been idle and no worker is making progress. Check on your workers and assign the next task.".into()
+            }),
+        }),
+    };
+    if let Some(fm) = &raw.first_mate {
+        fleet_proto::name::check(fm).map_err(|e| at("supervision.first_mate", e.to_string()))?;
+    }
+    Ok(Supervision {
+        tick,
+        respawn,
+        poke,
+        first_mate: raw.first_mate.clone(),
+        digest_interval: secs_in(
+            raw.digest_interval_secs,
+            d.digest_interval,
+            "supervision.digest_interval_secs",
+            (0.1, 86_400.0),
+            at,
+        )?,
     })
 }
 

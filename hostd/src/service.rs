@@ -103,6 +103,20 @@ impl FleetService {
         }
     }
 
+    /// A verified send to `agent` (the supervisor's pokes and digests).
+    pub async fn deliver_to(&self, agent: &str, text: &[u8]) -> Result<SendReceipt, Status> {
+        let row = self.live_row(agent)?;
+        let opts = send::Options {
+            verify: true,
+            verify_timeout: Duration::from_secs(6),
+            no_enter: false,
+            when_idle: None,
+            strict: false,
+            trace_id: fleet_proto::trace::TraceParent::fresh().trace_id,
+        };
+        self.deliver(&row, text, opts).await
+    }
+
     /// The verified send path shared by `Send` and `Control(RESET)`.
     pub async fn deliver(
         &self,

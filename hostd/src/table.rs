@@ -42,6 +42,10 @@ pub enum Command {
         operator: String,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
+    /// What the supervisor is doing per agent (shown in `ps`).
+    Supervision {
+        states: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// File in the run directory listing agents an operator stopped, so a
@@ -92,6 +96,8 @@ pub struct Table {
     last_resync: Instant,
     tmux_down_since: Option<Instant>,
     stopped: std::collections::BTreeSet<String>,
+    /// The supervisor's state per agent, for the rows.
+    supervision: std::collections::BTreeMap<String, String>,
     roster_tx: watch::Sender<Arc<Roster>>,
 }
 
@@ -152,6 +158,7 @@ impl Table {
             last_resync: Instant::now(),
             tmux_down_since: None,
             stopped,
+            supervision: Default::default(),
             roster_tx,
         };
         table.events.emit(
@@ -213,6 +220,10 @@ impl Table {
                         let result = self.control(action, &agent, &operator).await;
                         let _ = reply.send(result);
                         self.refresh().await;
+                    }
+                    Command::Supervision { states } => {
+                        self.supervision = states;
+                        self.publish();
                     }
                 },
             }
@@ -910,6 +921,7 @@ impl Table {
             name: name.to_owned(),
             restarts: agent.restarts,
             last_event: agent.last_event.clone(),
+            supervision: self.supervision.get(name).cloned().unwrap_or_default(),
             ..Default::default()
         };
         let mut flags = Vec::new();

@@ -68,10 +68,13 @@ impl Fleet {
         std::fs::write(
             &config,
             format!(
-                "tenant = \"{tenant}\"\nhost = \"{host}\"\nroster = \"{}\"\nrun_dir = \"{}\"\nsocket = \"{}\"\ntmux_socket = \"{tmux_socket}\"\ntick_ms = 50\nlog = \"info,fleet_hostd=debug\"\n{extra_config}\n{}",
+                "tenant = \"{tenant}\"\nhost = \"{host}\"\nroster = \"{}\"\nrun_dir = \"{}\"\nsocket = \"{}\"\ntmux_socket = \"{tmux_socket}\"\ntick_ms = 50\nlog = \"info,fleet_hostd=debug\"\n{}{extra_config}\n{}",
                 roster_path.display(),
                 run_dir.display(),
                 socket.display(),
+                // Tests of dead panes want them to stay dead; supervision
+                // tests switch it on.
+                if extra_config.contains("supervise") { "" } else { "supervise = false\n" },
                 if extra_config.contains("[systemd]") { "" } else { "[systemd]\nprobe = false\n" },
             ),
         )
