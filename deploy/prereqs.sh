@@ -31,3 +31,10 @@ ensure_python_grpc() {
   as_root python3 -m venv "$FLEET_PY" &&
     as_root "$FLEET_PY/bin/pip" install -q grpcio grpcio-tools grpcio-health-checking
 }
+
+# systemd-analyze, to verify the unit files in deploy/systemd.
+ensure_systemd_analyze() {
+  command -v systemd-analyze >/dev/null && return 0
+  echo "installing systemd (for systemd-analyze)…" >&2
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+}

@@ -11,6 +11,7 @@ ensure_tmux
 ensure_nextest
 ensure_agent_tuis
 ensure_python_grpc
+ensure_systemd_analyze
 export FLEET_TEST_PYTHON="$FLEET_PY/bin/python3"
 # The tests run the real binaries (fleet-hostd, fleet-aggregator, fleetctl,
 # fleet-demo-agent); cargo only builds a package's binaries for its own

@@ -9,6 +9,7 @@ pub mod client;
 pub mod demo;
 pub mod events;
 pub mod fedbench;
+pub mod init;
 pub mod ps;
 pub mod render;
 pub mod send;
@@ -216,6 +217,10 @@ pub enum Verb {
         #[command(subcommand)]
         what: certs::Certs,
     },
+    /// Install fleet-hostd for this user: config, starter roster, systemd
+    /// user unit (enabled and started) and linger (so it starts at boot).
+    /// Idempotent; --dry-run prints the plan.
+    Init(init::InitArgs),
     /// Benchmarks (figures printed in one run, compared as ratios).
     Bench {
         #[command(subcommand)]
@@ -264,6 +269,7 @@ impl Verb {
             Verb::Restart(_) => "restart",
             Verb::Reset(_) => "reset",
             Verb::Certs { .. } => "certs",
+            Verb::Init(_) => "init",
             Verb::Bench { .. } => "bench",
         }
     }
@@ -307,6 +313,7 @@ async fn run(cli: Cli) -> ExitCode {
         Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
         Verb::Bench { what } => ok(bench::run(what).await),
         Verb::Certs { what } => certs::run(what).map(|()| exit::OK),
+        Verb::Init(a) => init::run(a).map(|()| exit::OK),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -133,6 +133,9 @@ pub struct SystemdFile {
     pub systemctl: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loginctl: Option<PathBuf>,
+    /// How often the unit state is asked again, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recheck_secs: Option<f64>,
 }
 
 impl SystemdFile {
@@ -170,6 +173,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemdConfig {
     pub probe: bool,
+    pub recheck: Duration,
     pub unit: String,
     pub systemctl: PathBuf,
     pub loginctl: PathBuf,
@@ -414,6 +418,18 @@ fn resolve(
         send_limit,
         systemd: SystemdConfig {
             probe: raw.systemd.probe.unwrap_or(true),
+            recheck: match raw.systemd.recheck_secs {
+                None => Duration::from_secs(60),
+                Some(s) if s.is_finite() && (0.05..=86_400.0).contains(&s) => {
+                    Duration::from_secs_f64(s)
+                }
+                Some(s) => {
+                    return Err(ConfigError::Invalid {
+                        key: "systemd.recheck_secs",
+                        message: format!("{s} is outside 0.05..=86400"),
+                    });
+                }
+            },
             unit: raw
                 .systemd
                 .unit

@@ -958,7 +958,7 @@ mod tests {
     fn unknown_keys_name_line_and_key() {
         assert_eq!(
             err("version: 1\ntransprt: tmux\n"),
-            "r.yaml:2: transprt: unknown field `transprt`, expected one of `version`, `transport`, `tmux`, `defaults`, `runtimes`, `agents`"
+            "r.yaml:2: transprt: unknown field `transprt`, expected one of `version`, `transport`, `tmux`, `defaults`, `runtimes`, `agents`, `supervision`"
         );
         let e = err("version: 1\ntmux:\n  socket: x\n");
         assert!(
@@ -1092,5 +1092,56 @@ mod tests {
         );
         assert_eq!(t.get("agents[1].name"), Some(&7));
         assert_eq!(t.get("tmux.socket_name"), Some(&3));
+    }
+}
+
+#[cfg(test)]
+mod supervision_tests {
+    use super::*;
+
+    fn parse_yaml(text: &str) -> Result<Roster, String> {
+        parse(
+            text,
+            Path::new("r.yaml"),
+            Format::Yaml,
+            Path::new("/home/u"),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn supervision_defaults_overrides_and_errors() {
+        let r = parse_yaml("version: 1\nagents:\n  - name: a\n    runtime: demo\n").unwrap();
+        assert_eq!(r.supervision, Supervision::default());
+        assert_eq!(r.agents[0].respawn, RespawnPolicy::default());
+        let r = parse_yaml(
+            "version: 1\nsupervision:\n  respawn:\n    max_deaths: 2\n  first_mate: m\n  poke: {}\nagents:\n  - name: a\n    runtime: demo\n    respawn:\n      enabled: false\n  - name: m\n    runtime: demo\n",
+        )
+        .unwrap();
+        assert!(!r.agents[0].respawn.enabled);
+        assert_eq!(
+            r.agents[0].respawn.max_deaths, 2,
+            "agent overrides inherit the roster's policy"
+        );
+        assert_eq!(r.agents[1].respawn.max_deaths, 2);
+        assert_eq!(
+            r.supervision.poke.as_ref().unwrap().classes,
+            ["orchestrator"]
+        );
+        let e = parse_yaml("version: 1\nsupervision:\n  first_mate: ghost\nagents:\n  - name: a\n    runtime: demo\n").unwrap_err();
+        assert!(
+            e.contains("supervision.first_mate") && e.contains("not an agent"),
+            "{e}"
+        );
+        let e = parse_yaml("version: 1\nsupervision:\n  respawn:\n    max_deaths: 0\nagents: []\n")
+            .unwrap_err();
+        assert!(e.contains("supervision.respawn.max_deaths"), "{e}");
+        let e = parse_yaml("version: 1\nsupervision:\n  respawn:\n    initial_delay_secs: 9\n    max_delay_secs: 1\nagents: []\n").unwrap_err();
+        assert!(e.contains("max_delay_secs"), "{e}");
+        let e = parse_yaml("version: 1\nsupervision:\n  pokes: {}\nagents: []\n").unwrap_err();
+        assert!(
+            e.starts_with("r.yaml:3: supervision.pokes: unknown field"),
+            "{e}"
+        );
     }
 }

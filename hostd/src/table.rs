@@ -742,7 +742,7 @@ impl Table {
         }
         if self
             .unit_checked
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            .is_none_or(|t| t.elapsed() >= self.cfg.systemd.recheck)
         {
             self.check_unit().await;
         }
