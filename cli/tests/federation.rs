@@ -888,3 +888,67 @@ async fn a_python_grpcio_client_generated_from_proto_works_unchanged() {
     assert_eq!(r["links"], serde_json::json!(["acme/box1=connected"]));
     assert_eq!(r["send"], "PERMISSION_DENIED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn need_human_reaches_the_operators_of_that_tenant_through_the_aggregator() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    pki.operator("bob");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let roster = "\
+version: 1
+runtimes:
+  crasher:
+    command: sleep 0.3
+    process_names: [sleep]
+supervision:
+  tick_ms: 50
+  respawn:
+    max_deaths: 1
+    initial_delay_secs: 0
+agents:
+  - name: flaky
+    runtime: crasher
+";
+    let config = format!(
+        "supervise = true\n{}",
+        fed::link_config(&pki, &agg, "acme", "box1")
+    );
+    let mut box1 = support::Fleet::with_identity("acme", "box1", roster, &config);
+    box1.start().await;
+    // bob reads tenant acme: he sees the escalation, with its reason.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = fleetctl_as(&pki, &agg, "bob", &["events", "--no-follow", "--json"], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let need: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["kind"] == "need-human")
+            .collect();
+        if let Some(e) = need.first() {
+            assert_eq!(
+                (
+                    e["tenant_id"].as_str(),
+                    e["host"].as_str(),
+                    e["agent"].as_str()
+                ),
+                (Some("acme"), Some("box1"), Some("flaky"))
+            );
+            assert!(
+                e["message"].as_str().unwrap().contains("not respawning"),
+                "{e}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no need-human through the aggregator: {text}\n{}",
+            box1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

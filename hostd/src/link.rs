@@ -181,7 +181,10 @@ async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<
                 prev = next;
             }
             e = live.recv() => match e {
-                Ok(e) => up.send(HostMessage { msg: Some(host_message::Msg::Event(e)) }).await.map_err(closed)?,
+                Ok(e) => {
+                    tracing::debug!(seq = e.seq, kind = %e.kind, "event up");
+                    up.send(HostMessage { msg: Some(host_message::Msg::Event(e)) }).await.map_err(closed)?;
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(n, "events skipped on the link"),
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },

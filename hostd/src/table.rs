@@ -502,6 +502,8 @@ impl Table {
             .find(|a| a.name.as_str() == name)
             .cloned();
         let pane = self.agents.get(name).and_then(|a| a.pane.clone());
+        // Our pidfd may know of a death tmux 3.3a has not reported yet.
+        let exited = self.agents.get(name).is_some_and(|a| a.exited);
         let who = [("operator", operator.to_owned())];
         let outcome = match action {
             A::Attach => {
@@ -538,7 +540,7 @@ impl Table {
                         self.launch(&spec).await;
                         "started".to_owned()
                     }
-                    Some(p) if p.dead || action == A::Restart => {
+                    Some(p) if p.dead || exited || action == A::Restart => {
                         self.respawn(&spec, &p.pane_id)
                             .await
                             .map_err(|e| e.to_string())?;
