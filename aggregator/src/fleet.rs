@@ -16,8 +16,8 @@ use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::{
     AgentRow, Command, ControlAction, ControlRequest, ControlResult, Event, EventsRequest,
     FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
-    ScreenFrame, SendReceipt, SendRequest, Snapshot, Verdict, WatchFleetRequest,
-    WatchScreenRequest, command, command_result, fleet_update,
+    ScreenFrame, SendReceipt, SendRequest, Verdict, WatchFleetRequest, WatchScreenRequest, command,
+    command_result, fleet_update,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -272,29 +272,13 @@ impl Fleet for FleetService {
                 u
             };
             // The snapshot, in chunks; hosts ride with the last one.
-            let mut chunks = agents.chunks(SNAPSHOT_CHUNK).peekable();
-            let mut hosts = Some(hosts);
-            loop {
-                let chunk = chunks.next().unwrap_or(&[]);
-                let more = chunks.peek().is_some();
-                let snap = Snapshot {
-                    agents: chunk.to_vec(),
-                    hosts: if more {
-                        vec![]
-                    } else {
-                        hosts.take().unwrap_or_default()
-                    },
-                    more,
-                };
+            for snap in fleet_proto::stream::snapshot_chunks(&agents, hosts, SNAPSHOT_CHUNK) {
                 if tx
                     .send(Ok(next(fleet_update::Update::Snapshot(snap))))
                     .await
                     .is_err()
                 {
                     return;
-                }
-                if !more {
-                    break;
                 }
             }
             drop(agents);
@@ -344,38 +328,10 @@ impl Fleet for FleetService {
                         && a.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
                 })
         };
-        let (backlog, mut live) = self.state.events.subscribe(req.after_seq);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(async move {
-            for e in backlog.into_iter().filter(|e| wanted(e)) {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            if !req.follow {
-                return;
-            }
-            loop {
-                match live.recv().await {
-                    Ok(e) if wanted(&e) => {
-                        if !offer(&tx, e).await {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
-                                "event stream fell {n} events behind; reconnect with after_seq"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let (backlog, live) = self.state.events.subscribe(req.after_seq);
+        Ok(Response::new(fleet_proto::stream::events(
+            backlog, live, req.follow, wanted,
+        )))
     }
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {

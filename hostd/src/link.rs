@@ -15,7 +15,7 @@ use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
     AggregatorMessage, Command, CommandError, CommandResult, FleetUpdate, Hello, HostMessage,
-    LinkBeat, Snapshot, aggregator_message, command, command_result, fleet_update, host_message,
+    LinkBeat, aggregator_message, command, command_result, fleet_update, host_message,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
@@ -104,26 +104,14 @@ async fn send_snapshot(
     seq: &mut u64,
     view: &View,
 ) -> Result<(), String> {
-    let mut chunks = view.agents.chunks(SNAPSHOT_CHUNK).peekable();
-    loop {
-        let chunk = chunks.next().unwrap_or(&[]);
-        let more = chunks.peek().is_some();
-        let snap = Snapshot {
-            agents: chunk.to_vec(),
-            hosts: if more {
-                vec![]
-            } else {
-                vec![view.host.clone()]
-            },
-            more,
-        };
+    let parts =
+        fleet_proto::stream::snapshot_chunks(&view.agents, vec![view.host.clone()], SNAPSHOT_CHUNK);
+    for snap in parts {
         up.send(update(epoch, seq, fleet_update::Update::Snapshot(snap)))
             .await
             .map_err(|_| "stream closed".to_owned())?;
-        if !more {
-            return Ok(());
-        }
     }
+    Ok(())
 }
 
 /// One connected session: returns when the stream ends.
@@ -236,6 +224,16 @@ fn error_result(id: u64, s: &Status) -> CommandResult {
     }
 }
 
+fn answer(id: u64, r: Result<command_result::Result, Status>) -> CommandResult {
+    match r {
+        Ok(x) => CommandResult {
+            id,
+            result: Some(x),
+        },
+        Err(s) => error_result(id, &s),
+    }
+}
+
 /// `f`, cut off at the command's deadline.
 async fn within<T>(
     left: Option<Duration>,
@@ -288,42 +286,26 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
     match c.op {
         Some(command::Op::Send(mut req)) => {
             if req.traceparent.is_empty() {
-                req.traceparent = c.traceparent.clone();
+                req.traceparent.clone_from(&c.traceparent);
             }
+            let r = svc.send(Request::new(req));
             let r = within(left, async {
-                svc.send(Request::new(req))
-                    .await
+                r.await
                     .map(|r| command_result::Result::Receipt(r.into_inner()))
-            })
-            .await;
-            let r = match r {
-                Ok(x) => CommandResult {
-                    id,
-                    result: Some(x),
-                },
-                Err(s) => error_result(id, &s),
-            };
-            send(r).await;
+            });
+            send(answer(id, r.await)).await;
         }
         Some(command::Op::Control(mut req)) => {
-            req.operator = c.operator.clone();
+            req.operator.clone_from(&c.operator);
             if req.traceparent.is_empty() {
-                req.traceparent = c.traceparent.clone();
+                req.traceparent.clone_from(&c.traceparent);
             }
+            let r = svc.control(Request::new(req));
             let r = within(left, async {
-                svc.control(Request::new(req))
-                    .await
+                r.await
                     .map(|r| command_result::Result::Control(r.into_inner()))
-            })
-            .await;
-            let r = match r {
-                Ok(x) => CommandResult {
-                    id,
-                    result: Some(x),
-                },
-                Err(s) => error_result(id, &s),
-            };
-            send(r).await;
+            });
+            send(answer(id, r.await)).await;
         }
         Some(command::Op::WatchScreen(req)) => {
             let mut frames = match svc.watch_screen(Request::new(req)).await {

@@ -12,7 +12,7 @@ use fleet_proto::v1::{
     PaneState, ScreenFrame, SendReceipt, SendRequest, Snapshot, Verdict, WatchFleetRequest,
     WatchScreenRequest, fleet_update,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -431,39 +431,11 @@ impl FleetService {
             fleet_proto::name::check(&req.agent)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        let (backlog, mut live) = self.events.subscribe(req.after_seq);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (backlog, live) = self.events.subscribe(req.after_seq);
         let wanted = move |e: &Event| req.agent.is_empty() || e.agent == req.agent;
-        tokio::spawn(async move {
-            for e in backlog.into_iter().filter(|e| wanted(e)) {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            if !req.follow {
-                return;
-            }
-            loop {
-                match live.recv().await {
-                    Ok(e) if wanted(&e) => {
-                        if !offer(&tx, e).await {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
-                                "event stream fell {n} events behind; reconnect with after_seq"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(fleet_proto::stream::events(
+            backlog, live, req.follow, wanted,
+        )))
     }
 }
 

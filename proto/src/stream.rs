@@ -23,3 +23,103 @@ pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
         }
     }
 }
+
+/// The `Events` stream: `backlog` (already after the caller's `after_seq`)
+/// then, when `follow`, live events — both filtered by `wanted`. A reader
+/// that falls behind the broadcast is told so and cut off.
+pub fn events(
+    backlog: Vec<crate::v1::Event>,
+    mut live: tokio::sync::broadcast::Receiver<crate::v1::Event>,
+    follow: bool,
+    wanted: impl Fn(&crate::v1::Event) -> bool + Send + Sync + 'static,
+) -> Streamed<crate::v1::Event> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        for e in backlog.into_iter().filter(|e| wanted(e)) {
+            if tx.send(Ok(e)).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) if wanted(&e) => {
+                    if !offer(&tx, e).await {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    let _ = tx
+                        .send(Err(Status::resource_exhausted(format!(
+                            "event stream fell {n} events behind; reconnect with after_seq"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A snapshot as messages of at most `chunk` agent rows; every message but
+/// the last says `more`, and the hosts ride with the last one.
+pub fn snapshot_chunks(
+    agents: &[crate::v1::AgentRow],
+    hosts: Vec<crate::v1::HostRow>,
+    chunk: usize,
+) -> Vec<crate::v1::Snapshot> {
+    let mut parts: Vec<crate::v1::Snapshot> = agents
+        .chunks(chunk.max(1))
+        .map(|c| crate::v1::Snapshot {
+            agents: c.to_vec(),
+            hosts: vec![],
+            more: true,
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push(crate::v1::Snapshot::default());
+    }
+    if let Some(last) = parts.last_mut() {
+        last.more = false;
+        last.hosts = hosts;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{AgentRow, HostRow};
+
+    #[test]
+    fn snapshots_are_chunked_with_hosts_on_the_last() {
+        let rows: Vec<AgentRow> = (0..5)
+            .map(|i| AgentRow {
+                name: format!("a{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let parts = snapshot_chunks(&rows, vec![HostRow::default()], 2);
+        assert_eq!(
+            parts.iter().map(|p| p.agents.len()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(
+            parts.iter().map(|p| p.more).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        assert_eq!(
+            parts.iter().map(|p| p.hosts.len()).collect::<Vec<_>>(),
+            [0, 0, 1]
+        );
+        let empty = snapshot_chunks(&[], vec![HostRow::default()], 2);
+        assert_eq!(empty.len(), 1);
+        assert!(!empty[0].more && empty[0].hosts.len() == 1);
+    }
+}
