@@ -83,11 +83,21 @@ fn keys(doc: &serde_json::Value) -> Vec<String> {
     k
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
+/// The usual bed: a PKI with `operators`, an aggregator, acme/box1 and
+/// globex/box2 linked to it, and alice seeing every agent healthy.
+struct Bed {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    agg: Aggregator,
+    box1: support::Fleet,
+    box2: support::Fleet,
+    doc: serde_json::Value,
+}
+
+async fn two_hosts(operators: &[&str]) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    for op in ["alice", "bob", "eve"] {
+    for op in operators {
         pki.operator(op);
     }
     let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
@@ -96,8 +106,6 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
     box1.start().await;
     let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
     box2.start().await;
-
-    // One view across tenants and hosts.
     let doc = wait_ps(
         &pki,
         &agg,
@@ -106,6 +114,27 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
         Duration::from_secs(30),
         |d| all_connected(d, 2, 4),
     );
+    Bed {
+        dir,
+        pki,
+        agg,
+        box1,
+        box2,
+        doc,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
+    // One view across tenants and hosts.
+    let Bed {
+        dir: _dir,
+        pki,
+        agg,
+        box1,
+        box2,
+        doc,
+    } = two_hosts(&["alice", "bob", "eve"]).await;
     assert_eq!(
         keys(&doc),
         [
@@ -522,23 +551,14 @@ async fn server_cert(pki: &Pki, agg: &Aggregator) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreachable_not_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    pki.operator("alice");
-    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
-    agg.start();
-    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
-    box1.start().await;
-    let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
-    box2.start().await;
-    wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "the full view",
-        Duration::from_secs(30),
-        |d| all_connected(d, 2, 4),
-    );
+    let Bed {
+        dir: _dir,
+        pki,
+        mut agg,
+        box1,
+        box2,
+        ..
+    } = two_hosts(&["alice"]).await;
     let pids = |a: Vec<fleet_proto::v1::AgentRow>| {
         let mut p: Vec<(String, u32)> = a.into_iter().map(|r| (r.name, r.pane_pid)).collect();
         p.sort();
@@ -834,24 +854,14 @@ async fn a_python_grpcio_client_generated_from_proto_works_unchanged() {
         std::path::Path::new(&python).exists(),
         "{python} missing: deploy/test.sh installs grpcio (ensure_python_grpc)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    pki.operator("alice");
-    pki.operator("bob");
-    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
-    agg.start();
-    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
-    box1.start().await;
-    let mut box2 = linked_hostd(&pki, &agg, "globex", "box2", ROSTER_BOX2);
-    box2.start().await;
-    wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "both hosts",
-        Duration::from_secs(30),
-        |d| all_connected(d, 2, 4),
-    );
+    let Bed {
+        dir,
+        pki,
+        agg,
+        box1: _box1,
+        box2: _box2,
+        ..
+    } = two_hosts(&["alice", "bob"]).await;
 
     let stubs = dir.path().join("stubs");
     std::fs::create_dir_all(&stubs).unwrap();
