@@ -80,6 +80,10 @@ impl Failure {
 /// Without an aggregator configured, fleetctl talks to the local fleet-hostd
 /// over its Unix socket ($XDG_RUNTIME_DIR/fleet/hostd.sock, or
 /// /tmp/fleet-<uid>/hostd.sock; override with --socket or FLEET_SOCKET).
+/// With --aggregator HOST:PORT (or FLEET_AGGREGATOR) and an operator
+/// certificate (--ca/--cert/--key or FLEET_CA/FLEET_CERT/FLEET_KEY) the same
+/// verbs act on the whole fleet through fleet-aggregator over mTLS; agents
+/// are then addressed as AGENT, HOST/AGENT or TENANT/HOST/AGENT.
 ///
 /// Exit codes: 0 success (for `send --verify`: accepted), 1 error (no hostd,
 /// refused, unknown or ambiguous agent, dead pane), 2 usage, 3 draft,
