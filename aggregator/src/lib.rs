@@ -79,20 +79,26 @@ pub async fn run_with_state(
     })?;
     let security = match &cfg.tls {
         Some(t) => {
+            use fleet_proto::tls::Reload;
+            let refused = |what: &'static str| {
+                let a = audit.clone();
+                move |e: &fleet_proto::tls::TlsError| {
+                    tracing::error!(error = %e, "{what} reload refused; keeping the current one");
+                    a.write(audit::Record {
+                        kind: "security",
+                        who: "aggregator".into(),
+                        verb: "reload".into(),
+                        target: what.into(),
+                        outcome: format!("refused: {e}"),
+                        ..Default::default()
+                    });
+                }
+            };
             let me = fleet_proto::tls::Reloading::load(&t.cert, &t.key)?;
-            let a = audit.clone();
-            me.spawn_watcher(cfg.reload, move |e| {
-                tracing::error!(error = %e, "certificate reload refused; keeping the current one");
-                a.write(audit::Record {
-                    kind: "security",
-                    who: "aggregator".into(),
-                    verb: "reload".into(),
-                    target: "certificate".into(),
-                    outcome: format!("refused: {e}"),
-                    ..Default::default()
-                });
-            });
-            let server = fleet_proto::tls::server_config(&t.ca, me)?;
+            me.clone().spawn_watcher(cfg.reload, refused("certificate"));
+            let trust = fleet_proto::tls::Trust::load(&t.ca)?;
+            trust.clone().spawn_watcher(cfg.reload, refused("ca"));
+            let server = fleet_proto::tls::server_config(trust, me)?;
             Security::Mtls(Arc::new(server))
         }
         None => {

@@ -122,7 +122,8 @@ pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure>
     };
     let tls_err = |e: fleet_proto::tls::TlsError| Failure::Usage(e.to_string());
     let me = fleet_proto::tls::Reloading::load(cert, key).map_err(tls_err)?;
-    let cfg = fleet_proto::tls::client_config(ca, me).map_err(tls_err)?;
+    let trust = fleet_proto::tls::Trust::load(ca).map_err(tls_err)?;
+    let cfg = fleet_proto::tls::client_config(trust, me).map_err(tls_err)?;
     let dial = fleet_proto::net::Dial {
         address: address.clone(),
         tls: Some(Arc::new(cfg)),

@@ -352,6 +352,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
     let per = a.agents as usize;
     let mut sims = Vec::with_capacity(n as usize);
     let mut pending = Vec::with_capacity(n as usize);
+    let trust = fleet_proto::tls::Trust::load(&d.join("ca.pem")).map_err(other)?;
     for i in 0..n {
         let (t, h) = (format!("t{}", i % 10), format!("h{i:05}"));
         let issued = ca.issue(
@@ -363,7 +364,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
         )?;
         let me = fleet_proto::tls::Reloading::from_pem(&issued.cert_pem, &issued.key_pem)
             .map_err(other)?;
-        let tls = fleet_proto::tls::client_config(&d.join("ca.pem"), me).map_err(other)?;
+        let tls = fleet_proto::tls::client_config(trust.clone(), me).map_err(other)?;
         let view = View {
             agents: (0..a.agents).map(|k| agent_row(&t, &h, k)).collect(),
             host: HostRow {

@@ -448,7 +448,8 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     let dial = fleet_proto::net::Dial {
         address: agg.address(),
         tls: Some(Arc::new(
-            fleet_proto::tls::client_config(&pki.ca(), me).unwrap(),
+            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
+                .unwrap(),
         )),
         server_name: None,
     };
@@ -519,6 +520,48 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A CA rollover: the other CA is added to the bundle on disk, and its
+    // operator certificate is let in without a restart.
+    let bundle = [
+        std::fs::read_to_string(pki.ca()).unwrap(),
+        std::fs::read_to_string(other.ca()).unwrap(),
+    ]
+    .concat();
+    std::fs::write(pki.ca(), bundle).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(support::bin("fleetctl"))
+            .args(["--aggregator", &agg.address()])
+            .arg("--ca")
+            .arg(pki.ca())
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(["ps", "--json"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CA rollover not picked up: {}\n{}",
+            stderr(&out),
+            agg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Through all of it, box9's link was never dropped.
+    let log = agg.log();
+    let ups = log
+        .lines()
+        .filter(|l| l.contains("host link up") && l.contains("acme/box9"))
+        .count();
+    assert_eq!(ups, 1, "{log}");
+    assert!(!log.contains("host link down"), "{log}");
 }
 
 use rustls::pki_types::pem::PemObject;
@@ -537,7 +580,9 @@ fn fed_issue_aggregator(pki: &Pki) {
 async fn server_cert(pki: &Pki, agg: &Aggregator) -> Vec<u8> {
     let (cert, key) = pki.pair("operator-alice");
     let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
-    let cfg = fleet_proto::tls::client_config(&pki.ca(), me).unwrap();
+    let cfg =
+        fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
+            .unwrap();
     let tcp = tokio::net::TcpStream::connect(agg.address()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))

@@ -33,6 +33,9 @@ use tonic::service::interceptor::InterceptedService;
 pub use config::Config;
 pub use table::Command;
 
+/// How often hostd re-reads its certificate and CA bundle.
+const TLS_RELOAD: Duration = Duration::from_secs(5);
+
 /// Largest request hostd decodes; requests are small.
 pub const MAX_DECODE: usize = 4 * 1024 * 1024;
 /// Largest response hostd encodes (a full snapshot of a big host).
@@ -133,23 +136,27 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
                 message: e.to_string(),
             })
         })?;
+    let tls = match &cfg.link.tls {
+        Some(t) => {
+            use fleet_proto::tls::Reload;
+            let me = fleet_proto::tls::Reloading::load(&t.cert, &t.key).map_err(HostdError::Tls)?;
+            me.clone().spawn_watcher(TLS_RELOAD, |e| {
+                tracing::error!(error = %e, "certificate reload refused; keeping the current one");
+            });
+            let trust = fleet_proto::tls::Trust::load(&t.ca).map_err(HostdError::Tls)?;
+            trust.clone().spawn_watcher(TLS_RELOAD, |e| {
+                tracing::error!(error = %e, "CA bundle reload refused; keeping the current one");
+            });
+            Some(Arc::new(
+                fleet_proto::tls::client_config(trust, me).map_err(HostdError::Tls)?,
+            ))
+        }
+        None => None,
+    };
     for a in &cfg.link.aggregators {
-        let tls = match &cfg.link.tls {
-            Some(t) => {
-                let me =
-                    fleet_proto::tls::Reloading::load(&t.cert, &t.key).map_err(HostdError::Tls)?;
-                me.spawn_watcher(Duration::from_secs(5), |e| {
-                    tracing::error!(error = %e, "certificate reload refused; keeping the current one");
-                });
-                Some(Arc::new(
-                    fleet_proto::tls::client_config(&t.ca, me).map_err(HostdError::Tls)?,
-                ))
-            }
-            None => None,
-        };
         let dial = fleet_proto::net::Dial {
             address: a.clone(),
-            tls,
+            tls: tls.clone(),
             server_name: cfg.link.server_name.clone(),
         };
         let source = link::Source {

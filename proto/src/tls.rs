@@ -1,19 +1,25 @@
 //! mTLS for every off-host link: rustls with the ring provider, a
 //! certificate *resolver* that swaps to new files without a restart (a new
 //! certificate and key are checked to match before they are used; a bad one
-//! is refused and the old one kept), and the peer's fleet identity read from
-//! its one SPIFFE URI SAN.
+//! is refused and the old one kept), a CA bundle that is reloaded the same
+//! way (a CA rollover needs no restart), and the peer's fleet identity read
+//! from its one SPIFFE URI SAN.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::identity::{Identity, IdentityError};
 
@@ -78,6 +84,34 @@ pub fn load_roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Files re-read while the process runs.
+pub trait Reload: Send + Sync + 'static {
+    /// Re-reads the files if they changed: `Ok(true)` when the new contents
+    /// are now in use; on error the old contents stay in use.
+    fn reload_if_changed(&self) -> Result<bool, TlsError>;
+
+    /// Polls the files every `every`, reporting a refused change through
+    /// `on_error` (once per change of the files).
+    fn spawn_watcher(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        on_error: impl Fn(&TlsError) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        Self: Sized,
+    {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.reload_if_changed() {
+                    on_error(&e);
+                }
+            }
+        })
+    }
+}
+
 /// The certificate this process presents, replaceable while it runs.
 #[derive(Debug)]
 pub struct Reloading {
@@ -130,11 +164,13 @@ impl Reloading {
             .0
             .clone()
     }
+}
 
+impl Reload for Reloading {
     /// Re-reads the files if they changed. `Ok(true)` when a new certificate
     /// is now in use; on error the old one stays. Connections already
     /// established are never touched.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
         if self.cert.as_os_str().is_empty() {
             return Ok(false);
         }
@@ -148,25 +184,6 @@ impl Reloading {
         cur.1 = stamp;
         cur.0 = Arc::new(loaded?);
         Ok(true)
-    }
-
-    /// Polls the files every `every` and swaps in a changed certificate,
-    /// logging a refusal through `on_error`.
-    pub fn spawn_watcher(
-        self: &Arc<Self>,
-        every: std::time::Duration,
-        on_error: impl Fn(&TlsError) + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.reload_if_changed() {
-                    on_error(&e);
-                }
-            }
-        })
     }
 }
 
@@ -190,26 +207,178 @@ impl ResolvesClientCert for Reloading {
     }
 }
 
-/// A server that requires a client certificate from `ca`.
-pub fn server_config(ca: &Path, me: Arc<Reloading>) -> Result<ServerConfig, TlsError> {
-    let roots = Arc::new(load_roots(ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|e| file_err(ca, e))?;
+/// The CA bundle this process trusts, replaceable while it runs. A CA
+/// rollover is: add the new CA to the bundle, reissue certificates, drop
+/// the old CA, with no restart anywhere. A bundle that does not parse (or
+/// holds no CA) is refused and the current one kept.
+#[derive(Debug)]
+pub struct Trust {
+    ca: PathBuf,
+    current: RwLock<(Verifiers, Option<SystemTime>)>,
+}
+
+#[derive(Debug, Clone)]
+struct Verifiers {
+    client: Arc<dyn ClientCertVerifier>,
+    server: Arc<dyn ServerCertVerifier>,
+}
+
+impl Verifiers {
+    fn load(ca: &Path) -> Result<Self, TlsError> {
+        let roots = Arc::new(load_roots(ca)?);
+        Ok(Self {
+            client: WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .map_err(|e| file_err(ca, e))?,
+            server: WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| file_err(ca, e))?,
+        })
+    }
+}
+
+impl Trust {
+    pub fn load(ca: &Path) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            ca: ca.to_owned(),
+            current: RwLock::new((Verifiers::load(ca)?, mtime(ca))),
+        }))
+    }
+
+    fn current(&self) -> Verifiers {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl Reload for Trust {
+    /// New handshakes use a changed bundle; established connections are
+    /// never touched.
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let stamp = mtime(&self.ca);
+        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
+            return Ok(false);
+        }
+        let loaded = Verifiers::load(&self.ca);
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        cur.1 = stamp;
+        cur.0 = loaded?;
+        Ok(true)
+    }
+}
+
+/// The server side of the handshake checks clients against the bundle.
+impl ClientCertVerifier for Trust {
+    /// No CA names are hinted: a fleet client holds one certificate, and the
+    /// hints would have to borrow from a bundle that can change.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .client
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .client
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .client
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().client.supported_verify_schemes()
+    }
+}
+
+/// The client side of the handshake checks servers against the bundle.
+impl ServerCertVerifier for Trust {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().server.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .server
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .server
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().server.supported_verify_schemes()
+    }
+}
+
+/// A server that requires a client certificate from `trust` and presents
+/// `me`.
+pub fn server_config(trust: Arc<Trust>, me: Arc<Reloading>) -> Result<ServerConfig, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(trust)
         .with_cert_resolver(me);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
 
-/// A client that trusts only `ca` and presents `me`.
-pub fn client_config(ca: &Path, me: Arc<Reloading>) -> Result<ClientConfig, TlsError> {
-    let roots = load_roots(ca)?;
+/// A client that trusts only `trust` and presents `me`.
+pub fn client_config(trust: Arc<Trust>, me: Arc<Reloading>) -> Result<ClientConfig, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(trust)
         .with_client_cert_resolver(me);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)

@@ -1,6 +1,6 @@
 //! mTLS with real handshakes on 127.0.0.1:0 and certificates made per test:
-//! identities read from SANs, unknown CAs refused, certificates rotated
-//! without a restart and a bad rotation refused.
+//! identities read from SANs, unknown CAs refused, certificates and CA
+//! bundles rotated without a restart and a bad rotation refused.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleet_proto::identity::Identity;
-use fleet_proto::tls::{self, Reloading};
+use fleet_proto::tls::{self, Reload, Reloading, Trust};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,10 +18,13 @@ struct Ca {
     pem: String,
 }
 
-fn new_ca() -> Ca {
+fn new_ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     let pem = params.self_signed(&key).unwrap().pem();
     Ca { params, key, pem }
 }
@@ -41,28 +44,32 @@ fn uri(u: &str) -> SanType {
     SanType::URI(u.try_into().unwrap())
 }
 
-/// Marks files as changed (distinct mtimes even within one clock tick).
+/// Marks a file as changed (distinct mtimes even within one clock tick).
+fn touch_file(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// Marks a certificate and its key as changed.
 fn touch(dir: &Path, name: &str, secs: u64) {
-    let t = SystemTime::now() + Duration::from_secs(secs);
     for ext in ["pem", "key"] {
-        std::fs::File::options()
-            .write(true)
-            .open(dir.join(format!("{name}.{ext}")))
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
+        touch_file(&dir.join(format!("{name}.{ext}")), secs);
     }
 }
 
 /// One server accepting TLS connections; reports each client's identity.
 async fn serve(
-    dir: &Path,
+    trust: Arc<Trust>,
     resolver: Arc<Reloading>,
 ) -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::Receiver<Result<Identity, String>>,
 ) {
-    let cfg = tls::server_config(&dir.join("ca.pem"), resolver).unwrap();
+    let cfg = tls::server_config(trust, resolver).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -90,11 +97,11 @@ async fn serve(
 }
 
 /// Connects as the client whose files are `<name>.pem/.key` trusting
-/// `ca_file`; returns the server certificate it saw.
+/// `trust`; returns the server certificate it saw.
 async fn connect(
     dir: &Path,
     name: &str,
-    ca_file: &str,
+    trust: &Arc<Trust>,
     addr: std::net::SocketAddr,
 ) -> Result<Vec<u8>, String> {
     let me = Reloading::load(
@@ -102,7 +109,7 @@ async fn connect(
         &dir.join(format!("{name}.key")),
     )
     .unwrap();
-    let cfg = tls::client_config(&dir.join(ca_file), me).unwrap();
+    let cfg = tls::client_config(trust.clone(), me).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -122,7 +129,7 @@ async fn mtls_identities_rotation_and_refusals() {
     tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = new_ca();
+    let ca = new_ca("test CA");
     std::fs::write(d.join("ca.pem"), &ca.pem).unwrap();
     let server_sans = || {
         vec![
@@ -146,10 +153,11 @@ async fn mtls_identities_rotation_and_refusals() {
     );
 
     let resolver = Reloading::load(&d.join("server.pem"), &d.join("server.key")).unwrap();
-    let (addr, mut seen) = serve(d, resolver.clone()).await;
+    let trust = Trust::load(&d.join("ca.pem")).unwrap();
+    let (addr, mut seen) = serve(trust.clone(), resolver.clone()).await;
 
     // Identities come from the one SPIFFE URI SAN.
-    let first = connect(d, "alice", "ca.pem", addr).await.unwrap();
+    let first = connect(d, "alice", &trust, addr).await.unwrap();
     assert_eq!(
         seen.recv().await.unwrap().unwrap(),
         Identity::Operator {
@@ -157,7 +165,7 @@ async fn mtls_identities_rotation_and_refusals() {
             name: "alice".into()
         }
     );
-    connect(d, "host", "ca.pem", addr).await.unwrap();
+    connect(d, "host", &trust, addr).await.unwrap();
     assert_eq!(
         seen.recv().await.unwrap().unwrap(),
         Identity::Host {
@@ -166,7 +174,7 @@ async fn mtls_identities_rotation_and_refusals() {
             host: "box1".into()
         }
     );
-    let _ = connect(d, "twouris", "ca.pem", addr).await;
+    let _ = connect(d, "twouris", &trust, addr).await;
     assert!(
         seen.recv()
             .await
@@ -176,14 +184,14 @@ async fn mtls_identities_rotation_and_refusals() {
     );
 
     // A client certificate from another CA is refused at the handshake.
-    let other = new_ca();
+    let other = new_ca("other CA");
     leaf(
         d,
         "mallory",
         &other,
         vec![uri("spiffe://td/operator/mallory")],
     );
-    let r = connect(d, "mallory", "ca.pem", addr).await;
+    let r = connect(d, "mallory", &trust, addr).await;
     assert!(r.is_err(), "handshake must fail");
     assert!(seen.recv().await.unwrap().is_err());
 
@@ -195,7 +203,7 @@ async fn mtls_identities_rotation_and_refusals() {
     leaf(d, "server", &ca, server_sans());
     touch(d, "server", 5);
     assert!(resolver.reload_if_changed().unwrap());
-    let second = connect(d, "alice", "ca.pem", addr).await.unwrap();
+    let second = connect(d, "alice", &trust, addr).await.unwrap();
     seen.recv().await.unwrap().unwrap();
     assert_ne!(first, second, "new connections see the new certificate");
 
@@ -209,8 +217,80 @@ async fn mtls_identities_rotation_and_refusals() {
     touch(d, "server", 10);
     let err = resolver.reload_if_changed().unwrap_err().to_string();
     assert!(err.contains("do not belong together"), "{err}");
-    let third = connect(d, "alice", "ca.pem", addr).await.unwrap();
+    let third = connect(d, "alice", &trust, addr).await.unwrap();
     seen.recv().await.unwrap().unwrap();
     assert_eq!(second, third, "still serving the last good certificate");
     std::fs::write(d.join("server.key"), good).unwrap();
+}
+
+#[tokio::test]
+async fn a_ca_rollover_needs_no_restart_and_a_bad_bundle_is_refused() {
+    tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new) = (new_ca("old CA"), new_ca("new CA"));
+    std::fs::write(d.join("ca.pem"), &old.pem).unwrap();
+    leaf(
+        d,
+        "server",
+        &old,
+        vec![
+            uri("spiffe://td/aggregator"),
+            SanType::DnsName("localhost".try_into().unwrap()),
+        ],
+    );
+    leaf(d, "alice", &old, vec![uri("spiffe://td/operator/alice")]);
+    leaf(d, "bob", &new, vec![uri("spiffe://td/operator/bob")]);
+    let server_trust = Trust::load(&d.join("ca.pem")).unwrap();
+    let resolver = Reloading::load(&d.join("server.pem"), &d.join("server.key")).unwrap();
+    let (addr, mut seen) = serve(server_trust.clone(), resolver).await;
+    let bundle = format!("{}{}", old.pem, new.pem);
+
+    // Server side: bob's certificate is from a CA the server does not trust
+    // yet; once the new CA is in the bundle file he is let in, and alice
+    // still is.
+    let client_trust = Trust::load(&d.join("ca.pem")).unwrap();
+    assert!(connect(d, "bob", &client_trust, addr).await.is_err());
+    assert!(seen.recv().await.unwrap().is_err());
+    assert!(
+        !server_trust.reload_if_changed().unwrap(),
+        "nothing changed"
+    );
+    std::fs::write(d.join("ca.pem"), &bundle).unwrap();
+    touch_file(&d.join("ca.pem"), 5);
+    assert!(server_trust.reload_if_changed().unwrap());
+    connect(d, "bob", &client_trust, addr).await.unwrap();
+    assert_eq!(
+        seen.recv().await.unwrap().unwrap(),
+        Identity::Operator {
+            trust_domain: "td".into(),
+            name: "bob".into()
+        }
+    );
+    connect(d, "alice", &client_trust, addr).await.unwrap();
+    seen.recv().await.unwrap().unwrap();
+
+    // Client side: a client that trusts only the new CA refuses the server
+    // (old CA) until its own bundle file gains the old CA.
+    std::fs::write(d.join("client-ca.pem"), &new.pem).unwrap();
+    let bobs = Trust::load(&d.join("client-ca.pem")).unwrap();
+    let err = connect(d, "bob", &bobs, addr).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    let _ = seen.recv().await;
+    std::fs::write(d.join("client-ca.pem"), &bundle).unwrap();
+    touch_file(&d.join("client-ca.pem"), 5);
+    assert!(bobs.reload_if_changed().unwrap());
+    connect(d, "bob", &bobs, addr).await.unwrap();
+    seen.recv().await.unwrap().unwrap();
+
+    // A bundle that does not parse, or holds no CA, is refused: the last
+    // good one stays in force.
+    for (i, junk) in ["not a certificate\n", ""].into_iter().enumerate() {
+        std::fs::write(d.join("ca.pem"), junk).unwrap();
+        touch_file(&d.join("ca.pem"), 10 + i as u64);
+        let err = server_trust.reload_if_changed().unwrap_err().to_string();
+        assert!(err.contains("no CA certificate"), "{err}");
+        connect(d, "bob", &client_trust, addr).await.unwrap();
+        seen.recv().await.unwrap().unwrap();
+    }
 }
