@@ -144,15 +144,41 @@ pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure>
                 let mut msg = e.to_string();
                 let mut cur = e.source();
                 while let Some(inner) = cur {
-                    msg = format!("{msg}: {inner}");
+                    // Wrappers often repeat their source's text.
+                    let text = inner.to_string();
+                    if !msg.contains(&text) {
+                        msg = format!("{msg}: {text}");
+                    }
                     cur = inner.source();
                 }
                 msg
             })
             .unwrap_or_else(|| s.message().to_owned());
         return Err(Failure::Unavailable(format!(
-            "cannot reach fleet-aggregator at {address}: {detail}"
+            "cannot reach fleet-aggregator at {address}: {detail}{}",
+            connect_hint(&detail)
         )));
     }
     Ok(FleetClient::new(channel).max_decoding_message_size(MAX_DECODE))
+}
+
+/// What an operator should check, from the error of a failed first call.
+fn connect_hint(detail: &str) -> &'static str {
+    if detail.contains("invalid peer certificate") {
+        "\n  this client does not trust the aggregator's certificate: check --ca, and \
+         --server-name when the address is not a name in that certificate"
+    } else if detail.contains("Connection refused") {
+        "\n  nothing listens there: is fleet-aggregator running, and is the address right?"
+    } else if detail.contains("lookup") || detail.contains("resolve") {
+        "\n  the aggregator's name does not resolve: check the address"
+    } else if detail.contains("timed out") {
+        "\n  no answer: check the address and any firewall between"
+    } else {
+        // Under TLS 1.3 the server checks the client's certificate after
+        // the client thinks the handshake is done, so a refusal shows as an
+        // alert, a closed connection or a broken pipe, whichever comes first.
+        "\n  the aggregator closed the connection, as it does when it refused this client's \
+         certificate (its audit log says why): is --cert issued by a CA in the \
+         aggregator's bundle, and still valid?"
+    }
 }

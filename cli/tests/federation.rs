@@ -14,7 +14,9 @@ use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
     ControlAction, ControlRequest, HostMessage, ListAgentsRequest, host_message,
 };
-use support::fed::{self, Aggregator, Pki, agents, fleetctl_as, hosts, linked_hostd, wait_ps};
+use support::fed::{
+    self, Aggregator, Pki, agents, fleetctl_as, fleetctl_with, hosts, linked_hostd, wait_ps,
+};
 
 const ROSTER_BOX1: &str = "\
 version: 1
@@ -403,20 +405,20 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     // A certificate from another CA.
     let other = Pki::new(&dir.path().join("other"));
     let (cert, key) = other.operator("alice");
-    let out = std::process::Command::new(support::bin("fleetctl"))
-        .args(["--aggregator", &agg.address()])
-        .arg("--ca")
-        .arg(pki.ca())
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .args(["ps", "--json"])
-        .output()
-        .unwrap();
+    let out = fleetctl_with(&agg, [&pki.ca(), &cert, &key], &["ps", "--json"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("cannot reach fleet-aggregator"),
+        stderr(&out).contains("cannot reach fleet-aggregator")
+            && stderr(&out).contains("refused this client's certificate"),
+        "{}",
+        stderr(&out)
+    );
+    // ... and an operator who trusts another CA refuses the aggregator.
+    let (cert_a, key_a) = pki.pair("operator-alice");
+    let out = fleetctl_with(&agg, [&other.ca(), &cert_a, &key_a], &["ps", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not trust the aggregator's certificate"),
         "{}",
         stderr(&out)
     );
@@ -531,17 +533,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     std::fs::write(pki.ca(), bundle).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = std::process::Command::new(support::bin("fleetctl"))
-            .args(["--aggregator", &agg.address()])
-            .arg("--ca")
-            .arg(pki.ca())
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .args(["ps", "--json"])
-            .output()
-            .unwrap();
+        let out = fleetctl_with(&agg, [&pki.ca(), &cert, &key], &["ps", "--json"], &[]);
         if out.status.success() {
             break;
         }
@@ -613,6 +605,13 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
 
     // kill -9 and start again on the same port: the hostds bring it all back.
     agg.kill();
+    let out = fleetctl_as(&pki, &agg, "alice", &["ps"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing listens there"),
+        "{}",
+        stderr(&out)
+    );
     agg.start();
     let t0 = Instant::now();
     wait_ps(

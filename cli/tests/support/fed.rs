@@ -218,10 +218,21 @@ pub fn fleetctl_as(
     env: &[(&str, &str)],
 ) -> Output {
     let (cert, key) = pki.pair(&format!("operator-{name}"));
+    fleetctl_with(agg, [&pki.ca(), &cert, &key], args, env)
+}
+
+/// fleetctl against `agg` trusting `ca` and presenting `cert`/`key`,
+/// whichever CA they come from.
+pub fn fleetctl_with(
+    agg: &Aggregator,
+    [ca, cert, key]: [&Path; 3],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let mut c = Command::new(bin("fleetctl"));
     c.args(["--aggregator", &agg.address()])
         .arg("--ca")
-        .arg(pki.ca())
+        .arg(ca)
         .arg("--cert")
         .arg(cert)
         .arg("--key")
