@@ -218,8 +218,10 @@ impl Table {
                     Command::Reload { why } => self.reload(why).await,
                     Command::Control { action, agent, operator, reply } => {
                         let result = self.control(action, &agent, &operator).await;
-                        let _ = reply.send(result);
+                        // Re-read before answering: a `ps` right after a
+                        // `stop` must not show the agent still alive.
                         self.refresh().await;
+                        let _ = reply.send(result);
                     }
                     Command::Supervision { states } => {
                         self.supervision = states;

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -215,6 +216,8 @@ impl ResolvesClientCert for Reloading {
 pub struct Trust {
     ca: PathBuf,
     current: RwLock<(Verifiers, Option<SystemTime>)>,
+    /// Handshake signatures are checked the same way whatever the bundle.
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +245,7 @@ impl Trust {
         Ok(Arc::new(Self {
             ca: ca.to_owned(),
             current: RwLock::new((Verifiers::load(ca)?, mtime(ca))),
+            algorithms: provider().signature_verification_algorithms,
         }))
     }
 
@@ -270,6 +274,34 @@ impl Reload for Trust {
     }
 }
 
+/// The handshake-signature half of both verifier traits: the same checks
+/// whichever side of the handshake and whatever the bundle.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
+}
+
 /// The server side of the handshake checks clients against the bundle.
 impl ClientCertVerifier for Trust {
     /// No CA names are hinted: a fleet client holds one certificate, and the
@@ -289,31 +321,7 @@ impl ClientCertVerifier for Trust {
             .verify_client_cert(end_entity, intermediates, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .client
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .client
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().client.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The client side of the handshake checks servers against the bundle.
@@ -335,31 +343,7 @@ impl ServerCertVerifier for Trust {
         )
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .server
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .server
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().server.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// A server that requires a client certificate from `trust` and presents
