@@ -228,35 +228,23 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
     );
     assert!(f["lines"].as_array().unwrap().len() >= 5);
 
-    // control: stop then start through the aggregator.
-    let out = fleetctl_as(&pki, &agg, "alice", &["stop", "acme/box1/coder0"], &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "coder0 stopped",
-        Duration::from_secs(10),
-        |d| {
-            agents(d)
-                .iter()
-                .any(|r| r["name"] == "coder0" && r["pane"] == "missing")
-        },
-    );
-    let out = fleetctl_as(&pki, &agg, "alice", &["start", "acme/box1/coder0"], &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "coder0 back",
-        Duration::from_secs(10),
-        |d| {
-            agents(d)
-                .iter()
-                .any(|r| r["name"] == "coder0" && r["pane"] == "alive")
-        },
-    );
+    // control: stop then start through the aggregator. A command's answer
+    // comes after the change it made: the very next `ps` shows it.
+    let pane_of = |name: &str| -> String {
+        let out = fleetctl_as(&pki, &agg, "alice", &["ps", "--json"], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        agents(&d)
+            .iter()
+            .find(|r| r["host"] == "box1" && r["name"] == name)
+            .map(|r| r["pane"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    for (verb, pane) in [("stop", "missing"), ("start", "alive")] {
+        let out = fleetctl_as(&pki, &agg, "alice", &[verb, "acme/box1/coder0"], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(pane_of("coder0"), pane, "right after {verb}");
+    }
 
     // Default deny: bob may only read; eve has no grant at all.
     for args in [

@@ -115,6 +115,24 @@ async fn send_snapshot(
 }
 
 /// One connected session: returns when the stream ends.
+/// Sends what changed in `view` since `prev` as one delta.
+async fn send_changes(
+    view: &mut watch::Receiver<Arc<View>>,
+    prev: &mut Arc<View>,
+    up: &mpsc::Sender<HostMessage>,
+    epoch: u64,
+    seq: &mut u64,
+) -> Result<(), String> {
+    let next = view.borrow_and_update().clone();
+    if let Some(d) = diff(prev, &next) {
+        up.send(update(epoch, seq, fleet_update::Update::Delta(d)))
+            .await
+            .map_err(|_| "stream closed".to_owned())?;
+    }
+    *prev = next;
+    Ok(())
+}
+
 async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<(), String> {
     let mut client = HostLinkClient::new(channel)
         .max_decoding_message_size(crate::MAX_DECODE)
@@ -155,6 +173,8 @@ async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<
     let beat_every = Duration::from_millis(u64::from(welcome.beat_interval_ms.clamp(100, 60_000)));
     let mut beat = tokio::time::interval(beat_every);
     let mut running: HashMap<u64, AbortHandle> = HashMap::new();
+    // Command answers pass through this loop (see below).
+    let (results_tx, mut results_rx) = mpsc::channel::<HostMessage>(256);
     let closed = |_| "stream closed".to_owned();
     loop {
         tokio::select! {
@@ -162,11 +182,15 @@ async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<
                 if changed.is_err() {
                     return Ok(());
                 }
-                let next = view.borrow_and_update().clone();
-                if let Some(d) = diff(&prev, &next) {
-                    up.send(update(epoch, &mut seq, fleet_update::Update::Delta(d))).await.map_err(closed)?;
+                send_changes(&mut view, &mut prev, &up, epoch, &mut seq).await?;
+            }
+            Some(r) = results_rx.recv() => {
+                // The change a command made goes up before its answer, so the
+                // operator's next read already shows it.
+                if view.has_changed().unwrap_or(false) {
+                    send_changes(&mut view, &mut prev, &up, epoch, &mut seq).await?;
                 }
-                prev = next;
+                up.send(r).await.map_err(closed)?;
             }
             e = live.recv() => match e {
                 Ok(e) => {
@@ -190,7 +214,7 @@ async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<
                     aggregator_message::Msg::Command(c) => {
                         running.retain(|_, h| !h.is_finished());
                         let id = c.id;
-                        let h = tokio::spawn(execute(source.service.clone(), c, up.clone()));
+                        let h = tokio::spawn(execute(source.service.clone(), c, results_tx.clone()));
                         running.insert(id, h.abort_handle());
                     }
                     aggregator_message::Msg::Cancel(c) => {

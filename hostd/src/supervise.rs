@@ -97,6 +97,15 @@ fn managed(r: &AgentRow) -> bool {
         .any(|f| f == "unmanaged" || f == "unreachable")
 }
 
+/// Alive and running its runtime's own program: text typed now reaches the
+/// agent, not a launcher still starting it (a `drift` row), nor a pane
+/// whose process has not been read yet.
+fn ready(r: &AgentRow) -> bool {
+    r.pane == PaneState::Alive as i32
+        && r.process.is_some()
+        && !r.flags.iter().any(|f| f == "drift")
+}
+
 fn stopped(r: &AgentRow) -> bool {
     r.flags.iter().any(|f| f == "stopped")
 }
@@ -257,7 +266,7 @@ impl Supervisor {
         });
         for o in rows.iter().filter(|r| managed(r) && is_orch(r)) {
             let st = self.pokes.entry(o.name.clone()).or_default();
-            let idle = o.pane == PaneState::Alive as i32
+            let idle = ready(o)
                 && healthy(o)
                 && status(o) == AgentStatus::Ok
                 && idle_ms(o, now) >= ms(p.idle);
@@ -309,9 +318,7 @@ impl Supervisor {
         let Some(fm) = &s.first_mate else {
             return;
         };
-        let alive = rows
-            .iter()
-            .any(|r| r.name == *fm && r.pane == PaneState::Alive as i32);
+        let alive = rows.iter().any(|r| r.name == *fm && ready(r));
         // Alerts collected this tick go out at once, out of band.
         for a in out.iter() {
             if let Action::GiveUp { agent, reason } = a {
@@ -551,6 +558,11 @@ mod tests_support {
             pane: pane as i32,
             pane_id: "%1".into(),
             last_activity_unix_ms: active_at,
+            process: Some(fleet_proto::v1::Process {
+                pid: 4242,
+                name: "fleet-demo-agent".into(),
+                ..Default::default()
+            }),
             heartbeat: Some(Heartbeat {
                 health: Health::Healthy as i32,
                 status: status as i32,
@@ -815,6 +827,37 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Alert { .. }))
         );
+    }
+
+    #[test]
+    fn nothing_is_typed_into_a_first_mate_or_orchestrator_not_running_its_program() {
+        let r = roster(
+            "supervision:\n  first_mate: mate\n  poke:\n    idle_secs: 1\n    cooldown_secs: 60\n",
+        );
+        let mut s = Supervisor::default();
+        let drifting = |name: &str| {
+            let mut row = alive(name);
+            row.flags.push("drift".into());
+            row
+        };
+        // A launcher (a pyenv shim, a wrapper script) still starting the
+        // runtime: the pane is alive but the text would go to the launcher.
+        let rows = vec![drifting("mate"), drifting("boss"), alive("w1")];
+        assert!(s.decide(&rows, &r, 60_000).is_empty());
+        // Nor before its process has been read.
+        let unread = |name: &str| AgentRow {
+            process: None,
+            ..alive(name)
+        };
+        let rows = vec![unread("mate"), unread("boss"), alive("w1")];
+        assert!(s.decide(&rows, &r, 60_500).is_empty());
+        let rows = vec![alive("mate"), alive("boss"), alive("w1")];
+        let a = s.decide(&rows, &r, 61_000);
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Digest { .. })),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|a| matches!(a, Action::Poke { .. })), "{a:?}");
     }
 }
 
