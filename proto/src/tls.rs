@@ -113,16 +113,66 @@ pub trait Reload: Send + Sync + 'static {
     }
 }
 
+/// A value read from files and read again when they change; a failed
+/// reload keeps the last good value. Connections already established are
+/// never touched: only new handshakes see a new value.
+#[derive(Debug)]
+struct Watched<T> {
+    files: Vec<PathBuf>,
+    current: RwLock<(Arc<T>, Option<SystemTime>)>,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl<T> Watched<T> {
+    /// `files` empty: held in memory, never reloaded.
+    fn new(files: Vec<PathBuf>, value: T) -> Self {
+        let stamp = Self::stamp(&files);
+        Self {
+            files,
+            current: RwLock::new((Arc::new(value), stamp)),
+        }
+    }
+
+    fn stamp(files: &[PathBuf]) -> Option<SystemTime> {
+        files.iter().map(|f| mtime(f)).max().flatten()
+    }
+
+    fn get(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Calls `load` if the files changed: `Ok(true)` when its value is now
+    /// in use, its error (once per change) otherwise.
+    fn reload(&self, load: impl FnOnce() -> Result<T, TlsError>) -> Result<bool, TlsError> {
+        if self.files.is_empty() {
+            return Ok(false);
+        }
+        let stamp = Self::stamp(&self.files);
+        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
+            return Ok(false);
+        }
+        let loaded = load();
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        // Remember the attempt either way, so a bad file is reported once.
+        cur.1 = stamp;
+        cur.0 = Arc::new(loaded?);
+        Ok(true)
+    }
+}
+
 /// The certificate this process presents, replaceable while it runs.
 #[derive(Debug)]
 pub struct Reloading {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
-}
-
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+    current: Watched<CertifiedKey>,
 }
 
 impl Reloading {
@@ -131,7 +181,7 @@ impl Reloading {
         Ok(Arc::new(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            current: RwLock::new((Arc::new(ck), mtime(cert).max(mtime(key)))),
+            current: Watched::new(vec![cert.to_owned(), key.to_owned()], ck),
         }))
     }
 
@@ -154,37 +204,20 @@ impl Reloading {
         Ok(Arc::new(Self {
             cert: PathBuf::new(),
             key: PathBuf::new(),
-            current: RwLock::new((Arc::new(ck), None)),
+            current: Watched::new(Vec::new(), ck),
         }))
     }
 
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.current.get()
     }
 }
 
 impl Reload for Reloading {
-    /// Re-reads the files if they changed. `Ok(true)` when a new certificate
-    /// is now in use; on error the old one stays. Connections already
-    /// established are never touched.
+    /// A new certificate is checked against its key before it is used.
     fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        if self.cert.as_os_str().is_empty() {
-            return Ok(false);
-        }
-        let stamp = mtime(&self.cert).max(mtime(&self.key));
-        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
-            return Ok(false);
-        }
-        let loaded = load_certified_key(&self.cert, &self.key);
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        // Remember the attempt either way, so a bad file is reported once.
-        cur.1 = stamp;
-        cur.0 = Arc::new(loaded?);
-        Ok(true)
+        self.current
+            .reload(|| load_certified_key(&self.cert, &self.key))
     }
 }
 
@@ -215,12 +248,12 @@ impl ResolvesClientCert for Reloading {
 #[derive(Debug)]
 pub struct Trust {
     ca: PathBuf,
-    current: RwLock<(Verifiers, Option<SystemTime>)>,
+    current: Watched<Verifiers>,
     /// Handshake signatures are checked the same way whatever the bundle.
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Verifiers {
     client: Arc<dyn ClientCertVerifier>,
     server: Arc<dyn ServerCertVerifier>,
@@ -244,33 +277,20 @@ impl Trust {
     pub fn load(ca: &Path) -> Result<Arc<Self>, TlsError> {
         Ok(Arc::new(Self {
             ca: ca.to_owned(),
-            current: RwLock::new((Verifiers::load(ca)?, mtime(ca))),
+            current: Watched::new(vec![ca.to_owned()], Verifiers::load(ca)?),
             algorithms: provider().signature_verification_algorithms,
         }))
     }
 
-    fn current(&self) -> Verifiers {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+    fn current(&self) -> Arc<Verifiers> {
+        self.current.get()
     }
 }
 
 impl Reload for Trust {
-    /// New handshakes use a changed bundle; established connections are
-    /// never touched.
+    /// A bundle that does not parse or holds no CA is refused.
     fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let stamp = mtime(&self.ca);
-        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
-            return Ok(false);
-        }
-        let loaded = Verifiers::load(&self.ca);
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        cur.1 = stamp;
-        cur.0 = loaded?;
-        Ok(true)
+        self.current.reload(|| Verifiers::load(&self.ca))
     }
 }
 
