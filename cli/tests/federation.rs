@@ -534,6 +534,24 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A bundle edited into garbage is refused and audited; the last good one
+    // stays in force.
+    let good = dir.path().join("good-ca.pem");
+    std::fs::copy(pki.ca(), &good).unwrap();
+    std::fs::write(pki.ca(), "not a certificate\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agg.audit_lines().iter().any(|l| {
+        l["verb"] == "reload"
+            && l["target"] == "ca"
+            && l["outcome"].as_str().unwrap().starts_with("refused")
+    }) {
+        assert!(Instant::now() < deadline, "refused bundle not audited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = fleetctl_with(&agg, [&good, &cert, &key], &["ps", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::copy(&good, pki.ca()).unwrap();
+
     // Through all of it, box9's link was never dropped.
     let log = agg.log();
     let ups = log
