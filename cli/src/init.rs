@@ -44,6 +44,10 @@ pub struct InitArgs {
     /// Replace an existing hostd.toml with the generated one.
     #[arg(long)]
     pub force: bool,
+    /// Print the report as one JSON document (schema fleet.init/v1):
+    /// every step with whether it changed something.
+    #[arg(long)]
+    pub json: bool,
     /// systemctl to run (tests and unusual installs).
     #[arg(long, default_value = "systemctl", value_name = "PATH")]
     pub systemctl: String,
@@ -288,6 +292,20 @@ impl Plan {
 pub fn run(a: InitArgs) -> Result<(), Failure> {
     let places = Places::current()?;
     let steps = run_with(&a, &places, &fleet_hostd::systemd::SystemRunner)?;
+    if a.json {
+        let doc = serde_json::json!({
+            "schema": "fleet.init/v1",
+            "user": places.user,
+            "dry_run": a.dry_run,
+            "changed": steps.iter().any(|s| s.done),
+            "steps": steps
+                .iter()
+                .map(|s| serde_json::json!({"what": s.what, "changed": s.done}))
+                .collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
     for s in &steps {
         let mark = match (a.dry_run, s.done) {
             (true, true) => "would",

@@ -80,6 +80,7 @@ fn args(hostd: &Path) -> InitArgs {
         hostd: Some(hostd.to_owned()),
         dry_run: false,
         force: false,
+        json: false,
         systemctl: "systemctl".into(),
         loginctl: "loginctl".into(),
     }
@@ -286,6 +287,37 @@ async fn the_boot_enable_flag_clears_after_init() {
     assert!(
         home.join(".config/systemd/user/fleet-hostd.service")
             .is_file()
+    );
+    // Run again, for a machine: nothing left to change, said as JSON.
+    let out = std::process::Command::new(support::bin("fleetctl"))
+        .args(["init", "--json", "--tenant", "acme", "--host", "box1"])
+        .arg("--systemctl")
+        .arg(&systemctl)
+        .arg("--loginctl")
+        .arg(&loginctl)
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env("USER", "acme")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "fleet.init/v1");
+    assert_eq!(doc["changed"], false, "{doc:#}");
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(steps.len() >= 4, "{doc:#}");
+    assert!(steps.iter().all(|s| s["changed"] == false), "{doc:#}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("fakebin/state/calls"))
+            .unwrap()
+            .lines()
+            .count(),
+        3,
+        "the second run changed something"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while flagged(&hosts(&f)) {
