@@ -79,10 +79,13 @@ pub async fn run_with_state(
     })?;
     let security = match &cfg.tls {
         Some(t) => {
-            use fleet_proto::tls::Reload;
-            let refused = |what: &'static str| {
-                let a = audit.clone();
-                move |e: &fleet_proto::tls::TlsError| {
+            let a = audit.clone();
+            let (me, trust) = fleet_proto::tls::load_watched(
+                &t.cert,
+                &t.key,
+                &t.ca,
+                cfg.reload,
+                move |what, e| {
                     tracing::error!(error = %e, "{what} reload refused; keeping the current one");
                     a.write(audit::Record {
                         kind: "security",
@@ -92,12 +95,8 @@ pub async fn run_with_state(
                         outcome: format!("refused: {e}"),
                         ..Default::default()
                     });
-                }
-            };
-            let me = fleet_proto::tls::Reloading::load(&t.cert, &t.key)?;
-            me.clone().spawn_watcher(cfg.reload, refused("certificate"));
-            let trust = fleet_proto::tls::Trust::load(&t.ca)?;
-            trust.clone().spawn_watcher(cfg.reload, refused("ca"));
+                },
+            )?;
             let server = fleet_proto::tls::server_config(trust, me)?;
             Security::Mtls(Arc::new(server))
         }

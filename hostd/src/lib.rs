@@ -138,15 +138,11 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         })?;
     let tls = match &cfg.link.tls {
         Some(t) => {
-            use fleet_proto::tls::Reload;
-            let me = fleet_proto::tls::Reloading::load(&t.cert, &t.key).map_err(HostdError::Tls)?;
-            me.clone().spawn_watcher(TLS_RELOAD, |e| {
-                tracing::error!(error = %e, "certificate reload refused; keeping the current one");
-            });
-            let trust = fleet_proto::tls::Trust::load(&t.ca).map_err(HostdError::Tls)?;
-            trust.clone().spawn_watcher(TLS_RELOAD, |e| {
-                tracing::error!(error = %e, "CA bundle reload refused; keeping the current one");
-            });
+            let (me, trust) =
+                fleet_proto::tls::load_watched(&t.cert, &t.key, &t.ca, TLS_RELOAD, |what, e| {
+                    tracing::error!(error = %e, "{what} reload refused; keeping the current one");
+                })
+                .map_err(HostdError::Tls)?;
             Some(Arc::new(
                 fleet_proto::tls::client_config(trust, me).map_err(HostdError::Tls)?,
             ))

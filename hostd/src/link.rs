@@ -114,7 +114,6 @@ async fn send_snapshot(
     Ok(())
 }
 
-/// One connected session: returns when the stream ends.
 /// Sends what changed in `view` since `prev` as one delta.
 async fn send_changes(
     view: &mut watch::Receiver<Arc<View>>,
@@ -133,6 +132,7 @@ async fn send_changes(
     Ok(())
 }
 
+/// One connected session: returns when the stream ends.
 async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<(), String> {
     let mut client = HostLinkClient::new(channel)
         .max_decoding_message_size(crate::MAX_DECODE)

@@ -318,7 +318,7 @@ impl Supervisor {
         let Some(fm) = &s.first_mate else {
             return;
         };
-        let alive = rows.iter().any(|r| r.name == *fm && ready(r));
+        let mate_ready = rows.iter().any(|r| r.name == *fm && ready(r));
         // Alerts collected this tick go out at once, out of band.
         for a in out.iter() {
             if let Action::GiveUp { agent, reason } = a {
@@ -327,7 +327,7 @@ impl Supervisor {
                     .push_back(format!("[fleet NEED HUMAN] {agent}: {reason}"));
             }
         }
-        if !alive {
+        if !mate_ready {
             return;
         }
         let d = &mut self.digest;

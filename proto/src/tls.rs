@@ -366,6 +366,27 @@ impl ServerCertVerifier for Trust {
     handshake_signatures!();
 }
 
+/// This process's certificate and CA bundle, loaded from their files and
+/// re-read every `every`; a refused change is reported to `on_refused` with
+/// what was refused (`"certificate"` or `"ca"`).
+pub fn load_watched(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    every: std::time::Duration,
+    on_refused: impl Fn(&'static str, &TlsError) + Clone + Send + 'static,
+) -> Result<(Arc<Reloading>, Arc<Trust>), TlsError> {
+    let me = Reloading::load(cert, key)?;
+    let trust = Trust::load(ca)?;
+    let report = on_refused.clone();
+    me.clone()
+        .spawn_watcher(every, move |e| report("certificate", e));
+    trust
+        .clone()
+        .spawn_watcher(every, move |e| on_refused("ca", e));
+    Ok((me, trust))
+}
+
 /// A server that requires a client certificate from `trust` and presents
 /// `me`.
 pub fn server_config(trust: Arc<Trust>, me: Arc<Reloading>) -> Result<ServerConfig, TlsError> {
