@@ -14,6 +14,7 @@ use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
     ControlAction, ControlRequest, HostMessage, ListAgentsRequest, host_message,
 };
+use support::eventually;
 use support::fed::{
     self, Aggregator, Pki, agents, fleetctl_as, fleetctl_with, hosts, linked_hostd, wait_ps,
 };
@@ -347,8 +348,7 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
         "[operators.bob]\ntenants = [\"acme\"]\nverbs = [\"read\", \"watch\"]\n",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("grants reloaded", Duration::from_secs(10), async || {
         let out = fleetctl_as(
             &pki,
             &agg,
@@ -356,16 +356,12 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
             &["watch", "--once", "acme/box1/worker"],
             &[],
         );
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "grants not reloaded: {}",
-            stderr(&out)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| stderr(&out))
+    })
+    .await;
     drop(box1);
     drop(box2);
 }
@@ -472,8 +468,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("refusals audited", Duration::from_secs(5), async || {
         let audit = agg.audit_lines();
         let handshake = audit.iter().filter(|l| l["verb"] == "handshake").count();
         let hello = audit.iter().any(|l| {
@@ -482,15 +477,11 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
                 && l["target"] == "globex/box1"
                 && l["outcome"].as_str().unwrap().starts_with("refused")
         });
-        if handshake >= 2 && hello {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "refusals not audited: {audit:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (handshake >= 2 && hello)
+            .then_some(())
+            .ok_or_else(|| format!("{audit:#?}"))
+    })
+    .await;
 
     // The aggregator's certificate is replaced on disk: new connections get
     // the new one, without a restart.
@@ -501,15 +492,12 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     let new = std::fs::read(pki.dir.join("aggregator.pem")).unwrap();
     let new_der = rustls::pki_types::CertificateDer::from_pem_slice(&new).unwrap();
     assert_ne!(before, new_der.as_ref());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server_cert(&pki, &agg).await != new_der.as_ref() {
-        assert!(
-            Instant::now() < deadline,
-            "rotation not picked up:\n{}",
-            agg.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("rotation picked up", Duration::from_secs(10), async || {
+        (server_cert(&pki, &agg).await == new_der.as_ref())
+            .then_some(())
+            .ok_or_else(|| agg.log())
+    })
+    .await;
 
     // A CA rollover: the other CA is added to the bundle on disk, and its
     // operator certificate is let in without a restart.
@@ -519,35 +507,41 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     ]
     .concat();
     std::fs::write(pki.ca(), bundle).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = fleetctl_with(&agg, [&pki.ca(), &cert, &key], &["ps", "--json"], &[]);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CA rollover not picked up: {}\n{}",
-            stderr(&out),
-            agg.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "CA rollover picked up",
+        Duration::from_secs(10),
+        async || {
+            let out = fleetctl_with(&agg, [&pki.ca(), &cert, &key], &["ps", "--json"], &[]);
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{}\n{}", stderr(&out), agg.log()))
+        },
+    )
+    .await;
 
     // A bundle edited into garbage is refused and audited; the last good one
     // stays in force.
     let good = dir.path().join("good-ca.pem");
     std::fs::copy(pki.ca(), &good).unwrap();
     std::fs::write(pki.ca(), "not a certificate\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agg.audit_lines().iter().any(|l| {
-        l["verb"] == "reload"
-            && l["target"] == "ca"
-            && l["outcome"].as_str().unwrap().starts_with("refused")
-    }) {
-        assert!(Instant::now() < deadline, "refused bundle not audited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "refused bundle audited",
+        Duration::from_secs(10),
+        async || {
+            let audit = agg.audit_lines();
+            audit
+                .iter()
+                .any(|l| {
+                    l["verb"] == "reload"
+                        && l["target"] == "ca"
+                        && l["outcome"].as_str().unwrap().starts_with("refused")
+                })
+                .then_some(())
+                .ok_or_else(|| format!("{audit:#?}"))
+        },
+    )
+    .await;
     let out = fleetctl_with(&agg, [&good, &cert, &key], &["ps", "--json"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::copy(&good, pki.ca()).unwrap();
@@ -810,8 +804,7 @@ async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
     let trace = r["trace_id"].as_str().unwrap().to_owned();
     assert_eq!(trace.len(), 32);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually("one whole trace", Duration::from_secs(15), async || {
         let spans: Vec<(String, String, String)> = receiver
             .0
             .lock()
@@ -821,20 +814,19 @@ async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
             .cloned()
             .collect();
         let from = |svc: &str, name: &str| spans.iter().any(|s| s.0.contains(svc) && s.1 == name);
-        if from("\"fleetctl\"", "fleetctl")
+        (from("\"fleetctl\"", "fleetctl")
             && from("\"fleet-aggregator\"", "aggregator")
             && from("\"fleet-hostd\"", "hostd")
-            && from("\"fleet-hostd\"", "tmux")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "trace {trace} incomplete; spans with it: {spans:#?}\nall: {}",
-            receiver.0.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            && from("\"fleet-hostd\"", "tmux"))
+        .then_some(())
+        .ok_or_else(|| {
+            format!(
+                "trace {trace} incomplete; spans with it: {spans:#?}\nall: {}",
+                receiver.0.lock().unwrap().len()
+            )
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -979,36 +971,34 @@ agents:
     let mut box1 = support::Fleet::with_identity("acme", "box1", roster, &config);
     box1.start().await;
     // bob reads tenant acme: he sees the escalation, with its reason.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = fleetctl_as(&pki, &agg, "bob", &["events", "--no-follow", "--json"], &[]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let need: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["kind"] == "need-human")
-            .collect();
-        if let Some(e) = need.first() {
-            assert_eq!(
-                (
-                    e["tenant_id"].as_str(),
-                    e["host"].as_str(),
-                    e["agent"].as_str()
-                ),
-                (Some("acme"), Some("box1"), Some("flaky"))
-            );
-            assert!(
-                e["message"].as_str().unwrap().contains("not respawning"),
-                "{e}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no need-human through the aggregator: {text}\n{}",
-            box1.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let need = eventually(
+        "need-human through the aggregator",
+        Duration::from_secs(20),
+        async || {
+            let out = fleetctl_as(&pki, &agg, "bob", &["events", "--no-follow", "--json"], &[]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let need: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|e| e["kind"] == "need-human")
+                .collect();
+            need.into_iter()
+                .next()
+                .ok_or_else(|| format!("{text}\n{}", box1.log()))
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            need["tenant_id"].as_str(),
+            need["host"].as_str(),
+            need["agent"].as_str()
+        ),
+        (Some("acme"), Some("box1"), Some("flaky"))
+    );
+    assert!(
+        need["message"].as_str().unwrap().contains("not respawning"),
+        "{need}"
+    );
 }

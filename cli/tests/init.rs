@@ -238,33 +238,34 @@ async fn the_boot_enable_flag_clears_after_init() {
             .iter()
             .any(|x| x == "boot-enable")
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !flagged(&hosts(&f)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no boot-enable flag: {:#}",
-            hosts(&f)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually(
+        "the boot-enable flag",
+        Duration::from_secs(10),
+        async || {
+            let h = hosts(&f);
+            flagged(&h).then_some(()).ok_or_else(|| format!("{h:#}"))
+        },
+    )
+    .await;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let out = std::process::Command::new(support::bin("fleetctl"))
-        .args(["init", "--tenant", "acme", "--host", "box1"])
-        .arg("--systemctl")
-        .arg(&systemctl)
-        .arg("--loginctl")
-        .arg(&loginctl)
-        .env("HOME", &home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env("USER", "acme")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `fleetctl init` as user acme, with the scripted systemctl/loginctl.
+    let init = |extra: &[&str]| {
+        support::run_ok(
+            std::process::Command::new(support::bin("fleetctl"))
+                .arg("init")
+                .args(extra)
+                .args(["--tenant", "acme", "--host", "box1"])
+                .arg("--systemctl")
+                .arg(&systemctl)
+                .arg("--loginctl")
+                .arg(&loginctl)
+                .env("HOME", &home)
+                .env_remove("XDG_CONFIG_HOME")
+                .env("USER", "acme"),
+        )
+    };
+    let out = init(&[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().any(|l| l.starts_with("done  run: ")
@@ -289,22 +290,7 @@ async fn the_boot_enable_flag_clears_after_init() {
             .is_file()
     );
     // Run again, for a machine: nothing left to change, said as JSON.
-    let out = std::process::Command::new(support::bin("fleetctl"))
-        .args(["init", "--json", "--tenant", "acme", "--host", "box1"])
-        .arg("--systemctl")
-        .arg(&systemctl)
-        .arg("--loginctl")
-        .arg(&loginctl)
-        .env("HOME", &home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env("USER", "acme")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = init(&["--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["schema"], "fleet.init/v1");
     assert_eq!(doc["changed"], false, "{doc:#}");
@@ -319,15 +305,15 @@ async fn the_boot_enable_flag_clears_after_init() {
         3,
         "the second run changed something"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while flagged(&hosts(&f)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "boot-enable did not clear: {:#}",
-            hosts(&f)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::eventually(
+        "boot-enable to clear",
+        Duration::from_secs(10),
+        async || {
+            let h = hosts(&f);
+            (!flagged(&h)).then_some(()).ok_or_else(|| format!("{h:#}"))
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -362,15 +348,10 @@ fn the_unit_files_pass_systemd_analyze_verify() {
     // And what `fleetctl init` writes is the same unit.
     let written = init::unit_text(&support::bin("fleet-hostd"));
     std::fs::write(dir.path().join("fleet-hostd.service"), &written).unwrap();
-    let out = std::process::Command::new(analyze)
-        .arg("verify")
-        .arg(dir.path().join("fleet-hostd.service"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(dir.path().join("fleet-hostd.service")),
     );
 }
 
@@ -378,18 +359,13 @@ fn the_unit_files_pass_systemd_analyze_verify() {
 fn the_release_tarball_holds_the_binaries_units_and_examples() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new("bash")
-        .arg(root.join("deploy/package.sh"))
-        // The binaries under test are already built.
-        .args(["--profile", "dev", "--no-build", "--out"])
-        .arg(out.path())
-        .env("FLEET_GZIP_LEVEL", "1")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let run = support::run_ok(
+        std::process::Command::new("bash")
+            .arg(root.join("deploy/package.sh"))
+            // The binaries under test are already built.
+            .args(["--profile", "dev", "--no-build", "--out"])
+            .arg(out.path())
+            .env("FLEET_GZIP_LEVEL", "1"),
     );
     let tarball = PathBuf::from(
         String::from_utf8_lossy(&run.stdout)

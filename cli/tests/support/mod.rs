@@ -269,6 +269,37 @@ impl Drop for Fleet {
     }
 }
 
+/// Runs `c` and asserts it succeeded, showing its stderr if not.
+pub fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        c.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `probe` until it gives `Ok`; at the deadline panics with `what`
+/// and the last `Err` (what the last attempt saw).
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(saw) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}: {saw}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 pub fn row<'a>(agents: &'a [AgentRow], name: &str) -> &'a AgentRow {
     agents
         .iter()
