@@ -228,25 +228,28 @@ agents:
         String::from_utf8_lossy(&out.stderr)
     );
     let busy_from = fleet_proto::clock::now_ms();
-    // A poke may come before the worker got its task (the boss was idle and
-    // nobody progressed), never while it works (3 s from the receipt).
+    // A poke may be decided before the worker got its task (the boss was
+    // idle and nobody progressed), never while it works (3 s from the
+    // receipt). A poke's event is written when its send ends, so it says
+    // when it was decided.
+    let decided = |p: &Event| p.fields["decided_unix_ms"].parse::<i64>().unwrap();
     let evs = wait_events(&f, "a poke", Duration::from_secs(20), |e| {
         of_kind(e, "poke", "boss")
             .iter()
-            .any(|p| p.ts_unix_ms >= busy_from)
+            .any(|p| decided(p) >= busy_from)
     })
     .await;
     let pokes = of_kind(&evs, "poke", "boss");
     for p in &pokes {
         assert!(
             !p.fields["text"].contains("w1 busy")
-                && !(busy_from..busy_from + 2_900).contains(&p.ts_unix_ms),
+                && !(busy_from..busy_from + 2_900).contains(&decided(p)),
             "poked while the worker was busy: {p:?}"
         );
     }
     let first = pokes
         .iter()
-        .find(|p| p.ts_unix_ms >= busy_from)
+        .find(|p| decided(p) >= busy_from)
         .copied()
         .unwrap()
         .clone();

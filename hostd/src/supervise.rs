@@ -502,6 +502,8 @@ async fn carry_out(
                 _ => "alert",
             };
             let (svc, agent, text, done) = (svc.clone(), agent.clone(), text.clone(), done.clone());
+            // The event is written when the send ends; say when it was decided.
+            let decided = clock::now_ms();
             tokio::spawn(async move {
                 let verdict = match svc.deliver_to(&agent, text.as_bytes()).await {
                     Ok(r) => {
@@ -514,6 +516,7 @@ async fn carry_out(
                                 ("verdict", v.word().into()),
                                 ("trace_id", r.trace_id.clone()),
                                 ("text", text.clone()),
+                                ("decided_unix_ms", decided.to_string()),
                             ],
                         );
                         Some(v)
