@@ -320,8 +320,10 @@ impl Fleet for FleetService {
             Some(Address::parse(&req.agent)?)
         };
         let sees = caller.sees();
+        let kinds = req.kinds.clone();
         let wanted = move |e: &Event| {
             sees(&e.tenant_id)
+                && (kinds.is_empty() || kinds.contains(&e.kind))
                 && filter.as_ref().is_none_or(|a| {
                     a.agent == e.agent
                         && a.host.as_ref().is_none_or(|h| *h == e.host)

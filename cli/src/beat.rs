@@ -1,6 +1,6 @@
 //! `fleetctl beat`: the native heartbeat writer for runtimes with hooks
 //! (e.g. a prompt-submit hook runs `fleetctl beat --status busy --turn`,
-//! a stop hook `fleetctl beat --status ok`).
+//! a stop hook `fleetctl beat --status idle`).
 
 use std::path::PathBuf;
 
@@ -51,6 +51,11 @@ pub fn run(a: BeatArgs) -> Result<Beat, Failure> {
             Some(prev_turn.unwrap_or(0) + 1)
         } else {
             prev_turn
+        },
+        key: if a.turn {
+            None
+        } else {
+            prev.as_ref().and_then(|b| b.key.clone())
         },
     };
     heartbeat::write_atomic(&file, &beat)

@@ -6,12 +6,16 @@ use fleet_proto::v1::{Event, EventsRequest};
 
 use crate::{Failure, client};
 
+/// Event kinds shown only when asked for with `--kind` (one per turn).
+pub const QUIET_KINDS: &[&str] = &["turn-started", "turn-ended"];
+
 pub async fn run(
     server: &client::Server,
     json: bool,
     follow: bool,
     agent: Option<String>,
     after: u64,
+    kinds: Vec<String>,
 ) -> Result<(), Failure> {
     if let Some(a) = &agent {
         fleet_proto::name::check(a).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -22,10 +26,20 @@ pub async fn run(
             follow,
             after_seq: after,
             agent: agent.unwrap_or_default(),
+            kinds: kinds.clone(),
         })
         .await?
         .into_inner();
     while let Some(e) = stream.message().await? {
+        // Older servers ignore `kinds`: filter here too.
+        let wanted = if kinds.is_empty() {
+            !QUIET_KINDS.contains(&e.kind.as_str())
+        } else {
+            kinds.contains(&e.kind)
+        };
+        if !wanted {
+            continue;
+        }
         let mut out = std::io::stdout().lock();
         if json {
             serde_json::to_writer(&mut out, &event_json(&e))

@@ -9,6 +9,7 @@ pub mod client;
 pub mod demo;
 pub mod events;
 pub mod fedbench;
+pub mod hook;
 pub mod init;
 pub mod ps;
 pub mod render;
@@ -107,9 +108,13 @@ pub enum Verb {
     /// Columns: PANE alive/dead/missing; PROCESS the real foreground program
     /// (from /proc, skipping a wrapping shell); IDLE since the pane last
     /// changed; HB-AGE age of the newest heartbeat; HEALTH healthy (≤ 3 ×
-    /// interval), stale, unknown; STATUS ok/busy as the runtime reports;
-    /// SOURCE native (the runtime writes beats), fallback (hostd writes them
-    /// while the process lives: proves the process, not the runtime), none.
+    /// interval), stale, unknown; STATUS idle (ready for a prompt), busy (a
+    /// turn runs), waiting (it asks a human: permission, question, trust),
+    /// unknown; SOURCE where the status came from: native (the runtime's
+    /// own hook, extension or plugin), observed (hostd read it off the
+    /// screen by the runtime's rules, e.g. an interrupt no hook reports),
+    /// fallback (only the process is known; status unknown). MODEL is what
+    /// the runtime reports about itself, else the roster's hint.
     /// FLAGS: drift (the process is not what the roster's runtime runs as),
     /// boot-enable (hostd's unit would not start at boot), unmanaged (a
     /// session the roster does not name), in-mode (pane in copy mode).
@@ -139,6 +144,11 @@ pub enum Verb {
         /// Only events after this sequence number.
         #[arg(long, value_name = "SEQ", default_value_t = 0)]
         after: u64,
+        /// Only events of this kind (repeatable). Without it every kind but
+        /// the per-turn `turn-started` / `turn-ended` is shown; ask for
+        /// those by name.
+        #[arg(long, value_name = "KIND")]
+        kind: Vec<String>,
     },
     /// Host rows: tenant, host, hostd version, tmux, agent counts, unit state.
     Hosts {
@@ -149,9 +159,10 @@ pub enum Verb {
     /// FLEET_HEARTBEAT_FILE, which hostd sets in every agent's pane.
     ///
     /// Example hooks: on prompt submit `fleetctl beat --status busy --turn`,
-    /// on turn end `fleetctl beat --status ok`.
+    /// on turn end `fleetctl beat --status idle`, on a permission prompt
+    /// `fleetctl beat --status waiting`.
     Beat {
-        /// ok or busy.
+        /// idle (or v1's ok), busy or waiting.
         #[arg(long, value_parser = parse_status)]
         status: fleet_proto::heartbeat::Status,
         /// Model the runtime is using (self-reported; shown in `ps`).
@@ -166,6 +177,24 @@ pub enum Verb {
         /// pid to record (default: the parent process, i.e. the runtime running the hook).
         #[arg(long)]
         pid: Option<u32>,
+    },
+    /// The native status writer hostd wires into each built-in runtime's
+    /// hooks, extension or plugin (you do not run it by hand).
+    ///
+    /// Reads the runtime's event payload (JSON) on stdin and rewrites the
+    /// agent's heartbeat (FLEET_HEARTBEAT_FILE): busy when a prompt is
+    /// accepted (one turn per the runtime's own turn key), idle when the
+    /// turn ends, waiting on a permission prompt, and the model the runtime
+    /// reports. Prints nothing and always exits 0, so it can never block or
+    /// change a turn; FLEET_HOOK_DEBUG=1 shows errors on stderr.
+    Hook {
+        /// claude, codex, gemini, opencode, pi or aider.
+        runtime: String,
+        /// The runtime's event name (e.g. UserPromptSubmit, Stop, agent_end).
+        event: String,
+        /// Arguments a runtime appends (aider passes none; ignored).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
     },
     /// Run a local demo fleet (no configuration needed) and print `ps`.
     ///
@@ -233,7 +262,8 @@ pub enum Verb {
 }
 
 fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
-    s.parse().map_err(|_| format!("{s:?}: expected ok or busy"))
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected idle, busy or waiting (ok = idle)"))
 }
 
 /// Runs one invocation and returns the process exit code. The whole verb
@@ -264,6 +294,7 @@ impl Verb {
             Verb::Events { .. } => "events",
             Verb::Hosts { .. } => "hosts",
             Verb::Beat { .. } => "beat",
+            Verb::Hook { .. } => "hook",
             Verb::Demo { .. } => "demo",
             Verb::Send(_) => "send",
             Verb::Watch { .. } => "watch",
@@ -298,7 +329,8 @@ async fn run(cli: Cli) -> ExitCode {
             no_follow,
             agent,
             after,
-        } => ok(events::run(&server, json, !no_follow, agent, after).await),
+            kind,
+        } => ok(events::run(&server, json, !no_follow, agent, after, kind).await),
         Verb::Hosts { json } => ok(hosts(&server, json).await),
         Verb::Beat {
             status,
@@ -314,6 +346,10 @@ async fn run(cli: Cli) -> ExitCode {
             pid,
         })
         .map(|_| exit::OK),
+        Verb::Hook { runtime, event, .. } => {
+            hook::run(&runtime, &event);
+            Ok(exit::OK)
+        }
         Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
         Verb::Bench { what } => ok(bench::run(what).await),
         Verb::Certs { what } => certs::run(what).map(|()| exit::OK),

@@ -6,6 +6,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     fleet_proto::tls::install_crypto_provider();
+    // A runtime's hook must never fail or print: take the fast path before
+    // clap could reject anything, and before any runtime or telemetry.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("hook") {
+        if let (Some(rt), Some(ev)) = (args.get(2), args.get(3)) {
+            fleetctl::hook::run(rt, ev);
+        }
+        return ExitCode::SUCCESS;
+    }
     let cli = fleetctl::Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

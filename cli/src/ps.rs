@@ -6,7 +6,7 @@ use std::io::Write;
 
 use fleet_proto::v1::{
     AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, ListAgentsRequest, ListHostsRequest,
-    PaneState, WatchFleetRequest, fleet_update,
+    PaneState, StatusSource, WatchFleetRequest, fleet_update,
 };
 use serde::Serialize;
 
@@ -54,9 +54,17 @@ pub struct PsHeartbeat {
     /// healthy | stale | unknown
     pub health: &'static str,
     pub reason: String,
-    /// ok | busy | unknown
+    /// idle | busy | waiting | unknown
     pub status: &'static str,
-    /// native | fallback | none
+    /// Where `status` came from: native (the runtime's own hook) |
+    /// observed (read off the screen by the runtime's rules) | fallback
+    /// (only the process is known).
+    pub status_source: &'static str,
+    /// What a waiting runtime asks, or why the status is what it is.
+    pub status_detail: String,
+    /// Seconds since the status last changed.
+    pub status_age_seconds: Option<f64>,
+    /// Who writes the beat file: native | fallback | none.
     pub source: &'static str,
     pub age_seconds: Option<f64>,
     pub pid: Option<u32>,
@@ -92,9 +100,8 @@ fn health_word(h: i32) -> &'static str {
 
 fn status_word(s: i32) -> &'static str {
     match AgentStatus::try_from(s) {
-        Ok(AgentStatus::Ok) => "ok",
-        Ok(AgentStatus::Busy) => "busy",
-        _ => "unknown",
+        Ok(AgentStatus::Unspecified) | Err(_) => "unknown",
+        Ok(st) => st.word(),
     }
 }
 
@@ -139,6 +146,9 @@ pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow {
             health: health_word(hb.health),
             reason: hb.reason.clone(),
             status: status_word(hb.status),
+            status_source: StatusSource::word_of(hb.status_source),
+            status_detail: hb.status_detail.clone(),
+            status_age_seconds: secs_between(now_ms, hb.status_since_unix_ms),
             source: source_word(hb.source),
             age_seconds: secs_between(now_ms, hb.ts_unix_ms),
             pid: (hb.pid > 0).then_some(hb.pid),
@@ -281,8 +291,16 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
                 plain(render::age(r.idle_seconds)),
                 plain(render::age(r.heartbeat.age_seconds)),
                 (r.heartbeat.health.to_owned(), health_colour),
-                plain(r.heartbeat.status.to_owned()),
-                (r.heartbeat.source.to_owned(), Colour::Dim),
+                (
+                    r.heartbeat.status.to_owned(),
+                    match r.heartbeat.status {
+                        "busy" => Colour::Green,
+                        "waiting" => Colour::Red,
+                        "unknown" => Colour::Yellow,
+                        _ => Colour::None,
+                    },
+                ),
+                (r.heartbeat.status_source.to_owned(), Colour::Dim),
                 {
                     // The supervisor's state joins the flags as one word
                     // (respawn, gave-up); --json has the sentence.

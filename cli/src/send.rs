@@ -16,7 +16,13 @@ use crate::{Failure, client, exit};
 ///
 /// Control bytes other than newline and tab are stripped; invalid UTF-8
 /// and text over hostd's limit (64 KiB by default) are refused. A pane in
-/// copy mode is taken out of it first; a dead pane is refused.
+/// copy mode is taken out of it first; a dead pane is refused. Inputs to
+/// one agent take turns (one writer per pane): a send behind another waits
+/// (--queue-timeout) and says so. A runtime still starting is waited for
+/// until it shows its input box. Text already in the input box (a stale
+/// draft) is never merged with yours: the send is refused unless
+/// --clear-draft, which empties the box with the runtime's clear key. A
+/// runtime asking a human (a permission prompt) is refused.
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
@@ -41,6 +47,14 @@ pub struct SendArgs {
     /// Refuse multi-line text to a program without bracketed paste.
     #[arg(long)]
     pub strict: bool,
+    /// Empty a stale draft in the input box (the runtime's clear key) before
+    /// pasting, instead of refusing.
+    #[arg(long)]
+    pub clear_draft: bool,
+    /// Bound on waiting for the agent's input queue and for a starting
+    /// runtime's input box.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
     /// Print the receipt as JSON.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +88,8 @@ pub fn receipt_json(r: &SendReceipt) -> serde_json::Value {
         "line_by_line": r.line_by_line,
         "left_copy_mode": r.left_copy_mode,
         "enter_presses": r.enter_presses,
+        "queued_ms": r.queued_ms,
+        "cleared_draft_bytes": r.cleared_draft_bytes,
         "notes": r.notes,
     })
 }
@@ -146,6 +162,8 @@ pub async fn run(server: &client::Server, a: SendArgs) -> Result<u8, Failure> {
             when_idle_timeout_ms: 0,
             strict: a.strict,
             traceparent: crate::traceparent(),
+            clear_draft: a.clear_draft,
+            queue_timeout_ms: u32::try_from(a.queue_timeout.as_millis()).unwrap_or(u32::MAX),
         })
         .await?
         .into_inner();

@@ -42,7 +42,7 @@ fn hooks_flip_busy_and_ok_and_count_turns() {
 
     assert!(beat(&["--status", "ok"], Some(&hb)).status.success());
     let b = heartbeat::read(&hb).unwrap();
-    assert_eq!(b.status, Status::Ok);
+    assert_eq!(b.status, Status::Idle);
     assert_eq!(b.turn, Some(1), "turn and model carry over");
     assert_eq!(b.model.as_deref(), Some("gpt-x"));
 

@@ -519,9 +519,14 @@ async fn multi_line_text_and_busy_agents() {
     assert_eq!(r["line_by_line"], false);
     wait_screen(&f, "sh0", |s| s.contains("\none\n") || s.contains("\ntwo")).await;
 
-    // --when-idle waits for the running turn to end before pasting.
-    let (code, _, _) = send(&f, &["demo0", "long job", "--verify"]);
-    assert_eq!(code, 0);
+    // --when-idle waits for the running turn (the second line) to end.
+    let (code, r, err) = send(&f, &["demo0", "long job", "--verify", "--when-idle"]);
+    assert_eq!(code, 0, "{r} {err}");
+    // The demo agent reads no input while a turn runs: what the terminal
+    // echoes is type-ahead, queued at best, never accepted.
+    let (code, r, err) = send(&f, &["demo0", "meanwhile", "--verify"]);
+    assert_eq!(code, 5, "{r} {err}");
+    assert!(r["detail"].as_str().unwrap().contains("type-ahead"), "{r}");
     let turn = |a: &[fleet_proto::v1::AgentRow]| {
         row(a, "demo0")
             .heartbeat

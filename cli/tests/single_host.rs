@@ -61,6 +61,8 @@ async fn ps_tells_the_truth_about_a_mixed_fleet() {
                         health(r) == Health::Healthy && source(r) == HeartbeatSource::Native
                     })
                     && find(a, "shell0").is_some_and(|r| health(r) == Health::Healthy)
+                    // drift is raised after a start-up grace of a second.
+                    && find(a, "canary-pi").is_some_and(|r| r.flags.iter().any(|f| f == "drift"))
                     // `bash -c 'sleep 300'` execs sleep a moment after the pane starts.
                     && find(a, "stray").is_some_and(|r| {
                         r.process.as_ref().is_some_and(|p| p.name == "sleep")

@@ -255,7 +255,7 @@ agents:
         .clone();
     assert_eq!(first.fields["verdict"], "accepted", "{first:?}");
     assert!(
-        first.fields["text"].contains("Workers: w1 ok idle"),
+        first.fields["text"].contains("Workers: w1 idle, quiet"),
         "{first:?}"
     );
     // One poke per cooldown (4 s), then another.

@@ -8,7 +8,10 @@ pub use fleet_proto::clock;
 pub mod config;
 pub use fleet_proto::events;
 pub mod exits;
+pub mod inputs;
 pub mod link;
+pub mod native;
+pub mod observe;
 pub mod proc;
 pub mod roster;
 pub mod runtime;
@@ -16,6 +19,7 @@ pub mod screen;
 pub mod send;
 pub mod service;
 pub mod socket;
+pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod table;
@@ -118,6 +122,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         run_dir: cfg.run_dir.clone(),
         send_limit: cfg.send_limit,
         commands: cmd_tx,
+        inputs: inputs::Inputs::default(),
     };
     let fleet = FleetServer::new(svc.clone())
         .max_decoding_message_size(MAX_DECODE)
@@ -170,6 +175,13 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
     }
+    tokio::spawn(observe::run(
+        svc.view.clone(),
+        svc.roster.clone(),
+        svc.tmux.clone(),
+        svc.commands.clone(),
+        opts.shutdown.clone(),
+    ));
     if cfg.supervise {
         tokio::spawn(supervise::run(
             svc.clone(),

@@ -99,6 +99,36 @@ impl ProcTable {
     pub fn children(&self, pid: u32) -> impl Iterator<Item = &ProcInfo> {
         self.procs.values().filter(move |p| p.ppid == pid)
     }
+
+    /// Every pid in the tree.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+}
+
+/// Ends a whole process tree that outlived its pane: SIGTERM to every pid
+/// collected before the pane was killed (a runtime's detached helpers,
+/// such as `codex app-server`, are reparented away from the pane and
+/// survive `kill-session`), then SIGKILL to what is left after `grace`.
+/// Returns how many were still running and were signalled.
+pub async fn end_tree(pids: Vec<u32>, grace: std::time::Duration) -> usize {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = |pid: u32, sig: Signal| {
+        i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .is_some_and(|p| kill_process(p, sig).is_ok())
+    };
+    let alive: Vec<u32> = pids.into_iter().filter(|p| is_running(*p)).collect();
+    let n = alive.iter().filter(|p| signal(**p, Signal::TERM)).count();
+    let deadline = tokio::time::Instant::now() + grace;
+    while alive.iter().any(|p| is_running(*p)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for p in alive.iter().filter(|p| is_running(**p)) {
+        signal(*p, Signal::KILL);
+    }
+    n
 }
 
 pub fn is_shell(name: &str) -> bool {

@@ -110,6 +110,16 @@ pub struct AgentSpec {
     pub submit_gap: Duration,
     pub bracketed_paste: Option<bool>,
     pub heartbeat_interval: Option<Duration>,
+    /// Whether hostd wires the runtime's own status mechanism in at launch
+    /// (`native:`, on by default).
+    pub native: bool,
+    /// The mechanism (the built-in runtime's, or the one a custom runtime
+    /// names).
+    pub native_kind: runtime::Native,
+    /// The screen rules hostd reads this agent by.
+    pub screen: &'static runtime::Screen,
+    /// Longest start-up to the input box.
+    pub startup: Duration,
     /// The roster's respawn policy with this agent's overrides.
     pub respawn: RespawnPolicy,
     /// 1-based line of the agent's entry.
@@ -247,6 +257,17 @@ struct RawDefaults {
     #[serde(default)]
     path: Vec<String>,
     heartbeat_interval_secs: Option<f64>,
+    native: Option<NativeSetting>,
+}
+
+/// `native:` — `true`/`false` turns the runtime's own status mechanism on
+/// or off; a runtime name (`native: codex`) gives a custom runtime that
+/// runtime's mechanism and screen rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum NativeSetting {
+    On(bool),
+    Like(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +283,7 @@ struct RawRuntime {
     reset_command: Option<String>,
     submit_gap_ms: Option<u64>,
     bracketed_paste: Option<bool>,
+    native: Option<NativeSetting>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +308,7 @@ struct RawAgent {
     submit_gap_ms: Option<u64>,
     bracketed_paste: Option<bool>,
     respawn: Option<RawRespawn>,
+    native: Option<bool>,
 }
 
 /// Variables hostd sets in every pane; a roster may not override them.
@@ -505,6 +528,37 @@ fn resolve(
                 path_prefix.push(p);
             }
         }
+        let like = match custom.and_then(|c| c.native.clone()) {
+            Some(NativeSetting::Like(n)) => match runtime::Native::parse(&n) {
+                Some(k) => Some((k, runtime::builtin(&n))),
+                None => {
+                    return Err(at(
+                        &format!("runtimes.{}.native", a.runtime),
+                        format!(
+                            "unknown mechanism {n:?} (true, false, or one of claude, codex, gemini, opencode, pi, aider)"
+                        ),
+                    ));
+                }
+            },
+            _ => None,
+        };
+        let native_kind = like
+            .map(|(k, _)| k)
+            .or_else(|| builtin.map(|b| b.native))
+            .unwrap_or(runtime::Native::None);
+        let on = |v: &Option<NativeSetting>| match v {
+            Some(NativeSetting::On(b)) => Some(*b),
+            Some(NativeSetting::Like(_)) => Some(true),
+            None => None,
+        };
+        let native = a
+            .native
+            .or_else(|| custom.and_then(|c| on(&c.native)))
+            .or_else(|| on(&raw.defaults.native))
+            .unwrap_or(true);
+        let rules_of = like.and_then(|(_, b)| b).or(builtin);
+        let screen = rules_of.map_or(&runtime::Screen::GENERIC, |b| b.screen);
+        let startup = rules_of.map_or(Duration::from_secs(10), |b| b.startup);
         let submit_gap = a
             .submit_gap_ms
             .or_else(|| custom.and_then(|c| c.submit_gap_ms))
@@ -532,6 +586,10 @@ fn resolve(
                 .or_else(|| custom.and_then(|c| c.bracketed_paste))
                 .or_else(|| builtin.and_then(|b| b.bracketed_paste)),
             heartbeat_interval: hb.or(default_interval),
+            native,
+            native_kind,
+            screen,
+            startup,
             respawn: match &a.respawn {
                 Some(r) => respawn_policy(r, &supervision.respawn, &key("respawn"), at)?,
                 None => supervision.respawn.clone(),

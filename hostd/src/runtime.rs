@@ -1,8 +1,263 @@
 //! Built-in knowledge of agent runtimes: the command that starts each, the
 //! process names it really runs as (pi and claude run as `node`), its reset
-//! command, and whether it uses bracketed paste.
+//! command, whether it uses bracketed paste, its native status mechanism
+//! (DESIGN §13) and — in one table per runtime, [`Screen`] — every fact
+//! about its screen that hostd reads: the input box, busy, queued and
+//! waiting markers, placeholders and the key that clears the box. Recorded
+//! on the real programs in tmux 3.3a (`hostd/tests/fixtures/screens/`).
 
 use std::time::Duration;
+
+/// A runtime's own mechanism for reporting its status (DESIGN §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    /// Claude Code: `--settings <file>` with command hooks.
+    Claude,
+    /// Codex: `-c hooks.<Event>=…` and `--dangerously-bypass-hook-trust`.
+    Codex,
+    /// gemini-cli: hooks in a system settings file.
+    Gemini,
+    /// opencode: a plugin listed in `OPENCODE_CONFIG_CONTENT`.
+    Opencode,
+    /// pi: an extension loaded with `-e`.
+    Pi,
+    /// aider: its notifications command (turn end only).
+    Aider,
+    /// None (the demo agent writes beats itself; a shell has nothing).
+    None,
+}
+
+impl Native {
+    /// The runtime name `fleetctl hook` is told.
+    pub fn runtime(self) -> &'static str {
+        match self {
+            Native::Claude => "claude",
+            Native::Codex => "codex",
+            Native::Gemini => "gemini",
+            Native::Opencode => "opencode",
+            Native::Pi => "pi",
+            Native::Aider => "aider",
+            Native::None => "",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "claude" => Native::Claude,
+            "codex" => Native::Codex,
+            "gemini" => Native::Gemini,
+            "opencode" => Native::Opencode,
+            "pi" => Native::Pi,
+            "aider" => Native::Aider,
+            _ => return None,
+        })
+    }
+
+    /// Whether the runtime reports the start of a turn (aider does not).
+    pub fn reports_turn_start(self) -> bool {
+        !matches!(self, Native::Aider | Native::None)
+    }
+}
+
+/// How a runtime's input box is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxShape {
+    /// A row starting with one of these prefixes (after any `│` border),
+    /// continued on the rows below it up to a rule.
+    Prefix(&'static [&'static str]),
+    /// The rows between two horizontal rules around the cursor (pi).
+    Ruled,
+}
+
+/// Everything hostd reads off one runtime's screen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Screen {
+    pub input: BoxShape,
+    /// Draws on the alternate screen (false: inline, with scrollback that
+    /// keeps old lines — only the live region counts).
+    pub alternate: bool,
+    /// Rows above the input box that still belong to the live region (the
+    /// spinner line).
+    pub live_above: usize,
+    /// Shown only while a turn runs, in the live region.
+    pub busy: &'static [&'static str],
+    /// Shown when a prompt was queued behind a running turn.
+    pub queued: &'static [&'static str],
+    /// Shown while the runtime asks a human (permission, trust, question).
+    pub waiting: &'static [&'static str],
+    /// Texts an empty input box shows (not a draft).
+    pub placeholders: &'static [&'static str],
+    /// tmux key names that empty the input box without submitting.
+    pub clear_keys: &'static [&'static str],
+    /// Whether the program reads its input while a turn runs; aider does
+    /// not (typed text is only the tty's type-ahead).
+    pub reads_while_busy: bool,
+}
+
+impl Screen {
+    /// Rules for a program Fleet knows nothing about: a shell-like prompt
+    /// on the cursor row, the generic markers.
+    pub const GENERIC: Screen = Screen {
+        input: BoxShape::Prefix(&[]),
+        alternate: false,
+        live_above: 2,
+        busy: &[
+            "esc to interrupt",
+            "Esc to interrupt",
+            "Working",
+            "Thinking",
+            "Waiting for",
+            "retrying",
+            "Retrying",
+        ],
+        queued: &[
+            "Queued follow-up",
+            "queued follow-up",
+            "queued messages",
+            "Press up to edit queued",
+            "message queued",
+            "Message queued",
+        ],
+        waiting: &[],
+        placeholders: &[],
+        clear_keys: &[],
+        reads_while_busy: true,
+    };
+}
+
+pub const CLAUDE_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&["❯", ">"]),
+    alternate: true,
+    live_above: 3,
+    busy: &["esc to interrupt", "· retrying in", "Retrying in"],
+    queued: &[
+        "Press up to edit queued",
+        "Queued · ctrl+x",
+        "queued messages",
+    ],
+    waiting: &[
+        "Do you want to proceed?",
+        "Do you want to make this edit",
+        "Do you want to create",
+        "Do you want to allow",
+        "Do you trust the files in this folder?",
+        "Yes, I trust this folder",
+    ],
+    placeholders: &["Press up to edit queued messages", "Try \""],
+    clear_keys: &["Escape", "Escape"],
+    reads_while_busy: true,
+};
+
+pub const CODEX_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&["›"]),
+    alternate: true,
+    live_above: 3,
+    busy: &["esc to interrupt", "Reconnecting", "Working ("],
+    queued: &[
+        "Queued follow-up",
+        "Messages to be submitted after next tool call",
+        "queued follow-up",
+    ],
+    waiting: &[
+        "Would you like to run the following command?",
+        "Would you like to make the following edits?",
+        "Allow command?",
+        "Do you trust the contents of this directory?",
+        "Press enter to confirm or esc to cancel",
+    ],
+    placeholders: &[
+        "Ask Codex to do anything",
+        "Find and fix a bug in @filename",
+        "Improve documentation in @filename",
+        "Summarize recent commits",
+        "Explain this codebase",
+        "Write tests for @filename",
+        "Implement {feature}",
+        "Use /skills to list available skills",
+        "Run /review on my current changes",
+    ],
+    clear_keys: &["C-c"],
+    reads_while_busy: true,
+};
+
+pub const OPENCODE_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&["┃"]),
+    alternate: true,
+    live_above: 6,
+    busy: &["esc interrupt", "esc to interrupt"],
+    queued: &["QUEUED"],
+    waiting: &["Permission required", "Allow once", "△ Permission"],
+    placeholders: &["Ask anything", "Plan", "Build"],
+    clear_keys: &["C-c"],
+    reads_while_busy: true,
+};
+
+pub const PI_SCREEN: Screen = Screen {
+    input: BoxShape::Ruled,
+    alternate: false,
+    live_above: 3,
+    busy: &["Working...", "Retrying"],
+    queued: &["Steering:", "queued messages"],
+    waiting: &[],
+    placeholders: &[],
+    clear_keys: &["C-c"],
+    reads_while_busy: true,
+};
+
+pub const GEMINI_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&[">", "*"]),
+    alternate: false,
+    live_above: 4,
+    busy: &["esc to cancel", "Thinking..."],
+    queued: &["Queued (press ↑ to edit)"],
+    waiting: &[
+        "Do you trust this folder?",
+        "Do you trust the files in this folder?",
+        "Trust folder",
+        "Allow execution",
+        "Apply this change?",
+        "Waiting for user confirmation",
+    ],
+    placeholders: &["Type your message or @path/to/file"],
+    clear_keys: &["C-c"],
+    reads_while_busy: true,
+};
+
+pub const AIDER_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&[">"]),
+    alternate: false,
+    live_above: 0,
+    busy: &["Waiting for", "Retrying in", "Thinking"],
+    queued: &[],
+    waiting: &["(Y)es/(N)o", "[Yes]:", "(Y)es"],
+    placeholders: &[],
+    clear_keys: &["C-u"],
+    reads_while_busy: false,
+};
+
+pub const DEMO_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&["demo>"]),
+    alternate: false,
+    live_above: 0,
+    busy: &["working on:"],
+    queued: &[],
+    waiting: &["[y/n]"],
+    placeholders: &[],
+    clear_keys: &["C-u"],
+    reads_while_busy: false,
+};
+
+pub const SHELL_SCREEN: Screen = Screen {
+    input: BoxShape::Prefix(&[]),
+    alternate: false,
+    live_above: 0,
+    busy: &[],
+    queued: &[],
+    waiting: &[],
+    placeholders: &[],
+    clear_keys: &["C-u"],
+    reads_while_busy: true,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Builtin {
@@ -14,6 +269,10 @@ pub struct Builtin {
     pub bracketed_paste: Option<bool>,
     /// Gap between the draft showing and Enter (paste guards).
     pub submit_gap: Duration,
+    pub native: Native,
+    pub screen: &'static Screen,
+    /// Longest a start-up takes to the input box (a send waits this long).
+    pub startup: Duration,
 }
 
 const fn ms(n: u64) -> Duration {
@@ -28,6 +287,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/clear"),
         bracketed_paste: Some(true),
         submit_gap: ms(100),
+        native: Native::Aider,
+        screen: &AIDER_SCREEN,
+        startup: Duration::from_secs(30),
     },
     Builtin {
         name: "claude",
@@ -36,6 +298,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/clear"),
         bracketed_paste: Some(true),
         submit_gap: ms(150),
+        native: Native::Claude,
+        screen: &CLAUDE_SCREEN,
+        startup: Duration::from_secs(60),
     },
     Builtin {
         name: "codex",
@@ -44,6 +309,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/new"),
         bracketed_paste: Some(true),
         submit_gap: ms(150),
+        native: Native::Codex,
+        screen: &CODEX_SCREEN,
+        startup: Duration::from_secs(60),
     },
     Builtin {
         name: "demo",
@@ -53,6 +321,9 @@ pub const BUILTINS: &[Builtin] = &[
         // Canonical tty mode: no bracketed paste, no paste guard.
         bracketed_paste: Some(false),
         submit_gap: ms(20),
+        native: Native::None,
+        screen: &DEMO_SCREEN,
+        startup: Duration::from_secs(5),
     },
     Builtin {
         name: "gemini",
@@ -61,6 +332,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/clear"),
         bracketed_paste: Some(true),
         submit_gap: ms(150),
+        native: Native::Gemini,
+        screen: &GEMINI_SCREEN,
+        startup: Duration::from_secs(60),
     },
     Builtin {
         name: "opencode",
@@ -69,6 +343,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/new"),
         bracketed_paste: Some(true),
         submit_gap: ms(150),
+        native: Native::Opencode,
+        screen: &OPENCODE_SCREEN,
+        startup: Duration::from_secs(90),
     },
     Builtin {
         name: "pi",
@@ -77,6 +354,9 @@ pub const BUILTINS: &[Builtin] = &[
         reset_command: Some("/new"),
         bracketed_paste: Some(true),
         submit_gap: ms(150),
+        native: Native::Pi,
+        screen: &PI_SCREEN,
+        startup: Duration::from_secs(30),
     },
     Builtin {
         name: "shell",
@@ -86,6 +366,9 @@ pub const BUILTINS: &[Builtin] = &[
         // bash ≥ 5.1 (readline 8.1) turns bracketed paste on by default.
         bracketed_paste: Some(true),
         submit_gap: ms(50),
+        native: Native::None,
+        screen: &SHELL_SCREEN,
+        startup: Duration::from_secs(5),
     },
 ];
 

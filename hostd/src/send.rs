@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use fleet_proto::heartbeat;
 use fleet_proto::v1::{SendReceipt, Verdict};
 
+use crate::runtime::Screen;
 use crate::screen::{self, Snapshot};
 use crate::tmux::{Tmux, TmuxError};
-use crate::verify::{self, Outcome};
+use crate::verify::{self, Observed, Outcome};
 
 /// Everything about the target the send path needs.
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct Target {
     pub submit_gap: Duration,
     /// Whether the program uses bracketed paste (None = not known).
     pub bracketed_paste: Option<bool>,
+    /// The runtime's screen rules.
+    pub screen: &'static Screen,
+    /// How long the runtime may take to show its input box after a start.
+    pub startup: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +39,27 @@ pub struct Options {
     pub when_idle: Option<Duration>,
     pub strict: bool,
     pub trace_id: String,
+    /// Clear a stale draft with the runtime's clear key instead of refusing.
+    pub clear_draft: bool,
+    /// Bound on waiting for a starting runtime's input box.
+    pub ready_timeout: Duration,
+}
+
+impl Options {
+    /// A verified send with the defaults: 6 s to a verdict after Enter, no
+    /// idle wait, a stale draft refused, 30 s for a starting runtime.
+    pub fn verified(trace_id: String) -> Self {
+        Self {
+            verify: true,
+            verify_timeout: Duration::from_secs(6),
+            no_enter: false,
+            when_idle: None,
+            strict: false,
+            trace_id,
+            clear_draft: false,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +78,24 @@ pub enum SendError {
     Dead(String),
     #[error("{0} is still busy after {1:?} (--when-idle)")]
     StillBusy(String, Duration),
+    #[error(
+        "the input box of {agent} already holds {bytes} bytes of text (a stale draft, a restored prompt or someone's typing); refused so the texts are not merged — clear it with --clear-draft, or look first: fleetctl watch {agent}"
+    )]
+    StaleDraft { agent: String, bytes: usize },
+    #[error(
+        "{agent} is asking a human ({question}); refused so the text does not answer it — see: fleetctl watch {agent}"
+    )]
+    Waiting { agent: String, question: String },
+    #[error("{agent} did not show its input box within {waited:?} ({why})")]
+    NotReady {
+        agent: String,
+        waited: Duration,
+        why: String,
+    },
+    #[error(
+        "the input box of {agent} still holds {bytes} bytes after pressing its clear key; refused"
+    )]
+    ClearFailed { agent: String, bytes: usize },
     #[error("tmux: {0}")]
     Tmux(#[from] TmuxError),
 }
@@ -166,11 +210,7 @@ pub async fn send(
         let mut b = Backoff::new();
         loop {
             let s = snap(tmux, t).await?;
-            if !s.busy
-                && verify::BUSY_MARKERS
-                    .iter()
-                    .all(|m| !s.lines.iter().any(|l| l.contains(m)))
-            {
+            if !s.busy && verify::live_marker(&s, t.screen, t.screen.busy).is_none() {
                 break;
             }
             if Instant::now() > deadline {
@@ -180,15 +220,27 @@ pub async fn send(
         }
     }
 
-    let mut before = snap(tmux, t).await?;
-    if before.dead {
-        return Err(SendError::Dead(t.name.clone()));
-    }
+    let mut before = ready(tmux, t, o, &mut receipt, start).await?;
     if before.in_mode {
         // A pane in copy mode swallows keys.
         tmux.run(["copy-mode", "-q", "-t", &t.pane_id]).await?;
         receipt.left_copy_mode = true;
         before = snap(tmux, t).await?;
+    }
+    if let Some(stale) = verify::stale_draft(&before, t.screen) {
+        if !o.clear_draft || t.screen.clear_keys.is_empty() {
+            return Err(SendError::StaleDraft {
+                agent: t.name.clone(),
+                bytes: stale.len(),
+            });
+        }
+        before = clear(tmux, t, &stale).await?;
+        receipt.cleared_draft_bytes = stale.len() as u64;
+        receipt.notes.push(format!(
+            "cleared a stale draft of {} bytes with {}",
+            stale.len(),
+            t.screen.clear_keys.join(" ")
+        ));
     }
 
     let buffer = format!(
@@ -209,7 +261,7 @@ pub async fn send(
     let mut b = Backoff::new();
     loop {
         let s = snap(tmux, t).await?;
-        if verify::draft_visible(&s, &needle) {
+        if verify::draft_shown(&before, &s, &needle, t.screen) {
             drafted = Some(s);
             break;
         }
@@ -249,13 +301,21 @@ pub async fn send(
         let now = snap(tmux, t).await?;
         let last = Instant::now() >= deadline;
         let settled = enter_at.elapsed() >= verify::QUEUE_SETTLE;
-        if let Some(o) = verify::classify(&before, drafted.as_ref(), &now, &needle, settled, last) {
+        if let Some(o) = verify::classify(
+            &before,
+            drafted.as_ref(),
+            &now,
+            &needle,
+            t.screen,
+            settled,
+            last,
+        ) {
             break o;
         }
         if receipt.enter_presses == 1
             && drafted.is_some()
             && enter_at.elapsed() >= retry_after
-            && verify::draft_visible(&now, &needle)
+            && verify::draft_visible(&now, &needle, t.screen)
         {
             tmux.run(["send-keys", "-t", &t.pane_id, "Enter"]).await?;
             receipt.enter_presses = 2;
@@ -281,6 +341,83 @@ pub async fn send(
     receipt.detail = detail;
     receipt.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(receipt)
+}
+
+/// Waits, bounded, until the runtime shows its input box (a send during
+/// start-up would land on a blank screen and stay there as a stale
+/// draft); refuses a dead pane and a runtime that asks a human.
+async fn ready(
+    tmux: &Tmux,
+    t: &Target,
+    o: &Options,
+    receipt: &mut SendReceipt,
+    start: Instant,
+) -> Result<Snapshot, SendError> {
+    let bound = o.ready_timeout.min(t.startup);
+    let deadline = Instant::now() + bound;
+    let mut b = Backoff::new();
+    loop {
+        let s = snap(tmux, t).await?;
+        if s.dead {
+            return Err(SendError::Dead(t.name.clone()));
+        }
+        let why = match verify::observe(&s, t.screen) {
+            Observed::Waiting(question) => {
+                return Err(SendError::Waiting {
+                    agent: t.name.clone(),
+                    question,
+                });
+            }
+            Observed::Unknown(why)
+                if !matches!(t.screen.input, crate::runtime::BoxShape::Prefix([])) =>
+            {
+                why
+            }
+            _ => {
+                let waited = start.elapsed();
+                if waited >= Duration::from_millis(200) {
+                    receipt.queued_ms += waited.as_millis() as u64;
+                    receipt.notes.push(format!(
+                        "waited {} ms for the runtime to show its input box",
+                        waited.as_millis()
+                    ));
+                }
+                return Ok(s);
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(SendError::NotReady {
+                agent: t.name.clone(),
+                waited: bound,
+                why,
+            });
+        }
+        b.wait().await;
+    }
+}
+
+/// Empties the input box with the runtime's clear key(s) and checks it
+/// worked.
+async fn clear(tmux: &Tmux, t: &Target, stale: &str) -> Result<Snapshot, SendError> {
+    let mut args = vec!["send-keys", "-t", t.pane_id.as_str()];
+    args.extend(t.screen.clear_keys.iter().copied());
+    tmux.run(args).await?;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut b = Backoff::new();
+    loop {
+        let s = snap(tmux, t).await?;
+        match verify::stale_draft(&s, t.screen) {
+            None => return Ok(s),
+            Some(left) if Instant::now() >= deadline => {
+                let _ = stale;
+                return Err(SendError::ClearFailed {
+                    agent: t.name.clone(),
+                    bytes: left.len(),
+                });
+            }
+            Some(_) => b.wait().await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,14 @@ pub struct FleetService {
     pub run_dir: std::path::PathBuf,
     pub send_limit: usize,
     pub commands: mpsc::Sender<Command>,
+    /// Each agent's one-writer input queue.
+    pub inputs: crate::inputs::Inputs,
 }
+
+/// Default bound on waiting for an agent's input queue and start-up.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest caller-supplied wait hostd honours (verify, when-idle, queue).
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 // === errors at the edge ===
 
@@ -51,9 +58,12 @@ impl From<SendError> for Status {
             | SendError::TooLarge { .. }
             | SendError::Empty
             | SendError::LineByLine => Status::invalid_argument(e.to_string()),
-            SendError::Dead(_) | SendError::StillBusy(..) => {
-                Status::failed_precondition(e.to_string())
-            }
+            SendError::Dead(_)
+            | SendError::StillBusy(..)
+            | SendError::StaleDraft { .. }
+            | SendError::ClearFailed { .. }
+            | SendError::Waiting { .. }
+            | SendError::NotReady { .. } => Status::failed_precondition(e.to_string()),
             SendError::Tmux(_) => Status::unavailable(e.to_string()),
         }
     }
@@ -100,33 +110,71 @@ impl FleetService {
             hb_file: spec.map(|s| fleet_proto::heartbeat::path_for(&self.run_dir, &s.name)),
             submit_gap: spec.map_or(Duration::from_millis(100), |s| s.submit_gap),
             bracketed_paste: spec.and_then(|s| s.bracketed_paste),
+            screen: spec.map_or(&crate::runtime::Screen::GENERIC, |s| s.screen),
+            startup: spec.map_or(Duration::from_secs(5), |s| s.startup),
         }
     }
 
     /// A verified send to `agent` (the supervisor's pokes and digests).
     pub async fn deliver_to(&self, agent: &str, text: &[u8]) -> Result<SendReceipt, Status> {
         let row = self.live_row(agent)?;
-        let opts = send::Options {
-            verify: true,
-            verify_timeout: Duration::from_secs(6),
-            no_enter: false,
-            when_idle: None,
-            strict: false,
-            trace_id: fleet_proto::trace::TraceParent::fresh().trace_id,
-        };
-        self.deliver(&row, text, opts).await
+        let opts = send::Options::verified(fleet_proto::trace::TraceParent::fresh().trace_id);
+        self.deliver(&row, text, opts, QUEUE_TIMEOUT).await
     }
 
     /// The verified send path shared by `Send` and `Control(RESET)`.
+    ///
+    /// Every input waits its turn in the agent's queue (at most
+    /// `queue_bound`), then reads the pane afresh: the row it was resolved
+    /// from may be older than the send ahead of it.
     pub async fn deliver(
         &self,
         row: &AgentRow,
         text: &[u8],
         opts: send::Options,
+        queue_bound: Duration,
     ) -> Result<SendReceipt, Status> {
         let clean = send::sanitize(text, self.send_limit)?;
+        let turn = self
+            .inputs
+            .acquire(&row.name, queue_bound)
+            .await
+            .map_err(|waited| {
+                let msg = format!(
+                    "{} is taking other input (its one-writer queue) and did not come free within {} ms",
+                    row.name,
+                    waited.as_millis()
+                );
+                self.events.emit(
+                    &row.name,
+                    "send-failed",
+                    msg.clone(),
+                    &[("trace_id", opts.trace_id.clone())],
+                );
+                Status::resource_exhausted(msg)
+            })?;
+        let row = if turn.waited >= Duration::from_millis(1) {
+            self.live_row(&row.name)?
+        } else {
+            row.clone()
+        };
+        let row = &row;
         let target = self.target(row);
-        let result = send::send(&self.tmux, &target, &clean, &opts).await;
+        let mut result = send::send(&self.tmux, &target, &clean, &opts).await;
+        if let Ok(r) = &mut result
+            && turn.waited >= Duration::from_millis(5)
+        {
+            r.queued_ms += turn.waited.as_millis() as u64;
+            r.notes.insert(
+                0,
+                format!(
+                    "waited {} ms behind another input to {} (one writer per pane)",
+                    turn.waited.as_millis(),
+                    row.name
+                ),
+            );
+        }
+        drop(turn);
         match &result {
             Ok(r) => {
                 let verdict = Verdict::try_from(r.verdict).map_or("unknown", |v| v.as_str_name());
@@ -237,7 +285,12 @@ impl Fleet for FleetService {
         fleet_proto::telemetry::adopt(&span, &req.traceparent);
         let _entered = span.enter();
         let row = self.live_row(&req.agent)?;
-        let ms = |v: u32, d: u64| Duration::from_millis(if v == 0 { d } else { u64::from(v) });
+        // Caller-supplied waits are clamped: nobody waits longer than
+        // MAX_WAIT for an answer.
+        let ms = |v: u32, d: u64| {
+            Duration::from_millis(if v == 0 { d } else { u64::from(v) }).min(MAX_WAIT)
+        };
+        let queue = ms(req.queue_timeout_ms, QUEUE_TIMEOUT.as_millis() as u64);
         let opts = send::Options {
             verify: req.verify,
             verify_timeout: ms(req.verify_timeout_ms, 6000),
@@ -245,9 +298,14 @@ impl Fleet for FleetService {
             when_idle: req.when_idle.then(|| ms(req.when_idle_timeout_ms, 30_000)),
             strict: req.strict,
             trace_id: trace_id(&req.traceparent),
+            clear_draft: req.clear_draft,
+            ready_timeout: queue,
         };
         drop(_entered);
-        let receipt = self.deliver(&row, &req.text, opts).instrument(span).await?;
+        let receipt = self
+            .deliver(&row, &req.text, opts, queue)
+            .instrument(span)
+            .await?;
         Ok(Response::new(receipt))
     }
 
@@ -374,15 +432,14 @@ impl FleetService {
                     ))
                 })?;
             let row = self.live_row(&row.name)?;
+            // A reset empties whatever the box holds first.
             let opts = send::Options {
-                verify: true,
-                verify_timeout: Duration::from_secs(6),
-                no_enter: false,
-                when_idle: None,
-                strict: false,
-                trace_id: trace_id(&req.traceparent),
+                clear_draft: true,
+                ..send::Options::verified(trace_id(&req.traceparent))
             };
-            let receipt = self.deliver(&row, reset.as_bytes(), opts).await?;
+            let receipt = self
+                .deliver(&row, reset.as_bytes(), opts, QUEUE_TIMEOUT)
+                .await?;
             let outcome = format!("sent {reset:?}: {}", Verdict::word_of(receipt.verdict));
             self.events.emit(
                 &row.name,
@@ -432,7 +489,10 @@ impl FleetService {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let (backlog, live) = self.events.subscribe(req.after_seq);
-        let wanted = move |e: &Event| req.agent.is_empty() || e.agent == req.agent;
+        let wanted = move |e: &Event| {
+            (req.agent.is_empty() || e.agent == req.agent)
+                && (req.kinds.is_empty() || req.kinds.contains(&e.kind))
+        };
         Ok(Response::new(fleet_proto::stream::events(
             backlog, live, req.follow, wanted,
         )))

@@ -129,11 +129,7 @@ pub fn digest_text(rows: &[AgentRow], skip: &str) -> String {
                 Ok(PaneState::Dead) => "dead",
                 _ => "missing",
             };
-            let st = match status(r) {
-                AgentStatus::Busy => "busy",
-                AgentStatus::Ok => "ok",
-                AgentStatus::Unspecified => "-",
-            };
+            let st = status(r).word();
             let health = if healthy(r) { "healthy" } else { "not-healthy" };
             format!("{} {pane} {st} {health} restarts={}", r.name, r.restarts)
         })
@@ -277,14 +273,10 @@ impl Supervisor {
             let snapshot: Vec<String> = workers
                 .iter()
                 .map(|w| {
-                    let s = match status(w) {
-                        AgentStatus::Busy => "busy",
-                        AgentStatus::Ok => "ok",
-                        AgentStatus::Unspecified => "unknown",
-                    };
+                    let s = status(w).word();
                     let idle_s = idle_ms(w, now);
                     if w.pane == PaneState::Alive as i32 && idle_s != i64::MAX {
-                        format!("{} {s} idle {}s", w.name, idle_s / 1000)
+                        format!("{} {s}, quiet {}s", w.name, idle_s / 1000)
                     } else {
                         format!(
                             "{} {}",
@@ -707,7 +699,7 @@ mod tests {
         let p = pokes(&a);
         assert_eq!(p.len(), 1);
         assert!(
-            p[0].contains("w1 ok idle 120s") && p[0].contains("w2 dead"),
+            p[0].contains("w1 idle, quiet 120s") && p[0].contains("w2 dead"),
             "{}",
             p[0]
         );
@@ -795,7 +787,7 @@ mod tests {
         let Action::Digest { text, .. } = &d[0] else {
             unreachable!()
         };
-        assert_eq!(text, "[fleet digest] w1 alive ok healthy restarts=0");
+        assert_eq!(text, "[fleet digest] w1 alive idle healthy restarts=0");
         s.outcome(&d[0], Some(Verdict::Draft), 100);
         assert!(
             digests(&s.decide(&rows, &r, 5_000)).is_empty(),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fleet_proto::heartbeat::{self, Beat, ReadError};
 use fleet_proto::v1::{
-    AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, PaneState, Process, UnitState,
+    AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, PaneState, Process, StatusSource,
+    UnitState,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -17,10 +18,13 @@ use crate::clock;
 use crate::config::Config;
 use crate::events::EventLog;
 use crate::exits::Exits;
+use crate::native;
 use crate::proc::{self, ProcInfo};
 use crate::roster::{self, AgentSpec, Roster};
+use crate::status;
 use crate::systemd;
 use crate::tmux::{self, Control, Pane, Tmux};
+use crate::verify::Observed;
 
 /// Everything a reader needs, published after each change.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +50,16 @@ pub enum Command {
     Supervision {
         states: std::collections::BTreeMap<String, String>,
     },
+    /// What the screen observer read off an agent's pane.
+    Observed {
+        agent: String,
+        pane_pid: u32,
+        observed: Observed,
+    },
 }
+
+/// A launcher's first moments (`sh -c '…; exec claude'`) are not drift.
+const DRIFT_GRACE: Duration = Duration::from_secs(1);
 
 /// File in the run directory listing agents an operator stopped, so a
 /// hostd restart does not start them again.
@@ -67,6 +80,13 @@ struct Agent {
     restarts: u32,
     last_event: String,
     nudges: u32,
+    /// The screen observer's last reading (for this pane pid) and since when.
+    observed: Option<(u32, Observed, Instant)>,
+    /// The runtime's own last status and since when it holds.
+    native_status: Option<(heartbeat::Status, Instant)>,
+    /// When hostd last started this agent's process.
+    launched: Option<Instant>,
+    launched_wall: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -99,6 +119,19 @@ pub struct Table {
     /// The supervisor's state per agent, for the rows.
     supervision: std::collections::BTreeMap<String, String>,
     roster_tx: watch::Sender<Arc<Roster>>,
+    /// `fleetctl`, the native status writer runtimes' hooks run.
+    fleetctl: Option<PathBuf>,
+}
+
+/// Ends a killed pane's whole process tree in the background (the owner
+/// task never waits for it).
+fn end_tree_later(pids: Vec<u32>) {
+    tokio::spawn(async move {
+        let n = proc::end_tree(pids, Duration::from_secs(1)).await;
+        if n > 0 {
+            tracing::debug!(processes = n, "ended what outlived the pane");
+        }
+    });
 }
 
 impl Table {
@@ -160,6 +193,7 @@ impl Table {
             stopped,
             supervision: Default::default(),
             roster_tx,
+            fleetctl: native::find_fleetctl(),
         };
         table.events.emit(
             "",
@@ -226,6 +260,18 @@ impl Table {
                     Command::Supervision { states } => {
                         self.supervision = states;
                         self.publish();
+                    }
+                    Command::Observed { agent, pane_pid, observed } => {
+                        if let Some(a) = self.agents.get_mut(&agent) {
+                            let same = a
+                                .observed
+                                .as_ref()
+                                .is_some_and(|(p, o, _)| *p == pane_pid && *o == observed);
+                            if !same {
+                                a.observed = Some((pane_pid, observed, Instant::now()));
+                                self.publish();
+                            }
+                        }
                     }
                 },
             }
@@ -524,11 +570,13 @@ impl Table {
                     ));
                 };
                 self.set_stopped(name, true);
-                if pane.is_some() {
+                if let Some(p) = &pane {
+                    let tree = proc::ProcTable::subtree(p.pane_pid).pids();
                     self.tmux
                         .run(["kill-session", "-t", &tmux::exact(spec.name.as_str())])
                         .await
                         .map_err(|e| e.to_string())?;
+                    end_tree_later(tree);
                 }
                 "stopped; hostd will not start it until `fleetctl start`".to_owned()
             }
@@ -543,9 +591,10 @@ impl Table {
                         "started".to_owned()
                     }
                     Some(p) if p.dead || exited || action == A::Restart => {
-                        self.respawn(&spec, &p.pane_id)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let tree = proc::ProcTable::subtree(p.pane_pid).pids();
+                        let respawned = self.respawn(&spec, &p.pane_id).await;
+                        end_tree_later(tree);
+                        respawned.map_err(|e| e.to_string())?;
                         let agent = self.agents.entry(name.to_owned()).or_default();
                         agent.restarts += 1;
                         agent.last_event = "restarted".into();
@@ -587,15 +636,43 @@ impl Table {
     /// Respawns the pane in place: same pane id, a new process, the same
     /// environment as a fresh start.
     async fn respawn(&mut self, spec: &AgentSpec, pane_id: &str) -> Result<(), tmux::TmuxError> {
-        let env = self.pane_env(spec);
+        let (command, env) = self.prepare_launch(spec);
         self.tmux
-            .respawn(pane_id, &spec.workdir, &env, &spec.command)
+            .respawn(pane_id, &spec.workdir, &env, &command)
             .await?;
-        if let Some(a) = self.agents.get_mut(spec.name.as_str()) {
-            a.exited = false;
-            a.process = None;
-        }
+        let a = self.agents.entry(spec.name.to_string()).or_default();
+        a.exited = false;
+        a.process = None;
+        a.launched = Some(Instant::now());
         Ok(())
+    }
+
+    /// The command and environment of a fresh start: the runtime's native
+    /// status mechanism wired in (or why not, as an event), and the last
+    /// run's status forgotten so a new process starts without it.
+    fn prepare_launch(&mut self, spec: &AgentSpec) -> (String, tmux::PaneEnv) {
+        let mut env = self.pane_env(spec);
+        let mut command = spec.command.clone();
+        let name = spec.name.to_string();
+        let a = self.agents.entry(name.clone()).or_default();
+        // Reports from before this start are the last run's.
+        a.launched_wall = Some(SystemTime::now());
+        a.native_status = None;
+        a.observed = None;
+        match native::wire(&self.cfg.run_dir, spec, self.fleetctl.as_deref()) {
+            Ok(Some(w)) => {
+                command.push_str(&w.args);
+                for (k, v) in w.env {
+                    env.retain(|(ek, _)| *ek != k);
+                    env.push((k, v));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.events.emit(&name, "native-off", e.to_string(), &[]);
+            }
+        }
+        (command, env)
     }
 
     /// Starts every roster agent that has no session (and was not stopped
@@ -614,18 +691,19 @@ impl Table {
 
     async fn launch(&mut self, spec: &AgentSpec) {
         let name = spec.name.to_string();
-        let env = self.pane_env(spec);
+        let (command, env) = self.prepare_launch(spec);
         let launch = tmux::Launch {
             name: &name,
             workdir: &spec.workdir,
             env: &env,
-            command: &spec.command,
+            command: &command,
             size: self.cfg.pane_size,
         };
         match self.tmux.launch(&launch).await {
             Ok(Some(created)) => {
                 let agent = self.agents.entry(name.clone()).or_default();
                 agent.last_event = "started".into();
+                agent.launched = Some(Instant::now());
                 self.events.emit(
                     &name,
                     "started",
@@ -815,6 +893,11 @@ impl Table {
                 .unwrap_or(self.cfg.heartbeat_interval);
             let path = heartbeat::path_for(&self.cfg.run_dir, &spec.name);
             let native = heartbeat::native_marker_fresh(&path, now, interval);
+            // The runtime reported since it started (hooks report on
+            // events, so the marker ages; hostd keeps ts and pid fresh).
+            let reported = native
+                || mtime(&heartbeat::native_marker_path(&path))
+                    .is_some_and(|m| agent.launched_wall.is_none_or(|l| m >= l));
             // The pidfd reports exits, so no /proc read is needed per tick.
             let alive = agent
                 .pane
@@ -833,7 +916,7 @@ impl Table {
             } else if alive {
                 let due = agent.last_fallback.is_none_or(|t| t.elapsed() >= interval);
                 if due && let Some(p) = &agent.pane {
-                    write_fallback(&path, p.pane_pid, agent.beat.as_ref(), now_odt);
+                    write_fallback(&path, p.pane_pid, now_odt);
                     agent.last_fallback = Some(Instant::now());
                     agent.beat = Some(CachedBeat {
                         mtime: mtime(&path),
@@ -845,6 +928,19 @@ impl Table {
                 agent.last_fallback = None;
                 HeartbeatSource::None
             };
+            let reported_status = agent
+                .beat
+                .as_ref()
+                .and_then(|b| b.result.as_ref().ok())
+                .filter(|_| reported)
+                .map(|b| b.status);
+            match reported_status {
+                None => agent.native_status = None,
+                Some(st) if agent.native_status.is_none_or(|(s, _)| s != st) => {
+                    agent.native_status = Some((st, Instant::now()));
+                }
+                Some(_) => {}
+            }
             let Some(beat) = &agent.beat else { continue };
             let health = to_wire_health(&heartbeat::health(&beat.result, now_odt, interval));
             if let Some(prev) = agent.health
@@ -881,30 +977,22 @@ impl Table {
         for (name, agent) in &self.agents {
             let spec = specs.get(name.as_str()).copied();
             let mut row = self.row(name, agent, spec, boot_gap);
-            let same = prev_rows.get(name.as_str()).is_some_and(|p| {
+            let prev_row = prev_rows.get(name.as_str()).copied();
+            if let Some(hb) = row.heartbeat.as_mut() {
+                // The status holds since it last changed.
+                hb.status_since_unix_ms = prev_row
+                    .and_then(|p| p.heartbeat.as_ref())
+                    .filter(|p| p.status == hb.status)
+                    .map_or(now, |p| p.status_since_unix_ms);
+            }
+            let same = prev_row.is_some_and(|p| {
                 row.observed_at_unix_ms = p.observed_at_unix_ms;
-                **p == row
+                *p == row
             });
             if !same {
                 row.observed_at_unix_ms = now;
-                let had = |r: &AgentRow| r.flags.iter().any(|f| f == "drift");
-                if had(&row) && !prev_rows.get(name.as_str()).is_some_and(|p| had(p)) {
-                    let process = row
-                        .process
-                        .as_ref()
-                        .map(|p| p.name.clone())
-                        .unwrap_or_default();
-                    self.events.emit(
-                        name,
-                        "drift",
-                        format!(
-                            "runs {process:?}, but runtime {} runs as one of [{}]",
-                            row.runtime,
-                            row.expected_processes.join(", ")
-                        ),
-                        &[("process", process.clone())],
-                    );
-                }
+                flag_events(&self.events, name, prev_row, &row);
+                status_events(&self.events, name, prev_row, &row);
             }
             rows.push(row);
         }
@@ -962,7 +1050,8 @@ impl Table {
                 name: proc.name.clone(),
                 cmdline: proc.cmdline.clone(),
             });
-            let drift = spec.is_some_and(|s| !proc::matches_runtime(proc, &s.process_names));
+            let drift = spec.is_some_and(|s| !proc::matches_runtime(proc, &s.process_names))
+                && agent.launched.is_none_or(|t| t.elapsed() >= DRIFT_GRACE);
             if drift {
                 flags.push("drift".to_owned());
             }
@@ -990,10 +1079,6 @@ impl Table {
                     hb.ts_unix_ms = i64::try_from(beat.ts.unix_timestamp_nanos() / 1_000_000)
                         .unwrap_or_default();
                     hb.pid = beat.pid;
-                    hb.status = match beat.status {
-                        heartbeat::Status::Ok => AgentStatus::Ok,
-                        heartbeat::Status::Busy => AgentStatus::Busy,
-                    } as i32;
                     hb.turn = beat.turn;
                     if let Some(m) = &beat.model {
                         hb.model = m.clone();
@@ -1013,6 +1098,25 @@ impl Table {
                     "unmanaged session: hostd keeps no heartbeat for it".into()
                 };
             }
+        }
+        if let Some(spec) = spec {
+            let alive = agent.pane.as_ref().is_some_and(|p| !p.dead) && !agent.exited;
+            let pid = agent.pane.as_ref().map(|p| p.pane_pid);
+            let got = status::resolve(status::Evidence {
+                alive,
+                native: agent.native_status.map(|(s, t)| (s, t.elapsed())),
+                observed: agent
+                    .observed
+                    .as_ref()
+                    .filter(|(p, _, _)| Some(*p) == pid)
+                    .map(|(_, o, t)| (o, t.elapsed())),
+                silent_start: spec.native
+                    && !spec.native_kind.reports_turn_start()
+                    && spec.native_kind != crate::runtime::Native::None,
+            });
+            hb.status = got.status as i32;
+            hb.status_source = got.source as i32;
+            hb.status_detail = got.detail;
         }
         row.heartbeat = Some(hb);
         row
@@ -1053,6 +1157,98 @@ impl Table {
     }
 }
 
+/// `drift` raised or cleared: both are events.
+fn flag_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &AgentRow) {
+    let had = |r: &AgentRow| r.flags.iter().any(|f| f == "drift");
+    let before = prev.is_some_and(had);
+    let process = row
+        .process
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    if had(row) && !before {
+        events.emit(
+            name,
+            "drift",
+            format!(
+                "runs {process:?}, but runtime {} runs as one of [{}]",
+                row.runtime,
+                row.expected_processes.join(", ")
+            ),
+            &[("process", process)],
+        );
+    } else if before && !had(row) {
+        let why = if process.is_empty() {
+            "the process is gone".to_owned()
+        } else {
+            format!("now runs {process:?}")
+        };
+        events.emit(name, "drift-cleared", why, &[("process", process)]);
+    }
+}
+
+/// Turn starts and ends (shown by `fleetctl events --kind`), and a runtime
+/// that starts or stops asking a human (`waiting-for-human`, which reaches
+/// operators and the first mate like `need-human`).
+fn status_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &AgentRow) {
+    let Some(hb) = &row.heartbeat else { return };
+    let was = prev
+        .and_then(|p| p.heartbeat.as_ref())
+        .map(|h| (h.status, h.turn));
+    let status = AgentStatus::try_from(hb.status).unwrap_or(AgentStatus::Unspecified);
+    let source = StatusSource::word_of(hb.status_source).to_owned();
+    let Some((was_status, was_turn)) = was else {
+        return;
+    };
+    let was_status = AgentStatus::try_from(was_status).unwrap_or(AgentStatus::Unspecified);
+    let turn = hb.turn.map(|t| t.to_string()).unwrap_or_default();
+    let fields = [("source", source.clone()), ("turn", turn.clone())];
+    if status == AgentStatus::Busy && (was_status != AgentStatus::Busy || hb.turn > was_turn) {
+        events.emit(
+            name,
+            "turn-started",
+            format!(
+                "turn {} started ({source})",
+                if turn.is_empty() { "?" } else { &turn }
+            ),
+            &fields,
+        );
+    }
+    if was_status == AgentStatus::Busy && status != AgentStatus::Busy {
+        let detail = if hb.status_detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", hb.status_detail)
+        };
+        events.emit(
+            name,
+            "turn-ended",
+            format!("turn ended ({source}){detail}"),
+            &fields,
+        );
+    }
+    if status == AgentStatus::Waiting && was_status != AgentStatus::Waiting {
+        let what = if hb.status_detail.is_empty() {
+            "the runtime asks for a human".to_owned()
+        } else {
+            hb.status_detail.clone()
+        };
+        events.emit(
+            name,
+            "waiting-for-human",
+            format!("waiting for a human: {what}"),
+            &[("source", source), ("question", what.clone())],
+        );
+    } else if was_status == AgentStatus::Waiting && status != AgentStatus::Waiting {
+        events.emit(
+            name,
+            "waiting-cleared",
+            "no longer waiting for a human",
+            &fields,
+        );
+    }
+}
+
 /// `<agent>-watch-<n>`: a read-only watcher's grouped session.
 pub fn is_watcher(session: &str) -> bool {
     session.rsplit_once("-watch-").is_some_and(|(agent, n)| {
@@ -1081,21 +1277,23 @@ fn death_words(status: Option<i32>, signal: Option<i32>) -> String {
     }
 }
 
-/// The fallback beat: fresh `ts` and the pane's pid; status, model and turn
-/// are carried over from the last beat so a hook-driven `busy` survives.
-fn write_fallback(
-    path: &std::path::Path,
-    pid: u32,
-    prev: Option<&CachedBeat>,
-    now: time::OffsetDateTime,
-) {
-    let prev = prev.and_then(|b| b.result.as_ref().ok());
+/// The fallback beat: fresh `ts` and the pane's pid; status, model, turn
+/// and turn key are carried over from the file as it is now (read under
+/// the beat's writer lock, so a hook's update in between is never lost; a
+/// lock someone else holds skips this beat).
+fn write_fallback(path: &std::path::Path, pid: u32, now: time::OffsetDateTime) {
+    let Some(_lock) = heartbeat::lock(path, Duration::ZERO) else {
+        return;
+    };
+    let prev = heartbeat::read(path).ok();
+    let prev = prev.as_ref();
     let beat = Beat {
         ts: now,
         pid,
-        status: prev.map_or(heartbeat::Status::Ok, |b| b.status),
+        status: prev.map_or(heartbeat::Status::Idle, |b| b.status),
         model: prev.and_then(|b| b.model.clone()),
         turn: prev.and_then(|b| b.turn),
+        key: prev.and_then(|b| b.key.clone()),
     };
     if let Err(e) = heartbeat::write_atomic(path, &beat) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write fallback heartbeat");

@@ -1,6 +1,11 @@
 //! Heartbeat protocol v1: `<run_dir>/<agent>.hb` holds `key=value` fields
-//! (`ts`, `pid`, `status`, optional `model` and `turn`); writers replace it
-//! atomically; a native writer also touches `<agent>.hb.native`.
+//! (`ts`, `pid`, `status`, optional `model`, `turn` and `key`); writers
+//! replace it atomically; a native writer also touches `<agent>.hb.native`.
+//!
+//! `status` is `idle` (v1's `ok` is read as the same), `busy` or `waiting`.
+//! `key` is the runtime's own key of the current turn (Claude Code's
+//! `prompt_id`, Codex's `turn_id`), so a prompt steered into a running turn
+//! does not count as a new one. Unknown keys are ignored.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,16 +18,22 @@ pub const ENV_HEARTBEAT_FILE: &str = "FLEET_HEARTBEAT_FILE";
 pub const ENV_HEARTBEAT_INTERVAL: &str = "FLEET_HEARTBEAT_INTERVAL";
 pub const MAX_BYTES: usize = 4096;
 
+/// What the runtime says it is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    Ok,
+    /// Ready for a prompt (`idle`; v1's `ok` reads as this).
+    Idle,
+    /// A turn runs.
     Busy,
+    /// The runtime asks a human (permission, question, trust dialog).
+    Waiting,
 }
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Ok => "ok",
+            Status::Idle => "idle",
             Status::Busy => "busy",
+            Status::Waiting => "waiting",
         }
     }
 }
@@ -30,12 +41,16 @@ impl std::str::FromStr for Status {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         match s {
-            "ok" => Ok(Self::Ok),
+            "ok" | "idle" => Ok(Self::Idle),
             "busy" => Ok(Self::Busy),
+            "waiting" => Ok(Self::Waiting),
             _ => Err(()),
         }
     }
 }
+
+/// Longest `key=` (turn key) a beat carries; longer keys are cut.
+pub const MAX_KEY: usize = 128;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Beat {
     pub ts: OffsetDateTime,
@@ -43,6 +58,8 @@ pub struct Beat {
     pub status: Status,
     pub model: Option<String>,
     pub turn: Option<u64>,
+    /// The runtime's key of the current turn, when it has one.
+    pub key: Option<String>,
 }
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BeatError {
@@ -84,7 +101,8 @@ pub fn parse(bytes: &[u8]) -> Result<Beat, BeatError> {
     if text.trim().is_empty() {
         return Err(BeatError::Empty);
     }
-    let (mut ts, mut pid, mut status, mut model, mut turn) = (None, None, None, None, None);
+    let (mut ts, mut pid, mut status, mut model, mut turn, mut key) =
+        (None, None, None, None, None, None);
     for field in text.split_whitespace() {
         let Some((k, v)) = field.split_once('=') else {
             continue;
@@ -100,6 +118,7 @@ pub fn parse(bytes: &[u8]) -> Result<Beat, BeatError> {
             "status" => status = Some(v.parse().map_err(|()| BeatError::Bad("status", cut()))?),
             "model" => model = Some(v.to_owned()),
             "turn" => turn = Some(v.parse().map_err(|_| BeatError::Bad("turn", cut()))?),
+            "key" => key = Some(v.chars().take(MAX_KEY).collect()),
             _ => {}
         }
     }
@@ -109,6 +128,7 @@ pub fn parse(bytes: &[u8]) -> Result<Beat, BeatError> {
         status: status.ok_or(BeatError::Missing("status"))?,
         model,
         turn,
+        key,
     })
 }
 
@@ -117,41 +137,149 @@ pub fn format(b: &Beat) -> String {
         b.ts.to_offset(time::UtcOffset::UTC)
             .format(&Rfc3339)
             .unwrap_or_default();
+    // A value never carries whitespace or control characters: they would
+    // split it into fields.
+    let word = |v: &str| -> String {
+        v.chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    };
     let mut s = format!("ts={ts} pid={} status={}", b.pid, b.status.as_str());
     if let Some(m) = &b.model {
-        s.push_str(&format!(" model={m}"));
+        s.push_str(&format!(" model={}", word(m)));
     }
     if let Some(t) = b.turn {
         s.push_str(&format!(" turn={t}"));
+    }
+    if let Some(k) = &b.key {
+        s.push_str(&format!(" key={}", word(k)));
     }
     s.push('\n');
     s
 }
 
+/// Reads and parses a beat. Never blocks: the file is opened non-blocking
+/// and without following a symlink, must be a regular file (a FIFO or a
+/// device an agent put in its place is refused), and at most
+/// [`MAX_BYTES`] + 1 bytes are read.
 pub fn read(path: &Path) -> Result<Beat, ReadError> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ReadError::Missing
-        } else {
-            ReadError::Io(e.to_string())
-        }
+    let buf = read_bounded(path, MAX_BYTES).map_err(|e| match e {
+        BoundedError::NotFound => ReadError::Missing,
+        e => ReadError::Io(e.to_string()),
     })?;
-    let mut buf = Vec::new();
-    f.take(MAX_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| ReadError::Io(e.to_string()))?;
     parse(&buf).map_err(ReadError::Invalid)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum BoundedError {
+    #[error("not found")]
+    NotFound,
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads at most `limit` + 1 bytes of a regular file without ever blocking
+/// on it: `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`, then the type is checked on
+/// the opened descriptor (so a swap after a `stat` cannot fool it).
+pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, BoundedError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BoundedError::NotFound,
+            _ => BoundedError::Io(e),
+        })?;
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a file"
+        };
+        return Err(BoundedError::NotRegular(what));
+    }
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn libc_flags() -> i32 {
+    use rustix::fs::OFlags;
+    (OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY).bits() as i32
+}
+
+/// Replaces the beat file atomically (temp file + rename, so a reader
+/// never sees half a beat and a FIFO in its place is replaced, not opened).
+/// A failed write leaves no temp file behind.
 pub fn write_atomic(path: &Path, beat: &Beat) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("hb.tmp.{}.{n}", std::process::id()));
-    std::fs::write(&tmp, format(beat))?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format(beat).as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// `<beat>.lock`: writers of one beat (a runtime's hooks, hostd's fallback
+/// writer) serialise their read-modify-write on it with `flock`.
+pub fn lock_path(hb: &Path) -> PathBuf {
+    let mut s = hb.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the beat's writer lock, waiting at most `wait` (zero: one try). A
+/// lock someone holds forever costs a lost update, never a stuck writer.
+pub fn lock(hb: &Path, wait: Duration) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc_flags())
+        .open(lock_path(hb))
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Some(f),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 pub fn native_marker_path(hb: &Path) -> PathBuf {
@@ -161,11 +289,19 @@ pub fn native_marker_path(hb: &Path) -> PathBuf {
 }
 
 pub fn touch_native_marker(hb: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc_flags())
         .open(native_marker_path(hb))?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "the native marker is not a regular file",
+        ));
+    }
     f.set_modified(SystemTime::now())
 }
 

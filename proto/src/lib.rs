@@ -39,6 +39,40 @@ pub mod v1 {
         }
     }
 
+    impl AgentStatus {
+        /// The word `ps`, digests and events use: idle, busy, waiting,
+        /// unknown (`-` when no status was set at all).
+        pub fn word(self) -> &'static str {
+            match self {
+                AgentStatus::Ok => "idle",
+                AgentStatus::Busy => "busy",
+                AgentStatus::Waiting => "waiting",
+                AgentStatus::Unknown => "unknown",
+                AgentStatus::Unspecified => "-",
+            }
+        }
+
+        pub fn word_of(v: i32) -> &'static str {
+            AgentStatus::try_from(v).map_or("-", AgentStatus::word)
+        }
+    }
+
+    impl StatusSource {
+        /// native, observed, fallback (`-` when unset).
+        pub fn word(self) -> &'static str {
+            match self {
+                StatusSource::Native => "native",
+                StatusSource::Observed => "observed",
+                StatusSource::Fallback => "fallback",
+                StatusSource::Unspecified => "-",
+            }
+        }
+
+        pub fn word_of(v: i32) -> &'static str {
+            StatusSource::try_from(v).map_or("-", StatusSource::word)
+        }
+    }
+
     /// Encoded `FileDescriptorSet` of the contract, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/fleet_descriptor.bin"));

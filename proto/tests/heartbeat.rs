@@ -15,6 +15,7 @@ fn beat(ts: OffsetDateTime) -> Beat {
         status: Status::Busy,
         model: Some("gpt-5.5".into()),
         turn: Some(7),
+        key: Some("turn-abc".into()),
     }
 }
 
@@ -25,7 +26,16 @@ fn round_trips_and_accepts_both_separators() {
     assert_eq!(heartbeat::parse(text.as_bytes()).unwrap(), b);
     let lines = "ts=2026-11-24T10:00:00+00:00\npid=42\nstatus=ok\nfuture_key=1\n";
     let p = heartbeat::parse(lines.as_bytes()).unwrap();
-    assert_eq!(p.status, Status::Ok);
+    assert_eq!(p.status, Status::Idle);
+    for (v, want) in [
+        ("idle", Status::Idle),
+        ("busy", Status::Busy),
+        ("waiting", Status::Waiting),
+    ] {
+        let b = heartbeat::parse(format!("ts=2026-11-24T10:00:00Z pid=1 status={v}").as_bytes())
+            .unwrap();
+        assert_eq!(b.status, want);
+    }
     assert_eq!(p.turn, None);
     assert_eq!(p.model, None);
 }
@@ -132,4 +142,30 @@ fn writes_are_atomic_and_the_native_marker_ages() {
         SystemTime::now() + Duration::from_secs(21),
         i
     ));
+}
+
+#[test]
+fn a_fifo_or_device_in_place_of_the_beat_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("a.hb");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A blocking open of a FIFO with no writer would hang this test.
+    match heartbeat::read(&fifo) {
+        Err(ReadError::Io(m)) => assert!(m.contains("FIFO"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match heartbeat::read(std::path::Path::new("/dev/zero")) {
+        Err(ReadError::Io(m)) => assert!(m.contains("device"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A writer replaces the FIFO instead of opening it.
+    let b = beat(OffsetDateTime::now_utc());
+    heartbeat::write_atomic(&fifo, &b).unwrap();
+    assert_eq!(heartbeat::read(&fifo).unwrap(), b);
+    let litter: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(litter.len(), 1, "no temp file is left behind");
 }

@@ -91,6 +91,7 @@ impl Writer {
             status,
             model: Some(self.model.clone()),
             turn: Some(turn),
+            key: None,
         };
         let r =
             heartbeat::write_atomic(file, &b).and_then(|()| heartbeat::touch_native_marker(file));
@@ -137,7 +138,7 @@ fn main() {
         file,
         model: args.model.clone(),
         state: Arc::new(Mutex::new(State {
-            status: Status::Ok,
+            status: Status::Idle,
             turn: 0,
         })),
         warned: std::sync::atomic::AtomicBool::new(false),
@@ -176,7 +177,7 @@ fn main() {
         let _ = writeln!(out, "[turn {turn}] working on: {line}");
         let _ = out.flush();
         std::thread::sleep(args.busy);
-        writer.set(Status::Ok, false);
+        writer.set(Status::Idle, false);
         let _ = writeln!(out, "[turn {turn}] done");
         prompt(&mut out);
     }

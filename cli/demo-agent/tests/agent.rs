@@ -37,7 +37,7 @@ fn a_prompt_is_a_turn_busy_then_ok() {
         .spawn()
         .unwrap();
     wait_beat(&hb, "at start", |b| {
-        b.turn == Some(0) && b.status == Status::Ok
+        b.turn == Some(0) && b.status == Status::Idle
     });
     assert!(heartbeat::native_marker_path(&hb).exists());
     let stdin = child.stdin.as_mut().unwrap();
@@ -47,7 +47,7 @@ fn a_prompt_is_a_turn_busy_then_ok() {
         b.turn == Some(1) && b.status == Status::Busy
     });
     wait_beat(&hb, "ok again", |b| {
-        b.turn == Some(1) && b.status == Status::Ok
+        b.turn == Some(1) && b.status == Status::Idle
     });
     assert_eq!(heartbeat::read(&hb).unwrap().model.as_deref(), Some("m-1"));
     child.stdin.as_mut().unwrap().write_all(b"/quit\n").unwrap();

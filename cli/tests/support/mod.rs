@@ -208,6 +208,7 @@ impl Fleet {
                 follow: false,
                 after_seq: 0,
                 agent: String::new(),
+                kinds: Vec::new(),
             })
             .await
             .unwrap()

@@ -1,0 +1,367 @@
+//! Wiring a built-in runtime's own hooks, extension or plugin to Fleet's
+//! status writer (`fleetctl hook`) at launch (DESIGN §13). Everything goes
+//! into the agent's private directory `<run_dir>/<agent>.d/`, which hostd
+//! owns, plus flags and environment on the agent's command; the user's own
+//! configuration is never written and keeps working (Claude Code merges
+//! `--settings` over the user's settings, Codex's `-c` overrides only the
+//! keys it names, gemini-cli's system settings are copied and extended,
+//! opencode's plugin list and pi's extensions are added to).
+
+use std::path::{Path, PathBuf};
+
+use crate::roster::AgentSpec;
+use crate::runtime::Native;
+
+/// What a launch adds to the roster's command and environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wiring {
+    /// Appended to the command (already shell-quoted).
+    pub args: String,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("no fleetctl next to fleet-hostd or on PATH: native status is off")]
+    NoFleetctl,
+    #[error(
+        "the command runs {program:?}, not {runtime}: the {runtime} flags that wire its hooks cannot be added, so native status is off (observed from the screen); run {runtime} directly, or set `native: false`"
+    )]
+    Wrapped { runtime: String, program: String },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The private directory of one agent.
+pub fn agent_dir(run_dir: &Path, spec: &AgentSpec) -> PathBuf {
+    run_dir.join(format!("{}.d", spec.name))
+}
+
+/// Finds `fleetctl`: beside the running hostd, else on PATH.
+pub fn find_fleetctl() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("fleetctl")))
+        .filter(|p| p.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("fleetctl"))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// Single-quotes `s` for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The program a command line runs (its first word that is not an
+/// environment assignment), as a basename.
+fn program(command: &str) -> String {
+    crate::runtime::process_name_of(command).unwrap_or_default()
+}
+
+/// Prepares the agent's directory and returns what to add to its launch.
+/// `Ok(None)`: the runtime has no native mechanism or the roster turned it
+/// off.
+pub fn wire(
+    run_dir: &Path,
+    spec: &AgentSpec,
+    fleetctl: Option<&Path>,
+) -> Result<Option<Wiring>, WireError> {
+    if !spec.native || spec.native_kind == Native::None {
+        return Ok(None);
+    }
+    let fleetctl = fleetctl.ok_or(WireError::NoFleetctl)?;
+    let hook = |event: &str| {
+        format!(
+            "{} hook {} {event}",
+            shell_quote(&fleetctl.display().to_string()),
+            spec.native_kind.runtime()
+        )
+    };
+    // Flags go only to the runtime itself: its own executable under any
+    // path (`/opt/tools/bin/pi`), or node running a script. Appended to
+    // anything else (`sh -c '…; exec claude'`, another program) they would
+    // break it.
+    let needs_args = matches!(
+        spec.native_kind,
+        Native::Claude | Native::Codex | Native::Pi
+    );
+    let prog = program(&spec.command);
+    if needs_args && prog != spec.native_kind.runtime() && prog != "node" {
+        return Err(WireError::Wrapped {
+            runtime: spec.native_kind.runtime().to_owned(),
+            program: prog,
+        });
+    }
+    let dir = agent_dir(run_dir, spec);
+    make_private_dir(&dir)?;
+    let mut w = Wiring::default();
+    match spec.native_kind {
+        Native::None => return Ok(None),
+        Native::Claude => {
+            let events = [
+                "SessionStart",
+                "UserPromptSubmit",
+                "Stop",
+                "StopFailure",
+                "Notification",
+                "PreToolUse",
+                "PostToolUse",
+            ];
+            let mut hooks = serde_json::Map::new();
+            for e in events {
+                hooks.insert(
+                    e.to_owned(),
+                    serde_json::json!([{ "hooks": [{ "type": "command", "command": hook(e) }] }]),
+                );
+            }
+            let path = dir.join("claude-settings.json");
+            write_private(&path, &serde_json::json!({ "hooks": hooks }).to_string())?;
+            w.args = format!(" --settings {}", shell_quote(&path.display().to_string()));
+        }
+        Native::Codex => {
+            let mut args = String::new();
+            for e in ["SessionStart", "UserPromptSubmit", "Stop", "Interrupt"] {
+                let toml = format!(
+                    "hooks.{e}=[{{hooks=[{{type=\"command\",command={}}}]}}]",
+                    toml_string(&hook(e))
+                );
+                args.push_str(&format!(" -c {}", shell_quote(&toml)));
+            }
+            args.push_str(" --dangerously-bypass-hook-trust");
+            w.args = args;
+        }
+        Native::Gemini => {
+            let system = spec
+                .env
+                .get("GEMINI_CLI_SYSTEM_SETTINGS_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/etc/gemini-cli/settings.json"));
+            let mut settings: serde_json::Value =
+                fleet_proto::heartbeat::read_bounded(&system, 1 << 20)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| serde_json::json!({}));
+            let hooks = settings
+                .as_object_mut()
+                .map(|o| o.entry("hooks").or_insert_with(|| serde_json::json!({})));
+            if let Some(serde_json::Value::Object(hooks)) = hooks {
+                for e in [
+                    "SessionStart",
+                    "BeforeAgent",
+                    "AfterAgent",
+                    "BeforeModel",
+                    "Notification",
+                ] {
+                    let ours = serde_json::json!({ "hooks": [{ "type": "command", "command": hook(e), "name": "fleet" }] });
+                    match hooks.get_mut(e) {
+                        Some(serde_json::Value::Array(list)) => list.push(ours),
+                        _ => {
+                            hooks.insert(e.to_owned(), serde_json::json!([ours]));
+                        }
+                    }
+                }
+            }
+            let path = dir.join("gemini-system-settings.json");
+            write_private(&path, &settings.to_string())?;
+            w.env.push((
+                "GEMINI_CLI_SYSTEM_SETTINGS_PATH".into(),
+                path.display().to_string(),
+            ));
+        }
+        Native::Opencode => {
+            let plugin_dir = dir.join("opencode");
+            make_private_dir(&plugin_dir)?;
+            make_private_dir(&plugin_dir.join("node_modules"))?;
+            write_private(&plugin_dir.join("package-lock.json"), OPENCODE_PACKAGE_LOCK)?;
+            write_private(&plugin_dir.join("package.json"), OPENCODE_PACKAGE_JSON)?;
+            let path = plugin_dir.join("fleet.js");
+            write_private(&path, &js_plugin(OPENCODE_PLUGIN, fleetctl))?;
+            let mut content: serde_json::Value = spec
+                .env
+                .get("OPENCODE_CONFIG_CONTENT")
+                .and_then(|c| serde_json::from_str(c).ok())
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            let url = format!("file://{}", path.display());
+            if let Some(o) = content.as_object_mut() {
+                let list = o.entry("plugin").or_insert_with(|| serde_json::json!([]));
+                match list {
+                    serde_json::Value::Array(l) => l.push(url.into()),
+                    other => *other = serde_json::json!([url]),
+                }
+            }
+            w.env
+                .push(("OPENCODE_CONFIG_CONTENT".into(), content.to_string()));
+        }
+        Native::Pi => {
+            let path = dir.join("fleet-pi.ts");
+            write_private(&path, &js_plugin(PI_EXTENSION, fleetctl))?;
+            w.args = format!(" -e {}", shell_quote(&path.display().to_string()));
+        }
+        Native::Aider => {
+            w.env.push(("AIDER_NOTIFICATIONS".into(), "true".into()));
+            w.env
+                .push(("AIDER_NOTIFICATIONS_COMMAND".into(), hook("notify")));
+        }
+    }
+    Ok(Some(w))
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn js_plugin(template: &str, fleetctl: &Path) -> String {
+    template.replace(
+        "__FLEETCTL__",
+        &serde_json::Value::String(fleetctl.display().to_string()).to_string(),
+    )
+}
+
+/// Creates `dir` 0700 if needed and refuses anything that is not a real
+/// directory of ours (a symlink an agent put there).
+fn make_private_dir(dir: &Path) -> Result<(), WireError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let io = |source| WireError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {
+            if m.uid() != rustix::process::geteuid().as_raw() {
+                return Err(io(std::io::Error::other("owned by another user")));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(io(std::io::Error::other("exists and is not a directory"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(io),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Writes a file 0600 by temp + rename, never through a symlink.
+fn write_private(path: &Path, content: &str) -> Result<(), WireError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    r.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        WireError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+const OPENCODE_PACKAGE_JSON: &str = r#"{"dependencies":{"@opencode-ai/plugin":"*"}}"#;
+const OPENCODE_PACKAGE_LOCK: &str = r#"{"name":"fleet-opencode","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}},"node_modules/@opencode-ai/plugin":{"version":"0.0.0"}}}"#;
+
+/// opencode plugin: forwards chat and bus events to `fleetctl hook`,
+/// detached, never awaited, never throwing.
+const OPENCODE_PLUGIN: &str = r#"// Fleet: forwards opencode events to `fleetctl hook opencode <event>`.
+// Written by fleet-hostd for this agent; never awaited, never throws.
+import { spawn } from "node:child_process";
+const FLEETCTL = __FLEETCTL__;
+function tell(event, payload) {
+  try {
+    const child = spawn(FLEETCTL, ["hook", "opencode", event], {
+      detached: true, stdio: ["pipe", "ignore", "ignore"], env: process.env,
+    });
+    child.on("error", () => {});
+    child.stdin.on("error", () => {});
+    child.stdin.end(JSON.stringify(payload ?? {}).slice(0, 65536));
+    child.unref();
+  } catch (_) {}
+}
+export const FleetStatus = async () => ({
+  "chat.message": async (input) => {
+    try { tell("chat.message", { model: input?.model ?? null }); } catch (_) {}
+  },
+  event: async ({ event }) => {
+    try {
+      const t = event?.type;
+      if (t === "session.idle" || t === "session.status" || t === "permission.updated"
+          || t === "permission.asked" || t === "permission.replied" || t === "session.error") {
+        tell(t, event?.properties ?? {});
+      }
+    } catch (_) {}
+  },
+});
+"#;
+
+/// pi extension: forwards its lifecycle events with the model id.
+const PI_EXTENSION: &str = r#"// Fleet: forwards pi events to `fleetctl hook pi <event>`.
+// Written by fleet-hostd for this agent; never awaited, never throws.
+import { spawn } from "node:child_process";
+const FLEETCTL = __FLEETCTL__;
+function tell(event, payload) {
+  try {
+    const child = spawn(FLEETCTL, ["hook", "pi", event], {
+      detached: true, stdio: ["pipe", "ignore", "ignore"], env: process.env,
+    });
+    child.on("error", () => {});
+    child.stdin.on("error", () => {});
+    child.stdin.end(JSON.stringify(payload ?? {}).slice(0, 65536));
+    child.unref();
+  } catch (_) {}
+}
+function modelOf(ctx) {
+  try { const m = ctx?.model; return m ? (m.id ?? String(m)) : null; } catch (_) { return null; }
+}
+export default function (pi) {
+  for (const name of ["session_start", "agent_start", "agent_end", "session_shutdown", "model_select"]) {
+    try {
+      pi.on(name, (event, ctx) => {
+        try { tell(name, { model: modelOf(ctx) ?? event?.model?.id ?? null, stopReason: event?.stopReason ?? null }); } catch (_) {}
+      });
+    } catch (_) {}
+  }
+  try {
+    pi.on("input", (event, ctx) => {
+      try { tell("input", { source: event?.source ?? null, model: modelOf(ctx) }); } catch (_) {}
+    });
+  } catch (_) {}
+}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
+        assert_eq!(toml_string(r#"x "y" \z"#), r#""x \"y\" \\z""#);
+    }
+}
