@@ -133,7 +133,11 @@ pub fn interpret(runtime: &str, event: &str, p: &Value) -> Change {
         ("pi", "input") => {
             if text(p, &["source"]).is_none_or(|s| s == "interactive") {
                 c.status = Some(Status::Busy);
-                c.turn = Some(TurnKey::Fresh);
+                // A prompt typed while pi runs steers the running turn.
+                let steering = p.get("idle").and_then(Value::as_bool) == Some(false);
+                if !steering {
+                    c.turn = Some(TurnKey::Fresh);
+                }
             }
             c.model = model_at(&[&["model"]]);
         }
@@ -353,6 +357,15 @@ mod tests {
             ],
         );
         assert_eq!((b.status, b.turn), (Status::Busy, Some(1)));
+        // A prompt steered into the running turn is not a new one.
+        let b = run_events(
+            "pi",
+            &[
+                ("input", json!({"source": "interactive", "idle": true})),
+                ("input", json!({"source": "interactive", "idle": false})),
+            ],
+        );
+        assert_eq!(b.turn, Some(1));
         // An extension's own input (source "extension") is no prompt.
         let b = run_events("pi", &[("input", json!({"source": "extension"}))]);
         assert_eq!(b.turn, None);

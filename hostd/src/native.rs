@@ -337,19 +337,29 @@ function tell(event, payload) {
   } catch (_) {}
 }
 function modelOf(ctx) {
-  try { const m = ctx?.model; return m ? (m.id ?? String(m)) : null; } catch (_) { return null; }
+  try {
+    const m = ctx?.model;
+    if (!m) return null;
+    return m.provider && m.id ? `${m.provider}/${m.id}` : (m.id ?? String(m));
+  } catch (_) { return null; }
 }
 export default function (pi) {
   for (const name of ["session_start", "agent_start", "agent_end", "session_shutdown", "model_select"]) {
     try {
       pi.on(name, (event, ctx) => {
-        try { tell(name, { model: modelOf(ctx) ?? event?.model?.id ?? null, stopReason: event?.stopReason ?? null }); } catch (_) {}
+        try {
+          const m = event?.model;
+          const picked = m?.provider && m?.id ? `${m.provider}/${m.id}` : null;
+          tell(name, { model: picked ?? modelOf(ctx) });
+        } catch (_) {}
       });
     } catch (_) {}
   }
   try {
     pi.on("input", (event, ctx) => {
-      try { tell("input", { source: event?.source ?? null, model: modelOf(ctx) }); } catch (_) {}
+      let idle = null;
+      try { idle = ctx?.isIdle ? ctx.isIdle() : null; } catch (_) {}
+      try { tell("input", { source: event?.source ?? null, idle, model: modelOf(ctx) }); } catch (_) {}
     });
   } catch (_) {}
 }

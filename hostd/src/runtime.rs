@@ -79,12 +79,19 @@ pub struct Screen {
     /// Rows above the input box that still belong to the live region (the
     /// spinner line).
     pub live_above: usize,
+    /// A draft continues on indented rows below its prompt row (false: a
+    /// line editor whose every row above the cursor is history).
+    pub continued: bool,
     /// Shown only while a turn runs, in the live region.
     pub busy: &'static [&'static str],
     /// Shown when a prompt was queued behind a running turn.
     pub queued: &'static [&'static str],
     /// Shown while the runtime asks a human (permission, trust, question).
     pub waiting: &'static [&'static str],
+    /// An inline runtime asks in its last rows: how many non-blank rows
+    /// from the bottom to search for a question (a full-screen runtime's
+    /// whole screen is searched).
+    pub ask_rows: usize,
     /// Texts an empty input box shows (not a draft).
     pub placeholders: &'static [&'static str],
     /// tmux key names that empty the input box without submitting.
@@ -101,6 +108,7 @@ impl Screen {
         input: BoxShape::Prefix(&[]),
         alternate: false,
         live_above: 2,
+        continued: false,
         busy: &[
             "esc to interrupt",
             "Esc to interrupt",
@@ -119,6 +127,7 @@ impl Screen {
             "Message queued",
         ],
         waiting: &[],
+        ask_rows: 3,
         placeholders: &[],
         clear_keys: &[],
         reads_while_busy: true,
@@ -129,6 +138,7 @@ pub const CLAUDE_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&["❯", ">"]),
     alternate: true,
     live_above: 3,
+    continued: true,
     busy: &["esc to interrupt", "· retrying in", "Retrying in"],
     queued: &[
         "Press up to edit queued",
@@ -143,6 +153,7 @@ pub const CLAUDE_SCREEN: Screen = Screen {
         "Do you trust the files in this folder?",
         "Yes, I trust this folder",
     ],
+    ask_rows: 40,
     placeholders: &["Press up to edit queued messages", "Try \""],
     clear_keys: &["Escape", "Escape"],
     reads_while_busy: true,
@@ -151,7 +162,8 @@ pub const CLAUDE_SCREEN: Screen = Screen {
 pub const CODEX_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&["›"]),
     alternate: true,
-    live_above: 3,
+    live_above: 6,
+    continued: true,
     busy: &["esc to interrupt", "Reconnecting", "Working ("],
     queued: &[
         "Queued follow-up",
@@ -162,9 +174,12 @@ pub const CODEX_SCREEN: Screen = Screen {
         "Would you like to run the following command?",
         "Would you like to make the following edits?",
         "Allow command?",
+        "Trust this folder?",
+        "Hooks need review",
         "Do you trust the contents of this directory?",
         "Press enter to confirm or esc to cancel",
     ],
+    ask_rows: 40,
     placeholders: &[
         "Ask Codex to do anything",
         "Find and fix a bug in @filename",
@@ -184,10 +199,17 @@ pub const OPENCODE_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&["┃"]),
     alternate: true,
     live_above: 6,
-    busy: &["esc interrupt", "esc to interrupt"],
+    continued: true,
+    busy: &[
+        "esc interrupt",
+        "esc again to interrupt",
+        "[retrying in",
+        "esc to interrupt",
+    ],
     queued: &["QUEUED"],
-    waiting: &["Permission required", "Allow once", "△ Permission"],
-    placeholders: &["Ask anything", "Plan", "Build"],
+    waiting: &["Permission required", "Allow once   Allow always"],
+    ask_rows: 40,
+    placeholders: &["Ask anything"],
     clear_keys: &["C-c"],
     reads_while_busy: true,
 };
@@ -196,9 +218,12 @@ pub const PI_SCREEN: Screen = Screen {
     input: BoxShape::Ruled,
     alternate: false,
     live_above: 3,
-    busy: &["Working...", "Retrying"],
-    queued: &["Steering:", "queued messages"],
-    waiting: &[],
+    continued: true,
+    busy: &["Working...", "Retrying (", "Running... (escape"],
+    queued: &["Steering:", "edit all queued messages"],
+    // pi itself never asks; an extension's dialog replaces the box.
+    waiting: &["↑↓ navigate  enter select"],
+    ask_rows: 10,
     placeholders: &[],
     clear_keys: &["C-c"],
     reads_while_busy: true,
@@ -208,6 +233,7 @@ pub const GEMINI_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&[">", "*"]),
     alternate: false,
     live_above: 4,
+    continued: true,
     busy: &["esc to cancel", "Thinking..."],
     queued: &["Queued (press ↑ to edit)"],
     waiting: &[
@@ -218,6 +244,7 @@ pub const GEMINI_SCREEN: Screen = Screen {
         "Apply this change?",
         "Waiting for user confirmation",
     ],
+    ask_rows: 16,
     placeholders: &["Type your message or @path/to/file"],
     clear_keys: &["C-c"],
     reads_while_busy: true,
@@ -227,9 +254,11 @@ pub const AIDER_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&[">"]),
     alternate: false,
     live_above: 0,
+    continued: false,
     busy: &["Waiting for", "Retrying in", "Thinking"],
     queued: &[],
     waiting: &["(Y)es/(N)o", "[Yes]:", "(Y)es"],
+    ask_rows: 1,
     placeholders: &[],
     clear_keys: &["C-u"],
     reads_while_busy: false,
@@ -239,9 +268,11 @@ pub const DEMO_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&["demo>"]),
     alternate: false,
     live_above: 0,
+    continued: false,
     busy: &["working on:"],
     queued: &[],
     waiting: &["[y/n]"],
+    ask_rows: 1,
     placeholders: &[],
     clear_keys: &["C-u"],
     reads_while_busy: false,
@@ -251,9 +282,11 @@ pub const SHELL_SCREEN: Screen = Screen {
     input: BoxShape::Prefix(&[]),
     alternate: false,
     live_above: 0,
+    continued: false,
     busy: &[],
     queued: &[],
     waiting: &[],
+    ask_rows: 1,
     placeholders: &[],
     clear_keys: &["C-u"],
     reads_while_busy: true,

@@ -29,7 +29,15 @@ pub struct Target {
     pub screen: &'static Screen,
     /// How long the runtime may take to show its input box after a start.
     pub startup: Duration,
+    /// The runtime's own hooks report each accepted prompt (its turn
+    /// counter advances): screen evidence waits a little for that.
+    pub acknowledges: bool,
 }
+
+/// How long screen evidence of acceptance waits for the runtime's own
+/// acknowledgement when it gives one (Codex reports its first prompt
+/// ~2.9 s after Enter, opencode ~1.7 s).
+pub const ACK_GRACE: Duration = Duration::from_millis(4000);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -296,6 +304,8 @@ pub async fn send(
     let enter_at = Instant::now();
     let deadline = enter_at + o.verify_timeout;
     let retry_after = Duration::from_millis(500).max(t.submit_gap * 3);
+    let ack_by = enter_at + ACK_GRACE.min(o.verify_timeout);
+    let mut screen_says: Option<Outcome> = None;
     let mut b = Backoff::new();
     let outcome = loop {
         let now = snap(tmux, t).await?;
@@ -310,7 +320,20 @@ pub async fn send(
             settled,
             last,
         ) {
+            match o {
+                // The runtime will say so itself: wait for its word.
+                Outcome::Screen(_) if t.acknowledges && !last && Instant::now() < ack_by => {
+                    screen_says.get_or_insert(o);
+                }
+                o => break o,
+            }
+        } else if let Some(o) = screen_says.take_if(|_| last || Instant::now() >= ack_by) {
             break o;
+        }
+        if screen_says.is_some() && Instant::now() >= ack_by {
+            break screen_says
+                .take()
+                .unwrap_or(Outcome::Unverifiable("no verdict".into()));
         }
         if receipt.enter_presses == 1
             && drafted.is_some()

@@ -112,6 +112,11 @@ impl FleetService {
             bracketed_paste: spec.and_then(|s| s.bracketed_paste),
             screen: spec.map_or(&crate::runtime::Screen::GENERIC, |s| s.screen),
             startup: spec.map_or(Duration::from_secs(5), |s| s.startup),
+            acknowledges: spec.is_some_and(|s| {
+                s.native
+                    && s.native_kind.reports_turn_start()
+                    && crate::native::agent_dir(&self.run_dir, s).is_dir()
+            }),
         }
     }
 

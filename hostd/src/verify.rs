@@ -57,7 +57,14 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
             text: rows[cy].trim().to_owned(),
         }),
         BoxShape::Prefix(prefixes) => {
-            let starts = |l: &str| prefixes.iter().find(|p| inner(l).starts_with(**p)).copied();
+            // A prefix may itself be a border (opencode's `┃`), so look
+            // for it before and after stripping the borders.
+            let starts = |l: &str| {
+                prefixes
+                    .iter()
+                    .find(|p| l.trim_start().starts_with(**p) || inner(l).starts_with(**p))
+                    .copied()
+            };
             // The prompt row is the cursor's, or above it with only the
             // draft's continuation rows (blank or indented) in between:
             // an inline runtime's old prompts further up are history.
@@ -68,7 +75,7 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
                     near = Some(i);
                     break;
                 }
-                if !continuation(&rows[i]) || is_rule(&rows[i]) {
+                if !r.continued || !continuation(&rows[i]) || is_rule(&rows[i]) {
                     break;
                 }
             }
@@ -88,7 +95,12 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
             {
                 bottom += 1;
             }
-            let mut text = inner(&rows[top])[prefix.len()..].trim().to_owned();
+            let first = rows[top].trim_start();
+            let first = first.strip_prefix(prefix).unwrap_or_else(|| {
+                let i = inner(first);
+                i.strip_prefix(prefix).unwrap_or(i)
+            });
+            let mut text = inner(first).to_owned();
             for l in &rows[top + 1..=bottom] {
                 let l = inner(l);
                 if !l.is_empty() {
@@ -178,12 +190,21 @@ pub fn observe(s: &Snapshot, r: &Screen) -> Observed {
         return Observed::Unknown("the screen is blank".into());
     }
     let live = live_region(s, r);
-    // A dialog can fill the screen: look for questions everywhere but in
-    // an inline runtime's scrollback.
+    // A dialog can fill the screen: look for questions everywhere on a
+    // full-screen runtime, in an inline one's last rows (not scrollback).
     let rows: Vec<&str> = if r.alternate {
         s.lines.iter().map(String::as_str).collect()
     } else {
-        live.clone()
+        let mut rows: Vec<&str> = s
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| !l.trim().is_empty())
+            .take(r.ask_rows)
+            .map(String::as_str)
+            .collect();
+        rows.reverse();
+        rows
     };
     if let Some((m, l)) = r
         .waiting

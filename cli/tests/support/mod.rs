@@ -44,6 +44,10 @@ pub struct Fleet {
     pub hostd: Option<Child>,
     /// Extra environment for hostd.
     pub env: Vec<(String, String)>,
+    /// Run hostd (and so its tmux server and every agent) with networking
+    /// cut to nothing but its own loopback (`unshare -n`): real runtimes
+    /// start, and every model call fails at once.
+    pub offline: bool,
 }
 
 impl Fleet {
@@ -88,11 +92,18 @@ impl Fleet {
             tmux_socket,
             hostd: None,
             env: Vec::new(),
+            offline: false,
         }
     }
 
     pub fn hostd_command(&self) -> Command {
-        let mut c = Command::new(bin("fleet-hostd"));
+        let mut c = if self.offline {
+            let mut c = Command::new("unshare");
+            c.arg("-n").arg(bin("fleet-hostd"));
+            c
+        } else {
+            Command::new(bin("fleet-hostd"))
+        };
         c.arg("--config").arg(&self.config);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
@@ -250,6 +261,19 @@ impl Fleet {
             .args(args)
             .env_remove("FLEET_SOCKET")
             .output()
+            .unwrap()
+    }
+
+    /// Starts `fleetctl` without waiting for it (concurrent clients).
+    pub fn fleetctl_spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin("fleetctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("FLEET_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap()
     }
 
