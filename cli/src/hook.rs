@@ -109,6 +109,8 @@ pub fn interpret(runtime: &str, event: &str, p: &Value) -> Change {
         ("codex", "PreToolUse" | "PostToolUse") => c.status = Some(Status::Busy),
         ("codex", "PermissionRequest") => c.status = Some(Status::Waiting),
         ("gemini", "SessionStart") => c.status = Some(Status::Idle),
+        // gemini-cli fires nothing for a prompt queued while busy; its
+        // BeforeAgent comes when that prompt starts.
         ("gemini", "BeforeAgent") => {
             c.status = Some(Status::Busy);
             c.turn = Some(TurnKey::Fresh);
@@ -123,8 +125,13 @@ pub fn interpret(runtime: &str, event: &str, p: &Value) -> Change {
                 c.status = Some(Status::Waiting);
             }
         }
-        // aider's notifications command runs when its prompt comes back.
-        ("aider", "notify") => c.status = Some(Status::Idle),
+        // aider's notifications command runs when its prompt comes back
+        // after a model call: a turn ended (aider reports no start, so its
+        // counter counts finished turns).
+        ("aider", "notify") => {
+            c.status = Some(Status::Idle);
+            c.turn = Some(TurnKey::Fresh);
+        }
         // pi's extension forwards its events with `model` added.
         ("pi", "session_start") => {
             c.status = Some(Status::Idle);
@@ -158,7 +165,10 @@ pub fn interpret(runtime: &str, event: &str, p: &Value) -> Change {
             c.model = model_at(&[&["model", "modelID"], &["model"]]);
         }
         ("opencode", "session.status") => {
-            if text(p, &["status", "type"]).as_deref() == Some("busy") {
+            if matches!(
+                text(p, &["status", "type"]).as_deref(),
+                Some("busy" | "retry")
+            ) {
                 c.status = Some(Status::Busy);
             } else if text(p, &["status", "type"]).as_deref() == Some("idle") {
                 c.status = Some(Status::Idle);

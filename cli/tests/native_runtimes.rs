@@ -51,7 +51,11 @@ struct Bed {
 }
 
 async fn start(rt: &Runtime, trusted: bool) -> Bed {
-    let scratch = tempfile::tempdir().unwrap();
+    // gemini-cli ignores a settings file below a world-writable directory
+    // such as /tmp: keep everything under the build's own target dir.
+    let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&parent).unwrap();
+    let scratch = tempfile::tempdir_in(&parent).unwrap();
     let home = scratch.path().join("home");
     let project = scratch.path().join("project");
     std::fs::create_dir_all(&home).unwrap();
@@ -69,12 +73,21 @@ async fn start(rt: &Runtime, trusted: bool) -> Bed {
         name = rt.agent,
         runtime = rt.runtime,
         bin = agents_bin(rt.runtime).display(),
-        args = rt.args,
+        args = rt.args.replace(
+            "__FIXTURES__",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")
+        ),
         project = project.display(),
         home = home.display(),
-        env = rt.env.replace("__HOME__", &home.display().to_string()),
+        env = rt
+            .env
+            .replace("__HOME__", &home.display().to_string())
+            .replace(
+                "__FIXTURES__",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")
+            ),
     );
-    let mut f = Fleet::new(&roster, "");
+    let mut f = Fleet::under(&parent, &roster, "");
     f.offline = true;
     f.start().await;
     f.wait_for("the runtime running", Duration::from_secs(60), |a| {
@@ -101,6 +114,10 @@ fn status(r: &AgentRow) -> (AgentStatus, StatusSource) {
 }
 
 impl Bed {
+    fn home(&self) -> PathBuf {
+        self._scratch.path().join("home")
+    }
+
     fn screen(&self) -> String {
         String::from_utf8_lossy(
             &self
@@ -109,6 +126,22 @@ impl Bed {
                 .stdout,
         )
         .into_owned()
+    }
+
+    /// The screen with the cursor position on top, for failure messages.
+    fn shown(&self) -> String {
+        let cursor = self.f.tmux(&[
+            "display",
+            "-p",
+            "-t",
+            &format!("={}:", self.name),
+            "cursor #{cursor_x},#{cursor_y} size #{pane_width}x#{pane_height}",
+        ]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&cursor.stdout),
+            self.screen()
+        )
     }
 
     async fn wait_screen(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
@@ -158,21 +191,54 @@ impl Bed {
     /// Until the runtime is at its input box, idle, by its own word or by
     /// the screen.
     async fn ready(&self) -> AgentRow {
-        self.wait_status(
-            "idle at the input box",
-            Duration::from_secs(90),
-            |s, _, _| s == AgentStatus::Ok,
-        )
-        .await
+        let row = self
+            .wait_status(
+                "idle at the input box",
+                Duration::from_secs(90),
+                |s, _, _| s == AgentStatus::Ok,
+            )
+            .await;
+        // Each runs as one of the names its runtime really has (claude
+        // and codex as native binaries, pi and gemini as node, aider as
+        // python): no drift.
+        assert!(!row.flags.iter().any(|f| f == "drift"), "{row:?}");
+        row
+    }
+
+    /// `stop` ends the agent's whole process tree, also what a runtime
+    /// leaves behind a killed session (gemini-cli's node child ignores the
+    /// hangup).
+    async fn stop_ends_the_whole_tree(&self) {
+        let row = &self.f.agents().await[0];
+        let tree = descendants(row.pane_pid);
+        assert!(!tree.is_empty());
+        let out = self.f.fleetctl(&["stop", self.name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left: Vec<u32> = tree.iter().copied().filter(|p| alive(*p)).collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after stop: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A prompt at idle: acknowledged by the runtime's own turn counter,
     /// and `busy` by the runtime's word within a second.
     async fn first_prompt_is_acknowledged_and_busy(&self, native_busy: bool) -> AgentRow {
         let (code, r, err) = self.send("say hello to the fleet", &[]);
-        assert_eq!(code, 0, "{r} {err}\n{}", self.screen());
+        assert_eq!(code, 0, "{r} {err}\n{}", self.shown());
         assert_eq!(r["verdict"], "accepted", "{r}");
-        assert_eq!(r["evidence"], "acknowledged", "{r}\n{}", self.screen());
+        assert_eq!(r["evidence"], "acknowledged", "{r}\n{}", self.shown());
         let accepted = Instant::now();
         let row = self
             .wait_status("busy", Duration::from_secs(5), |s, src, _| {
@@ -206,7 +272,7 @@ impl Bed {
         })
         .await;
         let (code, r, err) = self.send("a new prompt", &[]);
-        assert_eq!(code, 1, "{r} {err}\n{}", self.screen());
+        assert_eq!(code, 1, "{r} {err}\n{}", self.shown());
         assert!(err.contains("already holds 11 bytes"), "{err}");
         assert!(
             !self.screen().contains("left behinda new prompt"),
@@ -214,9 +280,9 @@ impl Bed {
             self.screen()
         );
         let (code, r, err) = self.send("a new prompt", &["--clear-draft"]);
-        assert!(code == 0 || code == 5, "{r} {err}\n{}", self.screen());
+        assert!(code == 0 || code == 5, "{r} {err}\n{}", self.shown());
         assert_eq!(r["cleared_draft_bytes"], 11, "{r}");
-        assert!(!self.screen().contains("left behind"), "{}", self.screen());
+        assert!(!self.screen().contains("left behind"), "{}", self.shown());
     }
 
     /// Two senders at once (an operator and a poke): both land whole, one
@@ -259,6 +325,36 @@ impl Bed {
             "interleaved:\n{s}"
         );
     }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// `pid` and every process below it.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                all.extend(
+                    kids.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all
 }
 
 // === the runtimes ===
@@ -315,6 +411,41 @@ fn seed_opencode(home: &Path, _project: &Path) {
     .unwrap();
 }
 
+/// gemini-cli's own settings for an offline start: API-key auth chosen (no
+/// sign-in dialog), folder trust off (an untrusted folder runs no hooks at
+/// all), one attempt per request (the offline turn fails in under a
+/// second instead of four minutes), a fixed model (no 60 s of routing).
+/// hostd copies this file and adds Fleet's hooks.
+fn seed_gemini(home: &Path, project: &Path) {
+    let trust = project.exists();
+    let settings = serde_json::json!({
+        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": !trust}},
+        "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false, "maxAttempts": 1},
+        "privacy": {"usageStatisticsEnabled": false},
+        "model": {"name": "gemini-2.5-flash"}
+    });
+    std::fs::write(home.join("gemini-system.json"), settings.to_string()).unwrap();
+}
+
+const GEMINI: Runtime = Runtime {
+    agent: "gm0",
+    runtime: "gemini",
+    args: "",
+    env: "      GEMINI_API_KEY: dummy
+      GEMINI_CLI_SYSTEM_SETTINGS_PATH: __HOME__/gemini-system.json
+",
+    seed: seed_gemini,
+};
+
+const AIDER: Runtime = Runtime {
+    agent: "ai0",
+    runtime: "aider",
+    args: "--model gpt-4o --model-metadata-file __FIXTURES__/aider-model-metadata.json --no-git --no-check-update --no-show-release-notes --analytics-disable --no-show-model-warnings",
+    env: "      OPENAI_API_KEY: sk-dummy-offline
+",
+    seed: seed_nothing,
+};
+
 const PI: Runtime = Runtime {
     agent: "pi0",
     runtime: "pi",
@@ -357,7 +488,7 @@ async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {
     b.first_prompt_is_acknowledged_and_busy(true).await;
     // While pi retries the failing turn, Enter steers: queued.
     let (code, r, err) = b.send("and steer this way", &[]);
-    assert_eq!(code, 5, "{r} {err}\n{}", b.screen());
+    assert_eq!(code, 5, "{r} {err}\n{}", b.shown());
     assert!(r["detail"].as_str().unwrap().contains("Steering"), "{r}");
     // The steer is not a new turn.
     let row = b.f.agents().await;
@@ -386,9 +517,20 @@ async fn opencode_reports_its_prompt_and_model_and_queues_behind_a_turn() {
     let busy = b.first_prompt_is_acknowledged_and_busy(true).await;
     assert_eq!(busy.model, "claude-sonnet-4-5", "{busy:?}");
     assert_eq!(busy.model_source, "self-reported");
-    // An offline connection error retries forever: a second prompt queues.
-    let (code, r, err) = b.send("a queued follow-up", &[]);
-    assert_eq!(code, 5, "{r} {err}\n{}", b.screen());
+    // An offline connection error retries forever: a second prompt queues
+    // behind the running request, or joins the session between retries.
+    let (code, r, err) = b.send("a follow-up", &[]);
+    assert!(code == 0 || code == 5, "{r} {err}\n{}", b.shown());
+    if code == 5 {
+        assert!(b.screen().contains("QUEUED"), "{r}\n{}", b.shown());
+    }
+    let row = b.f.agents().await;
+    assert_eq!(
+        hb(&row[0]).turn,
+        Some(1),
+        "a follow-up is no new turn: {:?}",
+        row[0]
+    );
     // Esc Esc interrupts; opencode reports session.idle.
     b.f.tmux(&["send-keys", "-t", "=oc0:", "Escape"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -413,7 +555,7 @@ async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() 
     assert_eq!(idle.model_source, "self-reported");
     b.first_prompt_is_acknowledged_and_busy(true).await;
     let (code, r, err) = b.send("and a follow-up", &[]);
-    assert_eq!(code, 5, "{r} {err}\n{}", b.screen());
+    assert_eq!(code, 5, "{r} {err}\n{}", b.shown());
     // Esc fires no hook: the screen brings the status back.
     b.f.tmux(&["send-keys", "-t", "=cc0:", "Escape"]);
     let row = b
@@ -422,23 +564,6 @@ async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() 
         })
         .await;
     let _ = row;
-    // Claude Code restores an interrupted prompt into its box.
-    if !b.screen().lines().any(|l| l.trim() == "❯") {
-        let (code, _, err) = b.send("next", &[]);
-        assert_eq!(code, 1, "{err}");
-        assert!(err.contains("already holds"), "{err}");
-        let (code, r, err) = b.send("next", &["--clear-draft"]);
-        assert!(code == 0 || code == 5, "{r} {err}\n{}", b.screen());
-        b.f.tmux(&["send-keys", "-t", "=cc0:", "Escape"]);
-        b.wait_status("idle", Duration::from_secs(20), |s, _, _| {
-            s == AgentStatus::Ok
-        })
-        .await;
-        b.wait_screen("an empty box", Duration::from_secs(10), |s| {
-            s.lines().any(|l| l.trim() == "❯")
-        })
-        .await;
-    }
     b.stale_draft_is_refused_then_cleared().await;
 }
 
@@ -470,27 +595,133 @@ async fn claude_code_in_an_untrusted_folder_is_waiting_for_a_human() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_reports_its_turn_and_model_and_a_steer_is_the_same_turn() {
     let b = start(&CODEX, true).await;
-    b.wait_screen("the input box", Duration::from_secs(90), |s| {
-        s.contains("› ")
-    })
-    .await;
     b.ready().await;
-    let busy = b.first_prompt_is_acknowledged_and_busy(true).await;
+    // Codex takes prompts some seconds after its footer shows; until then
+    // it queues them ("Queued follow-up inputs").
+    let (code, r, err) = b.send("say hello to the fleet", &[]);
+    assert!(code == 0 || code == 5, "{r} {err}\n{}", b.shown());
+    if code == 0 {
+        assert_eq!(r["evidence"], "acknowledged", "{r}\n{}", b.shown());
+    }
+    let busy = b
+        .wait_status("native busy", Duration::from_secs(40), |s, src, r| {
+            s == AgentStatus::Busy && src == StatusSource::Native && hb(r).turn == Some(1)
+        })
+        .await;
     assert!(
         !busy.model.is_empty() && busy.model_source == "self-reported",
         "{busy:?}"
     );
-    let turn = hb(&busy).turn;
     // Codex steers a prompt into the running turn: the same turn_id.
     let (code, r, err) = b.send("one more thing", &[]);
-    assert!(code == 0 || code == 5, "{r} {err}\n{}", b.screen());
+    assert!(code == 0 || code == 5, "{r} {err}\n{}", b.shown());
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let row = b.f.agents().await;
-    assert_eq!(hb(&row[0]).turn, turn, "{:?}", row[0]);
-    // Esc: Codex reports the interrupt.
-    b.f.tmux(&["send-keys", "-t", "=cx0:", "Escape"]);
+    assert_eq!(
+        hb(&row[0]).turn,
+        Some(1),
+        "a steer is the same turn: {:?}",
+        row[0]
+    );
+    // Esc: Codex reports the interrupt. (With a steer pending, the first
+    // Esc sends it at once and the turn goes on: press again.)
+    for _ in 0..3 {
+        b.f.tmux(&["send-keys", "-t", "=cx0:", "Escape"]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if status(&b.f.agents().await[0]).0 != AgentStatus::Busy {
+            break;
+        }
+    }
     b.wait_status("idle after Esc", Duration::from_secs(20), |s, _, _| {
         s == AgentStatus::Ok
     })
     .await;
     b.two_sends_at_once_both_land_whole().await;
+    b.stale_draft_is_refused_then_cleared().await;
+    b.stop_ends_the_whole_tree().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_reports_its_turns_and_model_natively() {
+    let b = start(&GEMINI, true).await;
+    b.ready().await;
+    b.wait_status(
+        "native idle (SessionStart)",
+        Duration::from_secs(30),
+        |s, src, _| s == AgentStatus::Ok && src == StatusSource::Native,
+    )
+    .await;
+    b.first_prompt_is_acknowledged_and_busy(true).await;
+    let row = b
+        .wait_status(
+            "the model from BeforeModel",
+            Duration::from_secs(10),
+            |_, _, r| r.model_source == "self-reported",
+        )
+        .await;
+    assert_eq!(row.model, "gemini-2.5-flash", "{row:?}");
+    // One attempt: the offline turn fails at once and AfterAgent says so.
+    b.wait_status(
+        "idle after the failed turn",
+        Duration::from_secs(30),
+        |s, src, _| s == AgentStatus::Ok && src == StatusSource::Native,
+    )
+    .await;
+    b.stale_draft_is_refused_then_cleared().await;
+    // hostd leaves gemini's own settings alone and uses a copy with its hooks.
+    let own = std::fs::read_to_string(b.home().join("gemini-system.json")).unwrap();
+    assert!(!own.contains("fleetctl"), "{own}");
+    b.stop_ends_the_whole_tree().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_in_an_untrusted_folder_is_waiting_for_a_human() {
+    let b = start(&GEMINI, false).await;
+    let row = b
+        .wait_status("waiting", Duration::from_secs(60), |s, _, _| {
+            s == AgentStatus::Waiting
+        })
+        .await;
+    assert!(
+        hb(&row).status_detail.contains("trust"),
+        "{:?}\n{}",
+        hb(&row),
+        b.shown()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aider_is_read_off_its_screen_and_type_ahead_is_not_acceptance() {
+    let b = start(&AIDER, true).await;
+    let idle = b.ready().await;
+    assert_eq!(
+        status(&idle).1,
+        StatusSource::Observed,
+        "aider reports no start: {idle:?}"
+    );
+    assert_eq!(idle.model, "gpt-4o");
+    assert_eq!(idle.model_source, "command-line");
+    let (code, r, err) = b.send("say hello to the fleet", &[]);
+    assert_eq!(code, 0, "{r} {err}\n{}", b.shown());
+    assert_eq!(r["evidence"], "screen", "aider has no submit event: {r}");
+    b.wait_status(
+        "busy off the screen",
+        Duration::from_secs(10),
+        |s, src, _| s == AgentStatus::Busy && src == StatusSource::Observed,
+    )
+    .await;
+    // aider reads nothing while a turn runs: the paste is type-ahead.
+    let (code, r, err) = b.send("typed ahead", &[]);
+    assert_eq!(code, 5, "{r} {err}\n{}", b.shown());
+    assert!(r["detail"].as_str().unwrap().contains("type-ahead"), "{r}");
+    // Ctrl-C ends the turn; aider's notifications command reports it.
+    b.f.tmux(&["send-keys", "-t", "=ai0:", "C-c"]);
+    let row = b
+        .wait_status(
+            "idle, natively, after the turn",
+            Duration::from_secs(20),
+            |s, src, _| s == AgentStatus::Ok && src == StatusSource::Native,
+        )
+        .await;
+    assert_eq!(hb(&row).turn, Some(1), "one finished turn: {row:?}");
 }

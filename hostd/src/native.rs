@@ -28,6 +28,10 @@ pub enum WireError {
         "the command runs {program:?}, not {runtime}: the {runtime} flags that wire its hooks cannot be added, so native status is off (observed from the screen); run {runtime} directly, or set `native: false`"
     )]
     Wrapped { runtime: String, program: String },
+    #[error(
+        "gemini-cli reads hooks only from a system settings file owned by root in root-owned directories, and fleet-hostd runs as uid {uid}: native status is off (observed from the screen). To turn it on, install the hooks once as root in {system} (fleetctl hook does nothing outside a fleet pane): see README, \"gemini-cli\""
+    )]
+    GeminiNeedsRoot { uid: u32, system: String },
     #[error("cannot prepare {path}: {source}")]
     Io {
         path: PathBuf,
@@ -139,6 +143,7 @@ pub fn wire(
             w.args = args;
         }
         Native::Gemini => {
+            let uid = rustix::process::geteuid().as_raw();
             let system = spec
                 .env
                 .get("GEMINI_CLI_SYSTEM_SETTINGS_PATH")
@@ -150,6 +155,19 @@ pub fn wire(
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .filter(serde_json::Value::is_object)
                     .unwrap_or_else(|| serde_json::json!({}));
+            let has_ours = settings
+                .get("hooks")
+                .is_some_and(|h| h.to_string().contains(" hook gemini "));
+            if uid != 0 {
+                // The operator installed Fleet's hooks system-wide.
+                if has_ours {
+                    return Ok(None);
+                }
+                return Err(WireError::GeminiNeedsRoot {
+                    uid,
+                    system: system.display().to_string(),
+                });
+            }
             let hooks = settings
                 .as_object_mut()
                 .map(|o| o.entry("hooks").or_insert_with(|| serde_json::json!({})));
@@ -161,7 +179,8 @@ pub fn wire(
                     "BeforeModel",
                     "Notification",
                 ] {
-                    let ours = serde_json::json!({ "hooks": [{ "type": "command", "command": hook(e), "name": "fleet" }] });
+                    // A short name: gemini shows it while the hook runs.
+                    let ours = serde_json::json!({ "hooks": [{ "type": "command", "command": hook(e), "name": "fleet", "timeout": 5000 }] });
                     match hooks.get_mut(e) {
                         Some(serde_json::Value::Array(list)) => list.push(ours),
                         _ => {

@@ -82,10 +82,16 @@ pub struct Screen {
     /// A draft continues on indented rows below its prompt row (false: a
     /// line editor whose every row above the cursor is history).
     pub continued: bool,
+    /// The box's prompt row sits right under a horizontal rule (Claude
+    /// Code): a prefix row without one is the transcript's echo.
+    pub rule_above: bool,
     /// Shown only while a turn runs, in the live region.
     pub busy: &'static [&'static str],
     /// Shown when a prompt was queued behind a running turn.
     pub queued: &'static [&'static str],
+    /// Shown while the runtime is still starting and takes no prompt yet
+    /// (its box may already be drawn).
+    pub starting: &'static [&'static str],
     /// Shown while the runtime asks a human (permission, trust, question).
     pub waiting: &'static [&'static str],
     /// An inline runtime asks in its last rows: how many non-blank rows
@@ -96,6 +102,9 @@ pub struct Screen {
     pub placeholders: &'static [&'static str],
     /// tmux key names that empty the input box without submitting.
     pub clear_keys: &'static [&'static str],
+    /// Press them again while the box still holds text (keys that are
+    /// harmless on an empty box); false: once only (Ctrl-C twice quits).
+    pub clear_repeat: bool,
     /// Whether the program reads its input while a turn runs; aider does
     /// not (typed text is only the tty's type-ahead).
     pub reads_while_busy: bool,
@@ -109,6 +118,7 @@ impl Screen {
         alternate: false,
         live_above: 2,
         continued: false,
+        rule_above: false,
         busy: &[
             "esc to interrupt",
             "Esc to interrupt",
@@ -126,10 +136,12 @@ impl Screen {
             "message queued",
             "Message queued",
         ],
+        starting: &[],
         waiting: &[],
         ask_rows: 3,
         placeholders: &[],
         clear_keys: &[],
+        clear_repeat: false,
         reads_while_busy: true,
     };
 }
@@ -139,12 +151,14 @@ pub const CLAUDE_SCREEN: Screen = Screen {
     alternate: true,
     live_above: 3,
     continued: true,
+    rule_above: true,
     busy: &["esc to interrupt", "· retrying in", "Retrying in"],
     queued: &[
         "Press up to edit queued",
         "Queued · ctrl+x",
         "queued messages",
     ],
+    starting: &[],
     waiting: &[
         "Do you want to proceed?",
         "Do you want to make this edit",
@@ -155,7 +169,10 @@ pub const CLAUDE_SCREEN: Screen = Screen {
     ],
     ask_rows: 40,
     placeholders: &["Press up to edit queued messages", "Try \""],
-    clear_keys: &["Escape", "Escape"],
+    // C-u deletes a line (two presses per line), harmless on an empty box;
+    // Ctrl-C would clear too, but a second one within a second quits.
+    clear_keys: &["C-u"],
+    clear_repeat: true,
     reads_while_busy: true,
 };
 
@@ -164,12 +181,16 @@ pub const CODEX_SCREEN: Screen = Screen {
     alternate: true,
     live_above: 6,
     continued: true,
+    rule_above: false,
     busy: &["esc to interrupt", "Reconnecting", "Working ("],
     queued: &[
         "Queued follow-up",
         "Messages to be submitted after next tool call",
         "queued follow-up",
+        // A prompt Enter-ed before the session is up waits for it.
+        "Waiting for startup",
     ],
+    starting: &["Waiting for startup"],
     waiting: &[
         "Would you like to run the following command?",
         "Would you like to make the following edits?",
@@ -191,7 +212,9 @@ pub const CODEX_SCREEN: Screen = Screen {
         "Use /skills to list available skills",
         "Run /review on my current changes",
     ],
-    clear_keys: &["C-c"],
+    // Ctrl-C on an empty idle box quits Codex: C-u, repeated.
+    clear_keys: &["C-u"],
+    clear_repeat: true,
     reads_while_busy: true,
 };
 
@@ -200,6 +223,7 @@ pub const OPENCODE_SCREEN: Screen = Screen {
     alternate: true,
     live_above: 6,
     continued: true,
+    rule_above: false,
     busy: &[
         "esc interrupt",
         "esc again to interrupt",
@@ -207,10 +231,12 @@ pub const OPENCODE_SCREEN: Screen = Screen {
         "esc to interrupt",
     ],
     queued: &["QUEUED"],
+    starting: &[],
     waiting: &["Permission required", "Allow once   Allow always"],
     ask_rows: 40,
     placeholders: &["Ask anything"],
     clear_keys: &["C-c"],
+    clear_repeat: false,
     reads_while_busy: true,
 };
 
@@ -219,13 +245,16 @@ pub const PI_SCREEN: Screen = Screen {
     alternate: false,
     live_above: 3,
     continued: true,
+    rule_above: false,
     busy: &["Working...", "Retrying (", "Running... (escape"],
     queued: &["Steering:", "edit all queued messages"],
     // pi itself never asks; an extension's dialog replaces the box.
+    starting: &[],
     waiting: &["↑↓ navigate  enter select"],
     ask_rows: 10,
     placeholders: &[],
     clear_keys: &["C-c"],
+    clear_repeat: false,
     reads_while_busy: true,
 };
 
@@ -234,8 +263,11 @@ pub const GEMINI_SCREEN: Screen = Screen {
     alternate: false,
     live_above: 4,
     continued: true,
-    busy: &["esc to cancel", "Thinking..."],
+    rule_above: false,
+    // Ink leaves redraw debris in the status row: match the stem.
+    busy: &["esc to c", "Thinking..."],
     queued: &["Queued (press ↑ to edit)"],
+    starting: &[],
     waiting: &[
         "Do you trust this folder?",
         "Do you trust the files in this folder?",
@@ -247,6 +279,7 @@ pub const GEMINI_SCREEN: Screen = Screen {
     ask_rows: 16,
     placeholders: &["Type your message or @path/to/file"],
     clear_keys: &["C-c"],
+    clear_repeat: false,
     reads_while_busy: true,
 };
 
@@ -255,12 +288,16 @@ pub const AIDER_SCREEN: Screen = Screen {
     alternate: false,
     live_above: 0,
     continued: false,
+    rule_above: false,
     busy: &["Waiting for", "Retrying in", "Thinking"],
     queued: &[],
+    starting: &[],
     waiting: &["(Y)es/(N)o", "[Yes]:", "(Y)es"],
     ask_rows: 1,
     placeholders: &[],
-    clear_keys: &["C-u"],
+    // Ctrl-C would arm exit; to the end, then C-u per line.
+    clear_keys: &["C-End", "C-u"],
+    clear_repeat: true,
     reads_while_busy: false,
 };
 
@@ -269,12 +306,15 @@ pub const DEMO_SCREEN: Screen = Screen {
     alternate: false,
     live_above: 0,
     continued: false,
+    rule_above: false,
     busy: &["working on:"],
     queued: &[],
+    starting: &[],
     waiting: &["[y/n]"],
     ask_rows: 1,
     placeholders: &[],
     clear_keys: &["C-u"],
+    clear_repeat: false,
     reads_while_busy: false,
 };
 
@@ -283,12 +323,15 @@ pub const SHELL_SCREEN: Screen = Screen {
     alternate: false,
     live_above: 0,
     continued: false,
+    rule_above: false,
     busy: &[],
     queued: &[],
+    starting: &[],
     waiting: &[],
     ask_rows: 1,
     placeholders: &[],
     clear_keys: &["C-u"],
+    clear_repeat: false,
     reads_while_busy: true,
 };
 

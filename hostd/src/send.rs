@@ -235,6 +235,12 @@ pub async fn send(
         receipt.left_copy_mode = true;
         before = snap(tmux, t).await?;
     }
+    if verify::stale_draft(&before, t.screen).is_some() {
+        // A runtime mid-redraw can show a moment's leftovers: a stale
+        // draft is one that is still there a beat later.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        before = snap(tmux, t).await?;
+    }
     if let Some(stale) = verify::stale_draft(&before, t.screen) {
         if !o.clear_draft || t.screen.clear_keys.is_empty() {
             return Err(SendError::StaleDraft {
@@ -322,7 +328,11 @@ pub async fn send(
         ) {
             match o {
                 // The runtime will say so itself: wait for its word.
-                Outcome::Screen(_) if t.acknowledges && !last && Instant::now() < ack_by => {
+                // (A busy runtime reports no new turn for a queued or
+                // steered prompt.)
+                Outcome::Screen(_)
+                    if t.acknowledges && !before.busy && !last && Instant::now() < ack_by =>
+                {
                     screen_says.get_or_insert(o);
                 }
                 o => break o,
@@ -420,27 +430,38 @@ async fn ready(
 }
 
 /// Empties the input box with the runtime's clear key(s) and checks it
-/// worked.
+/// worked. Keys harmless on an empty box are pressed again while text is
+/// left (C-u takes a line at a time); the others only once.
 async fn clear(tmux: &Tmux, t: &Target, stale: &str) -> Result<Snapshot, SendError> {
-    let mut args = vec!["send-keys", "-t", t.pane_id.as_str()];
-    args.extend(t.screen.clear_keys.iter().copied());
-    tmux.run(args).await?;
-    let deadline = Instant::now() + Duration::from_millis(1500);
-    let mut b = Backoff::new();
-    loop {
-        let s = snap(tmux, t).await?;
-        match verify::stale_draft(&s, t.screen) {
-            None => return Ok(s),
-            Some(left) if Instant::now() >= deadline => {
-                let _ = stale;
-                return Err(SendError::ClearFailed {
-                    agent: t.name.clone(),
-                    bytes: left.len(),
-                });
+    let rows = stale.lines().count().max(1);
+    let presses = if t.screen.clear_repeat {
+        (2 * rows + 2).min(40)
+    } else {
+        1
+    };
+    let mut left = stale.len();
+    for _ in 0..presses {
+        let mut args = vec!["send-keys", "-t", t.pane_id.as_str()];
+        args.extend(t.screen.clear_keys.iter().copied());
+        tmux.run(args).await?;
+        let deadline = Instant::now() + Duration::from_millis(if presses > 1 { 300 } else { 1500 });
+        let mut b = Backoff::new();
+        loop {
+            let s = snap(tmux, t).await?;
+            match verify::stale_draft(&s, t.screen) {
+                None => return Ok(s),
+                Some(now) if now.len() < left || Instant::now() >= deadline => {
+                    left = now.len();
+                    break;
+                }
+                Some(_) => b.wait().await,
             }
-            Some(_) => b.wait().await,
         }
     }
+    Err(SendError::ClearFailed {
+        agent: t.name.clone(),
+        bytes: left,
+    })
 }
 
 #[cfg(test)]

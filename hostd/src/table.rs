@@ -1021,7 +1021,11 @@ impl Table {
             row.runtime = spec.runtime.clone();
             row.class = spec.class.clone();
             row.expected_processes = spec.process_names.clone();
-            if let Some(hint) = &spec.model_hint {
+            if let Some(m) = model_flag(&spec.command) {
+                // What the runtime was told to run (aider never says).
+                row.model = m;
+                row.model_source = "command-line".into();
+            } else if let Some(hint) = &spec.model_hint {
                 row.model = hint.clone();
                 row.model_source = "roster-hint".into();
             }
@@ -1155,6 +1159,20 @@ impl Table {
             via: String::new(),
         }
     }
+}
+
+/// The value of a `--model X`, `--model=X` or `-m X` in a command line.
+fn model_flag(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace();
+    while let Some(w) = words.next() {
+        if let Some(v) = w.strip_prefix("--model=") {
+            return Some(v.to_owned()).filter(|v| !v.is_empty());
+        }
+        if w == "--model" || w == "-m" {
+            return words.next().map(str::to_owned);
+        }
+    }
+    None
 }
 
 /// `drift` raised or cleared: both are events.
@@ -1357,4 +1375,23 @@ pub fn pane_path(prefix: &[PathBuf], home: &std::path::Path) -> String {
     std::env::join_paths(dirs)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_a_command_line_names() {
+        assert_eq!(
+            model_flag("aider --model gpt-4o --no-git").as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            model_flag("opencode -m anthropic/x").as_deref(),
+            Some("anthropic/x")
+        );
+        assert_eq!(model_flag("pi --model=m1").as_deref(), Some("m1"));
+        assert_eq!(model_flag("claude"), None);
+    }
 }

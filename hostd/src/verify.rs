@@ -59,11 +59,14 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
         BoxShape::Prefix(prefixes) => {
             // A prefix may itself be a border (opencode's `┃`), so look
             // for it before and after stripping the borders.
-            let starts = |l: &str| {
+            let prefix_of = |l: &str| {
                 prefixes
                     .iter()
                     .find(|p| l.trim_start().starts_with(**p) || inner(l).starts_with(**p))
                     .copied()
+            };
+            let starts = |i: usize| {
+                prefix_of(&rows[i]).filter(|_| !r.rule_above || i > 0 && is_rule(&rows[i - 1]))
             };
             // The prompt row is the cursor's, or above it with only the
             // draft's continuation rows (blank or indented) in between:
@@ -71,7 +74,7 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
             let continuation = |l: &str| l.trim().is_empty() || l.starts_with("  ");
             let mut near = None;
             for i in (cy.saturating_sub(8)..=cy).rev() {
-                if starts(&rows[i]).is_some() {
+                if starts(i).is_some() {
                     near = Some(i);
                     break;
                 }
@@ -83,10 +86,10 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
             // lowest prompt row is the box.
             let top = near.or_else(|| {
                 r.alternate
-                    .then(|| (0..rows.len()).rev().find(|&i| starts(&rows[i]).is_some()))
+                    .then(|| (0..rows.len()).rev().find(|&i| starts(i).is_some()))
                     .flatten()
             })?;
-            let prefix = starts(&rows[top])?;
+            let prefix = starts(top)?;
             let mut bottom = top;
             while bottom + 1 < rows.len()
                 && bottom < top + 10
@@ -101,6 +104,16 @@ pub fn input_box(s: &Snapshot, r: &Screen) -> Option<InputBox> {
                 i.strip_prefix(prefix).unwrap_or(i)
             });
             let mut text = inner(first).to_owned();
+            // The cursor sits at the end of a draft; on the first column of
+            // the text it shows a placeholder ("Resend your message…").
+            if cy == top && !text.is_empty() {
+                let row = &rows[top];
+                let at = row.find(text.as_str()).unwrap_or(0);
+                let text_col = row[..at].chars().count();
+                if (s.cursor_x as usize) <= text_col {
+                    text.clear();
+                }
+            }
             for l in &rows[top + 1..=bottom] {
                 let l = inner(l);
                 if !l.is_empty() {
@@ -217,6 +230,13 @@ pub fn observe(s: &Snapshot, r: &Screen) -> Observed {
         } else {
             question
         });
+    }
+    if let Some(m) = r
+        .starting
+        .iter()
+        .find(|m| live.iter().any(|l| l.contains(**m)))
+    {
+        return Observed::Unknown(format!("still starting ({m:?} on screen)"));
     }
     if let Some(m) = r.busy.iter().find(|m| live.iter().any(|l| l.contains(**m))) {
         return Observed::Busy(format!("{m:?} on screen"));

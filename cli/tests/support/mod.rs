@@ -62,6 +62,27 @@ impl Fleet {
             .prefix("fleet-t")
             .tempdir()
             .unwrap();
+        Self::in_dir(dir, tenant, host, roster, extra_config)
+    }
+
+    /// A fleet whose files live under `parent` (not /tmp: gemini-cli reads
+    /// a settings file only if no directory above it is world-writable).
+    pub fn under(parent: &Path, roster: &str, extra_config: &str) -> Self {
+        std::fs::create_dir_all(parent).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-t")
+            .tempdir_in(parent)
+            .unwrap();
+        Self::in_dir(dir, "acme", "box1", roster, extra_config)
+    }
+
+    fn in_dir(
+        dir: tempfile::TempDir,
+        tenant: &str,
+        host: &str,
+        roster: &str,
+        extra_config: &str,
+    ) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tmux_socket = format!("fleet-test-{}-{n}", std::process::id());
         let socket = dir.path().join("hostd.sock");
