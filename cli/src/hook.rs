@@ -74,7 +74,13 @@ pub fn interpret(runtime: &str, event: &str, p: &Value) -> Change {
                     .unwrap_or(TurnKey::Fresh),
             );
         }
-        ("claude", "Stop" | "StopFailure" | "SessionEnd") => c.status = Some(Status::Idle),
+        // A prompt queued behind a turn runs under a prompt_id no submit
+        // announced: its end counts it.
+        ("claude", "Stop" | "StopFailure") => {
+            c.status = Some(Status::Idle);
+            c.turn = text(p, &["prompt_id"]).map(TurnKey::Keyed);
+        }
+        ("claude", "SessionEnd") => c.status = Some(Status::Idle),
         ("claude", "Notification") => {
             let kind = text(p, &["notification_type"]).unwrap_or_default();
             let msg = text(p, &["message"]).unwrap_or_default();
@@ -326,6 +332,18 @@ mod tests {
             ],
         );
         assert_eq!((b.status, b.turn), (Status::Idle, Some(2)));
+        // A queued prompt shares the running turn's id at submit and ends
+        // under its own.
+        let b = run_events(
+            "claude",
+            &[
+                ("UserPromptSubmit", json!({"prompt_id": "p1"})),
+                ("UserPromptSubmit", json!({"prompt_id": "p1"})),
+                ("StopFailure", json!({"prompt_id": "p1"})),
+                ("StopFailure", json!({"prompt_id": "p2"})),
+            ],
+        );
+        assert_eq!(b.turn, Some(2));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod fedbench;
 pub mod hook;
 pub mod init;
+pub mod offline;
 pub mod ps;
 pub mod render;
 pub mod send;

@@ -90,6 +90,8 @@ pub fn receipt_json(r: &SendReceipt) -> serde_json::Value {
         "enter_presses": r.enter_presses,
         "queued_ms": r.queued_ms,
         "cleared_draft_bytes": r.cleared_draft_bytes,
+        "enter_to_screen_ms": r.enter_to_screen_ms,
+        "enter_to_ack_ms": r.enter_to_ack_ms,
         "notes": r.notes,
     })
 }

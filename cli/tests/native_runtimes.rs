@@ -9,39 +9,21 @@
 //! refused or cleared, never merged; two sends at once both land whole;
 //! a permission or trust prompt shows `waiting`.
 //!
-//! Installed by `deploy/agents/setup.sh` (pinned versions).
+//! Installed by `deploy/agents/setup.sh` (pinned versions); how each is
+//! seeded and started offline is `fleetctl::offline`, shared with `fleetctl
+//! bench send`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fleet_proto::v1::{AgentRow, AgentStatus, PaneState, StatusSource};
+use fleetctl::offline::{AIDER, CLAUDE, CODEX, GEMINI, OPENCODE, Offline, PI};
 use support::Fleet;
 
-fn agents_bin(name: &str) -> PathBuf {
-    let prefix =
-        std::env::var("FLEET_AGENTS_PREFIX").unwrap_or_else(|_| "/opt/fleet-agents".into());
-    let p = PathBuf::from(prefix).join("bin").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run deploy/agents/setup.sh (deploy/test.sh and .ci/run do)",
-        p.display()
-    );
-    p
-}
-
 /// One runtime under test: how to seed its HOME, its roster lines.
-struct Runtime {
-    agent: &'static str,
-    runtime: &'static str,
-    /// Arguments after the executable.
-    args: &'static str,
-    /// Extra `env:` lines (YAML, 6 spaces in); `__HOME__` is replaced.
-    env: &'static str,
-    seed: fn(&Path, &Path),
-}
 
 struct Bed {
     f: Fleet,
@@ -50,7 +32,7 @@ struct Bed {
     project: PathBuf,
 }
 
-async fn start(rt: &Runtime, trusted: bool) -> Bed {
+async fn start(rt: &Offline, trusted: bool) -> Bed {
     // gemini-cli ignores a settings file below a world-writable directory
     // such as /tmp: keep everything under the build's own target dir.
     let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -58,34 +40,10 @@ async fn start(rt: &Runtime, trusted: bool) -> Bed {
     let scratch = tempfile::tempdir_in(&parent).unwrap();
     let home = scratch.path().join("home");
     let project = scratch.path().join("project");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&project).unwrap();
-    (rt.seed)(
-        &home,
-        if trusted {
-            &project
-        } else {
-            Path::new("/nonexistent")
-        },
-    );
     let roster = format!(
-        "version: 1\ntransport: tmux\nagents:\n  - name: {name}\n    runtime: {runtime}\n    command: {bin} {args}\n    workdir: {project}\n    env:\n      HOME: {home}\n{env}",
-        name = rt.agent,
-        runtime = rt.runtime,
-        bin = agents_bin(rt.runtime).display(),
-        args = rt.args.replace(
-            "__FIXTURES__",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")
-        ),
-        project = project.display(),
-        home = home.display(),
-        env = rt
-            .env
-            .replace("__HOME__", &home.display().to_string())
-            .replace(
-                "__FIXTURES__",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")
-            ),
+        "version: 1\ntransport: tmux\nagents:\n{}",
+        rt.prepare(rt.agent, &home, &project, trusted, true)
+            .unwrap()
     );
     let mut f = Fleet::under(&parent, &roster, "");
     f.offline = true;
@@ -356,127 +314,6 @@ fn descendants(pid: u32) -> Vec<u32> {
     }
     all
 }
-
-// === the runtimes ===
-
-fn seed_nothing(_: &Path, _: &Path) {}
-
-const CLAUDE_KEY: &str = "sk-ant-api03-fleet-offline-dummy-key-0123456789abcdef";
-
-fn seed_claude(home: &Path, project: &Path) {
-    let tail: String = CLAUDE_KEY[CLAUDE_KEY.len() - 20..].to_owned();
-    let cfg = serde_json::json!({
-        "hasCompletedOnboarding": true,
-        "theme": "dark",
-        "numStartups": 5,
-        "projects": { project.display().to_string(): {
-            "hasTrustDialogAccepted": true,
-            "hasCompletedProjectOnboarding": true,
-            "allowedTools": []
-        }},
-        "customApiKeyResponses": { "approved": [tail], "rejected": [] }
-    });
-    std::fs::write(home.join(".claude.json"), cfg.to_string()).unwrap();
-}
-
-fn seed_codex(home: &Path, project: &Path) {
-    let dir = home.join(".codex");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            "check_for_update_on_startup = false\nforced_login_method = \"api\"\ncli_auth_credentials_store = \"file\"\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
-            project.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("auth.json"),
-        r#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-fleet-offline-dummy-0123456789"}"#,
-    )
-    .unwrap();
-}
-
-/// opencode installs its plugin dependency into every config dir it scans
-/// unless one is there (a 70 s stall offline): the throw-away HOME's
-/// config dir gets the empty `node_modules/` and lock file a networked
-/// machine would have after its first start.
-fn seed_opencode(home: &Path, _project: &Path) {
-    let dir = home.join(".config/opencode");
-    std::fs::create_dir_all(dir.join("node_modules")).unwrap();
-    std::fs::write(
-        dir.join("package-lock.json"),
-        r#"{"name":"opencode-config","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}"#,
-    )
-    .unwrap();
-}
-
-/// gemini-cli's own settings for an offline start: API-key auth chosen (no
-/// sign-in dialog), folder trust off (an untrusted folder runs no hooks at
-/// all), one attempt per request (the offline turn fails in under a
-/// second instead of four minutes), a fixed model (no 60 s of routing).
-/// hostd copies this file and adds Fleet's hooks.
-fn seed_gemini(home: &Path, project: &Path) {
-    let trust = project.exists();
-    let settings = serde_json::json!({
-        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": !trust}},
-        "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false, "maxAttempts": 1},
-        "privacy": {"usageStatisticsEnabled": false},
-        "model": {"name": "gemini-2.5-flash"}
-    });
-    std::fs::write(home.join("gemini-system.json"), settings.to_string()).unwrap();
-}
-
-const GEMINI: Runtime = Runtime {
-    agent: "gm0",
-    runtime: "gemini",
-    args: "",
-    env: "      GEMINI_API_KEY: dummy
-      GEMINI_CLI_SYSTEM_SETTINGS_PATH: __HOME__/gemini-system.json
-",
-    seed: seed_gemini,
-};
-
-const AIDER: Runtime = Runtime {
-    agent: "ai0",
-    runtime: "aider",
-    args: "--model gpt-4o --model-metadata-file __FIXTURES__/aider-model-metadata.json --no-git --no-check-update --no-show-release-notes --analytics-disable --no-show-model-warnings",
-    env: "      OPENAI_API_KEY: sk-dummy-offline
-",
-    seed: seed_nothing,
-};
-
-const PI: Runtime = Runtime {
-    agent: "pi0",
-    runtime: "pi",
-    args: "--offline --provider anthropic --model claude-sonnet-4-5",
-    env: "      ANTHROPIC_API_KEY: sk-ant-dummy\n",
-    seed: seed_nothing,
-};
-
-const OPENCODE: Runtime = Runtime {
-    agent: "oc0",
-    runtime: "opencode",
-    args: "-m anthropic/claude-sonnet-4-5",
-    env: "      ANTHROPIC_API_KEY: sk-ant-dummy\n      OPENCODE_DISABLE_MODELS_FETCH: \"1\"\n      OPENCODE_DISABLE_AUTOUPDATE: \"1\"\n",
-    seed: seed_opencode,
-};
-
-const CLAUDE: Runtime = Runtime {
-    agent: "cc0",
-    runtime: "claude",
-    args: "",
-    env: "      ANTHROPIC_API_KEY: sk-ant-api03-fleet-offline-dummy-key-0123456789abcdef\n      DISABLE_AUTOUPDATER: \"1\"\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\"\n      CLAUDE_CODE_MAX_RETRIES: \"1\"\n",
-    seed: seed_claude,
-};
-
-const CODEX: Runtime = Runtime {
-    agent: "cx0",
-    runtime: "codex",
-    args: "",
-    env: "      CODEX_HOME: __HOME__/.codex\n",
-    seed: seed_codex,
-};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {

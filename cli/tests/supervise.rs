@@ -359,3 +359,71 @@ agents:
         "the same digest is re-sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_asking_a_human_is_an_event_and_an_alert_to_the_first_mate() {
+    let f = fleet(
+        "version: 1
+supervision:
+  tick_ms: 50
+  first_mate: mate
+  digest_interval_secs: 60
+agents:
+  - name: mate
+    runtime: demo
+    command: fleet-demo-agent --busy-ms 50
+  - name: w1
+    runtime: demo
+    command: fleet-demo-agent --busy-ms 50
+",
+    )
+    .await;
+    let out = f.fleetctl(&["send", "w1", "/ask may I delete the cache?", "--verify"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 5)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = wait_events(&f, "waiting and the alert", Duration::from_secs(20), |e| {
+        !of_kind(e, "waiting-for-human", "w1").is_empty()
+            && of_kind(e, "alert", "mate").iter().any(|a| {
+                a.fields
+                    .get("verdict")
+                    .is_some_and(|v| v == "accepted" || v == "queued")
+            })
+    })
+    .await;
+    let waiting = &of_kind(&evs, "waiting-for-human", "w1")[0];
+    assert_eq!(waiting.fields["source"], "native");
+    let alert = &of_kind(&evs, "alert", "mate")[0];
+    assert!(
+        alert.fields["text"].contains("[fleet WAITING] w1"),
+        "{:?}",
+        alert.fields
+    );
+    let row = f.agents().await;
+    let w1 = support::row(&row, "w1");
+    let hb = w1.heartbeat.as_ref().unwrap();
+    assert_eq!(hb.status, fleet_proto::v1::AgentStatus::Waiting as i32);
+    // A send would answer the question: refused, the operator answers
+    // by attaching (here: typing directly into the pane).
+    let out = f.fleetctl(&["send", "w1", "y"]);
+    let screen = f.tmux(&["capture-pane", "-p", "-t", "=w1:"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&screen.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("asking a human"));
+    assert!(
+        f.tmux(&["send-keys", "-t", "=w1:", "y", "Enter"])
+            .status
+            .success()
+    );
+    wait_events(&f, "waiting cleared", Duration::from_secs(10), |e| {
+        !of_kind(e, "waiting-cleared", "w1").is_empty()
+    })
+    .await;
+}

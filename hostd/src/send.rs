@@ -32,6 +32,22 @@ pub struct Target {
     /// The runtime's own hooks report each accepted prompt (its turn
     /// counter advances): screen evidence waits a little for that.
     pub acknowledges: bool,
+    /// The agent's status as hostd resolves it from every source (native,
+    /// observed): `--when-idle` and "was it busy" go by this, not by the
+    /// beat alone (a hook is silent on an interrupt).
+    pub status: Option<StatusProbe>,
+}
+
+/// Reads an agent's current resolved status.
+#[derive(Clone)]
+pub struct StatusProbe(
+    pub std::sync::Arc<dyn Fn() -> Option<fleet_proto::v1::AgentStatus> + Send + Sync>,
+);
+
+impl std::fmt::Debug for StatusProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusProbe")
+    }
 }
 
 /// How long screen evidence of acceptance waits for the runtime's own
@@ -166,6 +182,9 @@ async fn snap(tmux: &Tmux, t: &Target) -> Result<Snapshot, TmuxError> {
         s.turn = b.turn;
         s.busy = b.status == heartbeat::Status::Busy;
     }
+    if let Some(status) = t.status.as_ref().and_then(|probe| (probe.0)()) {
+        s.busy = status == fleet_proto::v1::AgentStatus::Busy;
+    }
     Ok(s)
 }
 
@@ -270,10 +289,14 @@ pub async fn send(
         .await?;
 
     let needle = verify::needle(&clean.text);
+    // A runtime that reads nothing while a turn runs never draws the
+    // paste in its box: it sits in the tty's buffer (type-ahead).
+    let type_ahead = !t.screen.reads_while_busy
+        && (before.busy || verify::live_marker(&before, t.screen, t.screen.busy).is_some());
     let draft_deadline = Instant::now() + o.verify_timeout.min(Duration::from_millis(1500));
     let mut drafted = None;
     let mut b = Backoff::new();
-    loop {
+    while !type_ahead {
         let s = snap(tmux, t).await?;
         if verify::draft_shown(&before, &s, &needle, t.screen) {
             drafted = Some(s);
@@ -326,6 +349,12 @@ pub async fn send(
             settled,
             last,
         ) {
+            if matches!(o, Outcome::Screen(_)) && receipt.enter_to_screen_ms == 0 {
+                receipt.enter_to_screen_ms = (enter_at.elapsed().as_millis() as u64).max(1);
+            }
+            if o == Outcome::Acknowledged {
+                receipt.enter_to_ack_ms = (enter_at.elapsed().as_millis() as u64).max(1);
+            }
             match o {
                 // The runtime will say so itself: wait for its word.
                 // (A busy runtime reports no new turn for a queued or

@@ -112,6 +112,17 @@ impl FleetService {
             bracketed_paste: spec.and_then(|s| s.bracketed_paste),
             screen: spec.map_or(&crate::runtime::Screen::GENERIC, |s| s.screen),
             startup: spec.map_or(Duration::from_secs(5), |s| s.startup),
+            status: {
+                let (view, name) = (self.view.clone(), row.name.clone());
+                Some(send::StatusProbe(std::sync::Arc::new(move || {
+                    let v = view.borrow();
+                    v.agents
+                        .iter()
+                        .find(|r| r.name == name)
+                        .and_then(|r| r.heartbeat.as_ref())
+                        .and_then(|h| fleet_proto::v1::AgentStatus::try_from(h.status).ok())
+                })))
+            },
             acknowledges: spec.is_some_and(|s| {
                 s.native
                     && s.native_kind.reports_turn_start()

@@ -68,6 +68,8 @@ pub struct Supervisor {
     agents: HashMap<String, AgentState>,
     pokes: HashMap<String, PokeState>,
     digest: DigestState,
+    /// Agents seen waiting for a human (alerted once per wait).
+    waiting: std::collections::HashSet<String>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -317,6 +319,23 @@ impl Supervisor {
                 self.digest
                     .alerts
                     .push_back(format!("[fleet NEED HUMAN] {agent}: {reason}"));
+            }
+        }
+        // A runtime asking a human is a need-human too, once per wait.
+        for r in rows.iter().filter(|r| r.name != *fm) {
+            let waiting = status(r) == AgentStatus::Waiting;
+            if waiting && self.waiting.insert(r.name.clone()) {
+                let asks = r
+                    .heartbeat
+                    .as_ref()
+                    .map(|h| h.status_detail.clone())
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "permission or a question".into());
+                self.digest
+                    .alerts
+                    .push_back(format!("[fleet WAITING] {} asks: {asks}", r.name));
+            } else if !waiting {
+                self.waiting.remove(&r.name);
             }
         }
         if !mate_ready {

@@ -291,10 +291,10 @@ pub fn draft_visible(s: &Snapshot, needle: &str, r: &Screen) -> bool {
     }
     let squash = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
     let n = squash(needle);
-    if !matches!(r.input, BoxShape::Prefix([]))
-        && let Some(b) = input_box(s, r)
-    {
-        return squash(&b.text.replace('\n', " ")).contains(&n);
+    // A runtime whose box Fleet knows: the draft is in the box or nowhere
+    // (its transcript or a question may repeat the text).
+    if !matches!(r.input, BoxShape::Prefix([])) {
+        return input_box(s, r).is_some_and(|b| squash(&b.text.replace('\n', " ")).contains(&n));
     }
     if squash(s.cursor_row()).contains(&n) {
         return true;

@@ -14,7 +14,9 @@ usage: fleet-demo-agent [--model M] [--busy-ms N] [--name NAME] [--no-heartbeat]
 
 Reads prompts from standard input, one per line; each one is a turn: the
 agent reports busy, works for --busy-ms (default 1500, env FLEET_DEMO_BUSY_MS),
-then reports ok. `/quit` or end of input exits.
+then reports idle. `/ask QUESTION` asks a human instead (`QUESTION [y/n]`,
+status waiting) until the next line answers it. `/quit` or end of input
+exits.
 
 Heartbeats go to $FLEET_HEARTBEAT_FILE every $FLEET_HEARTBEAT_INTERVAL seconds
 (default 15) and at every status change, with the native marker touched.";
@@ -163,11 +165,26 @@ fn main() {
         args.name, args.model
     );
     prompt(&mut out);
+    let mut asking = false;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let line = line.trim();
         if line == "/quit" {
             break;
+        }
+        if asking {
+            asking = false;
+            writer.set(Status::Idle, false);
+            let _ = writeln!(out, "answered: {line}");
+            prompt(&mut out);
+            continue;
+        }
+        if let Some(question) = line.strip_prefix("/ask ") {
+            asking = true;
+            writer.set(Status::Waiting, false);
+            let _ = write!(out, "{question} [y/n] ");
+            let _ = out.flush();
+            continue;
         }
         if line.is_empty() {
             prompt(&mut out);
