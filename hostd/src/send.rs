@@ -296,7 +296,10 @@ pub async fn send(
     let draft_deadline = Instant::now() + o.verify_timeout.min(Duration::from_millis(1500));
     let mut drafted = None;
     let mut b = Backoff::new();
-    while !type_ahead {
+    loop {
+        if type_ahead {
+            break;
+        }
         let s = snap(tmux, t).await?;
         if verify::draft_shown(&before, &s, &needle, t.screen) {
             drafted = Some(s);
