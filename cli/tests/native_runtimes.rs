@@ -23,8 +23,7 @@ use fleet_proto::v1::{AgentRow, AgentStatus, PaneState, StatusSource};
 use fleetctl::offline::{AIDER, CLAUDE, CODEX, GEMINI, OPENCODE, Offline, PI};
 use support::Fleet;
 
-/// One runtime under test: how to seed its HOME, its roster lines.
-
+/// One runtime started by a real hostd, offline.
 struct Bed {
     f: Fleet,
     name: &'static str,
