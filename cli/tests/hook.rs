@@ -94,7 +94,8 @@ fn nothing_it_is_given_makes_it_fail_print_or_hang() {
             .success()
     );
     let missing = dir.path().join("no/such/dir/a.hb");
-    let cases: Vec<(Vec<(&str, &str)>, &[u8])> = vec![
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Env, &[u8])> = vec![
         (vec![], b"{}"),
         (
             vec![(heartbeat::ENV_HEARTBEAT_FILE, fifo.to_str().unwrap())],
