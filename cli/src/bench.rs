@@ -21,6 +21,14 @@ pub enum What {
         /// Verified sends per target.
         #[arg(long, default_value_t = 50)]
         sends: u32,
+        /// Verified sends per real runtime (installed by
+        /// deploy/agents/setup.sh; each runs offline under `unshare -n`).
+        #[arg(long, default_value_t = 20)]
+        runtime_sends: u32,
+        /// Only these real runtimes (default: every installed one; `none`
+        /// skips them).
+        #[arg(long, value_delimiter = ',')]
+        runtimes: Vec<String>,
     },
     /// Federation at scale: a real aggregator, N simulated hostd links.
     Federation(crate::fedbench::FedArgs),
@@ -40,7 +48,14 @@ pub enum What {
 
 pub async fn run(what: What) -> Result<(), Failure> {
     match what {
-        What::Send { sends } => bench_send(sends.max(1)).await,
+        What::Send {
+            sends,
+            runtime_sends,
+            runtimes,
+        } => {
+            bench_send(sends.max(1)).await?;
+            bench_runtimes(runtime_sends.max(1), &runtimes).await
+        }
         What::Federation(a) => crate::fedbench::run(a).await,
         What::Ps {
             agents,
@@ -86,22 +101,40 @@ impl Bed {
     /// A real hostd for `roster` on a throw-away tmux socket.
     async fn start(tag: &str, roster: &str) -> Result<Self, Failure> {
         let dir = tempfile::Builder::new().prefix("fleet-bench").tempdir()?;
+        Self::start_in(dir, tag, roster, false).await
+    }
+
+    /// Like [`start`](Self::start) in `dir`; `offline` runs hostd (its
+    /// tmux and every agent) with no network but loopback (`unshare -n`).
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tag: &str,
+        roster: &str,
+        offline: bool,
+    ) -> Result<Self, Failure> {
         let socket_name = format!("fleet-bench-{}-{tag}", std::process::id());
         let roster_path = dir.path().join("roster.yaml");
         std::fs::write(&roster_path, roster)?;
-        let hostd = demo::hostd_command(
+        let mut cmd = demo::hostd_command(
             &roster_path,
             dir.path(),
             &dir.path().join("hostd.sock"),
             &socket_name,
-        )
-        .arg("--log")
-        .arg("warn")
-        .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
+        );
+        if offline {
+            let hostd = cmd.as_std().get_program().to_owned();
+            let args: Vec<_> = cmd.as_std().get_args().map(ToOwned::to_owned).collect();
+            cmd = tokio::process::Command::new("unshare");
+            cmd.arg("-n").arg(hostd).args(args).stdin(Stdio::null());
+        }
+        let hostd = cmd
+            .arg("--log")
+            .arg("warn")
+            .env("FLEET_HOSTD_SYSTEMD__PROBE", "false")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Failure::Other(format!("cannot start fleet-hostd: {e}")))?;
         Ok(Self {
             dir,
             socket_name,
@@ -372,4 +405,152 @@ async fn bench_send(sends: u32) -> Result<(), Failure> {
         percentile(&mut lat, 1.0)
     );
     Ok(())
+}
+
+/// The real runtimes, offline: per runtime two agents in one hostd, one
+/// with its native hooks wired in and one with `native: false`, sent to in
+/// turn; prints the time from Enter to the runtime's own acknowledgement
+/// (its turn counter advanced) against the time to screen evidence, each
+/// interrupted and back to idle before the next send.
+async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
+    use crate::offline;
+    if only.iter().any(|r| r == "none") {
+        return Ok(());
+    }
+    let chosen: Vec<&offline::Offline> = offline::ALL
+        .iter()
+        .filter(|r| only.is_empty() || only.iter().any(|o| o == r.runtime))
+        .filter(|r| r.installed())
+        .collect();
+    if chosen.is_empty() {
+        println!(
+            "(no real runtime installed under {}: run deploy/agents/setup.sh)",
+            offline::prefix().display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>7}",
+        "runtime", "ack_p50", "ack_p95", "screen_p50", "screen_p95", "acked", "screen", "ratio"
+    );
+    // gemini-cli reads settings only below directories nobody else may
+    // write: not /tmp.
+    let parent = std::env::var_os("HOME")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from)
+        .join(".cache/fleet-bench");
+    std::fs::create_dir_all(&parent)?;
+    for rt in chosen {
+        let dir = tempfile::Builder::new().prefix("rt").tempdir_in(&parent)?;
+        let (native, screen) = (format!("{}-n", rt.runtime), format!("{}-s", rt.runtime));
+        let mut roster = String::from("version: 1\ntransport: tmux\nagents:\n");
+        for (name, on) in [(&native, true), (&screen, false)] {
+            let base = dir.path().join(name);
+            roster.push_str(&rt.prepare(
+                name,
+                &base.join("home"),
+                &base.join("project"),
+                true,
+                on,
+            )?);
+        }
+        let bed = Bed::start_in(dir, rt.runtime, &roster, true).await?;
+        let sock = bed.dir.path().join("hostd.sock");
+        wait_all_alive(&sock, 2).await?;
+        let mut c = client::connect(&sock).await?;
+        let (mut ack, mut scr) = (Vec::new(), Vec::new());
+        for i in 0..sends {
+            for (agent, is_native) in [(&native, true), (&screen, false)] {
+                wait_idle(&mut c, agent, Duration::from_secs(120)).await?;
+                let r = c
+                    .send(fleet_proto::v1::SendRequest {
+                        agent: agent.clone(),
+                        text: format!("benchmark prompt number {i}").into_bytes(),
+                        verify: true,
+                        verify_timeout_ms: 8000,
+                        queue_timeout_ms: 120_000,
+                        clear_draft: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                if is_native && r.enter_to_ack_ms > 0 {
+                    ack.push(r.enter_to_ack_ms as f64);
+                }
+                if !is_native && r.enter_to_screen_ms > 0 {
+                    scr.push(r.enter_to_screen_ms as f64);
+                }
+                let mut keys = vec!["send-keys", "-t"];
+                let target = format!("={agent}:");
+                keys.push(&target);
+                keys.extend(rt.interrupt.iter().copied());
+                let _ = std::process::Command::new("tmux")
+                    .args(["-L", &bed.socket_name])
+                    .args(&keys)
+                    .stdout(Stdio::null())
+                    .status();
+            }
+        }
+        // `stop` ends each agent's whole process tree (some runtimes
+        // outlive their tmux session).
+        for agent in [&native, &screen] {
+            let _ = c
+                .control(fleet_proto::v1::ControlRequest {
+                    agent: agent.clone(),
+                    action: fleet_proto::v1::ControlAction::Stop as i32,
+                    ..Default::default()
+                })
+                .await;
+        }
+        let (n_ack, n_scr) = (ack.len(), scr.len());
+        let (a50, a95) = (
+            percentile(&mut ack.clone(), 0.5),
+            percentile(&mut ack, 0.95),
+        );
+        let (s50, s95) = (
+            percentile(&mut scr.clone(), 0.5),
+            percentile(&mut scr, 0.95),
+        );
+        let ratio = if a50 > 0.0 && s50 > 0.0 {
+            format!("{:.2}", a50 / s50)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<10} {a50:>8.0} {a95:>8.0} {s50:>11.0} {s95:>11.0} {:>8} {:>8} {ratio:>7}",
+            rt.runtime,
+            format!("{n_ack}/{sends}"),
+            format!("{n_scr}/{sends}"),
+        );
+    }
+    Ok(())
+}
+
+/// Until `agent` is idle by hostd's best source.
+async fn wait_idle(
+    c: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    agent: &str,
+    bound: Duration,
+) -> Result<(), Failure> {
+    use fleet_proto::v1::AgentStatus;
+    let deadline = Instant::now() + bound;
+    loop {
+        let rows = c
+            .list_agents(ListAgentsRequest {})
+            .await?
+            .into_inner()
+            .agents;
+        let idle = rows.iter().any(|r| {
+            r.name == agent
+                && r.heartbeat
+                    .as_ref()
+                    .is_some_and(|h| h.status == AgentStatus::Ok as i32)
+        });
+        if idle {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Other(format!("{agent} did not come back to idle")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
