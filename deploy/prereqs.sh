@@ -17,7 +17,7 @@ ensure_nextest() {
   cargo install --locked cargo-nextest
 }
 
-# Claude Code and Codex for the real-TUI acceptance tests (npm registry).
+# The six real runtimes for the acceptance tests (npm and PyPI, pinned).
 ensure_agent_tuis() {
   bash "$(dirname "${BASH_SOURCE[0]}")/agents/setup.sh"
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (tmux, cargo-nextest, and the real agent TUIs Claude Code and Codex from
-# npm for the acceptance tier, grpcio from PyPI for the Python-client
-# test), then runs every test of the workspace.
+# (tmux, cargo-nextest, the six real agent runtimes at pinned versions —
+# Claude Code, Codex, opencode, pi and gemini-cli from npm, aider from PyPI —
+# for the acceptance tier, grpcio from PyPI for the Python-client test),
+# then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/prereqs.sh

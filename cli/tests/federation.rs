@@ -963,6 +963,9 @@ supervision:
 agents:
   - name: flaky
     runtime: crasher
+  - name: asker
+    runtime: demo
+    command: fleet-demo-agent --busy-ms 50
 ";
     let config = format!(
         "supervise = true\n{}",
@@ -1001,4 +1004,37 @@ agents:
         need["message"].as_str().unwrap().contains("not respawning"),
         "{need}"
     );
+    // An agent asking a human: the event reaches bob, and the merged view
+    // says waiting, natively.
+    box1.wait_for("asker up", Duration::from_secs(20), |a| {
+        support::find(a, "asker").is_some_and(|r| r.process.is_some())
+    })
+    .await;
+    let out = box1.fleetctl(&["send", "asker", "/ask deploy to production?", "--verify"]);
+    assert!(matches!(out.status.code(), Some(0 | 5)), "{}", stderr(&out));
+    let waiting = eventually(
+        "waiting through the aggregator",
+        Duration::from_secs(20),
+        async || {
+            let out = fleetctl_as(&pki, &agg, "bob", &["events", "--no-follow", "--json"], &[]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|e| e["kind"] == "waiting-for-human" && e["agent"] == "asker")
+                .ok_or_else(|| "no waiting-for-human yet".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(waiting["tenant_id"], "acme");
+    let out = fleetctl_as(&pki, &agg, "bob", &["ps", "--json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = doc["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "asker")
+        .unwrap()
+        .clone();
+    assert_eq!(row["heartbeat"]["status"], "waiting", "{row}");
+    assert_eq!(row["heartbeat"]["status_source"], "native", "{row}");
 }

@@ -344,6 +344,23 @@ async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     b.stale_draft_is_refused_then_cleared().await;
+    // Turn boundaries are events, shown only when asked for.
+    let kinds = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["events", "--no-follow", "--json"];
+        a.extend_from_slice(args);
+        let out = b.f.fleetctl(&a);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+            .collect()
+    };
+    let all = kinds(&[]);
+    assert!(!all.iter().any(|k| k.contains("turn-")), "{all:?}");
+    assert!(all.iter().any(|k| k.contains("started")), "{all:?}");
+    let turns = kinds(&["--kind", "turn-started", "--kind", "turn-ended"]);
+    assert!(turns.iter().any(|k| k == "\"turn-started\""), "{turns:?}");
+    assert!(turns.iter().any(|k| k == "\"turn-ended\""), "{turns:?}");
+    assert!(turns.iter().all(|k| k.contains("turn-")), "{turns:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
