@@ -162,6 +162,21 @@ impl Bed {
         row
     }
 
+    /// An untrusted folder: the runtime asks, and the row says what.
+    async fn waits_for_trust(&self) {
+        let row = self
+            .wait_status("waiting", Duration::from_secs(90), |s, _, _| {
+                s == AgentStatus::Waiting
+            })
+            .await;
+        assert!(
+            hb(&row).status_detail.contains("trust"),
+            "{:?}\n{}",
+            hb(&row),
+            self.shown()
+        );
+    }
+
     /// `stop` ends the agent's whole process tree, also what a runtime
     /// leaves behind a killed session (gemini-cli's node child ignores the
     /// hangup).
@@ -423,17 +438,7 @@ async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_in_an_untrusted_folder_is_waiting_for_a_human() {
     let b = start(&CLAUDE, false).await;
-    let row = b
-        .wait_status("waiting", Duration::from_secs(90), |s, _, _| {
-            s == AgentStatus::Waiting
-        })
-        .await;
-    assert!(
-        hb(&row).status_detail.contains("trust"),
-        "{:?}\n{}",
-        hb(&row),
-        b.screen()
-    );
+    b.waits_for_trust().await;
     b.f.wait_event("waiting-for-human", |e| {
         e.kind == "waiting-for-human" && e.agent == "cc0"
     })
@@ -530,17 +535,7 @@ async fn gemini_cli_reports_its_turns_and_model_natively() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_in_an_untrusted_folder_is_waiting_for_a_human() {
     let b = start(&GEMINI, false).await;
-    let row = b
-        .wait_status("waiting", Duration::from_secs(60), |s, _, _| {
-            s == AgentStatus::Waiting
-        })
-        .await;
-    assert!(
-        hb(&row).status_detail.contains("trust"),
-        "{:?}\n{}",
-        hb(&row),
-        b.shown()
-    );
+    b.waits_for_trust().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,9 +201,8 @@ pub fn wire(
             make_private_dir(&plugin_dir)?;
             make_private_dir(&plugin_dir.join("node_modules"))?;
             write_private(&plugin_dir.join("package-lock.json"), OPENCODE_PACKAGE_LOCK)?;
-            write_private(&plugin_dir.join("package.json"), OPENCODE_PACKAGE_JSON)?;
             let path = plugin_dir.join("fleet.js");
-            write_private(&path, &js_plugin(OPENCODE_PLUGIN, fleetctl))?;
+            write_private(&path, &js_plugin(OPENCODE_PLUGIN, "opencode", fleetctl))?;
             let mut content: serde_json::Value = spec
                 .env
                 .get("OPENCODE_CONFIG_CONTENT")
@@ -223,7 +222,7 @@ pub fn wire(
         }
         Native::Pi => {
             let path = dir.join("fleet-pi.ts");
-            write_private(&path, &js_plugin(PI_EXTENSION, fleetctl))?;
+            write_private(&path, &js_plugin(PI_EXTENSION, "pi", fleetctl))?;
             w.args = format!(" -e {}", shell_quote(&path.display().to_string()));
         }
         Native::Aider => {
@@ -249,11 +248,15 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-fn js_plugin(template: &str, fleetctl: &Path) -> String {
-    template.replace(
-        "__FLEETCTL__",
-        &serde_json::Value::String(fleetctl.display().to_string()).to_string(),
-    )
+/// The prelude and `body` for `runtime`, with fleetctl's path as a JSON
+/// (so also JavaScript) string.
+fn js_plugin(body: &str, runtime: &str, fleetctl: &Path) -> String {
+    format!("{JS_PRELUDE}{body}")
+        .replace("__RUNTIME__", runtime)
+        .replace(
+            "__FLEETCTL__",
+            &serde_json::Value::String(fleetctl.display().to_string()).to_string(),
+        )
 }
 
 /// Creates `dir` 0700 if needed and refuses anything that is not a real
@@ -282,39 +285,27 @@ fn make_private_dir(dir: &Path) -> Result<(), WireError> {
 
 /// Writes a file 0600 by temp + rename, never through a symlink.
 fn write_private(path: &Path, content: &str) -> Result<(), WireError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(content.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    r.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        WireError::Io {
-            path: path.to_owned(),
-            source,
-        }
+    fleet_proto::heartbeat::replace_file(path, content.as_bytes()).map_err(|source| WireError::Io {
+        path: path.to_owned(),
+        source,
     })
 }
 
-const OPENCODE_PACKAGE_JSON: &str = r#"{"dependencies":{"@opencode-ai/plugin":"*"}}"#;
-const OPENCODE_PACKAGE_LOCK: &str = r#"{"name":"fleet-opencode","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}},"node_modules/@opencode-ai/plugin":{"version":"0.0.0"}}}"#;
+/// What opencode finds in a config dir whose plugin dependency is
+/// installed (it would otherwise run `npm install` there: a 70 s stall
+/// offline).
+const OPENCODE_PACKAGE_LOCK: &str = r#"{"name":"fleet-opencode","lockfileVersion":3,"requires":true,"packages":{"":{"dependencies":{"@opencode-ai/plugin":"*"}}}}"#;
 
-/// opencode plugin: forwards chat and bus events to `fleetctl hook`,
-/// detached, never awaited, never throwing.
-const OPENCODE_PLUGIN: &str = r#"// Fleet: forwards opencode events to `fleetctl hook opencode <event>`.
+/// What both in-process plugins start with: `tell(event, payload)` hands
+/// the payload to a detached `fleetctl hook` (never awaited, never
+/// throwing: the runtime awaits its handlers).
+const JS_PRELUDE: &str = r#"// Fleet: forwards __RUNTIME__ events to `fleetctl hook __RUNTIME__ <event>`.
 // Written by fleet-hostd for this agent; never awaited, never throws.
 import { spawn } from "node:child_process";
 const FLEETCTL = __FLEETCTL__;
 function tell(event, payload) {
   try {
-    const child = spawn(FLEETCTL, ["hook", "opencode", event], {
+    const child = spawn(FLEETCTL, ["hook", "__RUNTIME__", event], {
       detached: true, stdio: ["pipe", "ignore", "ignore"], env: process.env,
     });
     child.on("error", () => {});
@@ -323,7 +314,11 @@ function tell(event, payload) {
     child.unref();
   } catch (_) {}
 }
-export const FleetStatus = async () => ({
+"#;
+
+/// opencode plugin: forwards chat and bus events to `fleetctl hook`,
+/// detached, never awaited, never throwing.
+const OPENCODE_PLUGIN: &str = r#"export const FleetStatus = async () => ({
   "chat.message": async (input) => {
     try { tell("chat.message", { model: input?.model ?? null }); } catch (_) {}
   },
@@ -340,22 +335,7 @@ export const FleetStatus = async () => ({
 "#;
 
 /// pi extension: forwards its lifecycle events with the model id.
-const PI_EXTENSION: &str = r#"// Fleet: forwards pi events to `fleetctl hook pi <event>`.
-// Written by fleet-hostd for this agent; never awaited, never throws.
-import { spawn } from "node:child_process";
-const FLEETCTL = __FLEETCTL__;
-function tell(event, payload) {
-  try {
-    const child = spawn(FLEETCTL, ["hook", "pi", event], {
-      detached: true, stdio: ["pipe", "ignore", "ignore"], env: process.env,
-    });
-    child.on("error", () => {});
-    child.stdin.on("error", () => {});
-    child.stdin.end(JSON.stringify(payload ?? {}).slice(0, 65536));
-    child.unref();
-  } catch (_) {}
-}
-function modelOf(ctx) {
+const PI_EXTENSION: &str = r#"function modelOf(ctx) {
   try {
     const m = ctx?.model;
     if (!m) return null;

@@ -190,3 +190,64 @@ fn a_busy_marker_in_an_inline_runtimes_scrollback_is_not_busy() {
     // pi's and aider's old error and retry lines stay above the box.
     assert_idle("pi", "ended.txt");
 }
+
+// Screens recorded by an earlier session (Claude Code 2.1.197, Codex
+// 0.169.0): the verdicts after Enter.
+
+/// The verdict for `text` drafted on `drafted` and Enter giving `after`
+/// (the draft must show on `drafted`).
+fn verdict(rt: &str, drafted: &str, after: &str, text: &str, last: bool) -> Option<Outcome> {
+    let d = load(rt, drafted);
+    let needle = verify::needle(text);
+    assert!(
+        verify::draft_visible(&d, &needle, rules(rt)),
+        "{rt}/{drafted}"
+    );
+    let a = load(rt, after);
+    verify::classify(&d, Some(&d), &a, &needle, rules(rt), true, last)
+}
+
+#[test]
+fn the_earlier_recordings_keep_their_verdicts() {
+    let v = |rt, d, a, t| verdict(rt, d, a, t, false);
+    let got = v(
+        "claude",
+        "v1-1-drafted.txt",
+        "v1-2-after-enter.txt",
+        "say hello",
+    );
+    assert!(matches!(got, Some(Outcome::Screen(_))), "{got:?}");
+    let got = v(
+        "claude",
+        "v1-3-busy-drafted.txt",
+        "v1-4-queued.txt",
+        "second prompt",
+    );
+    assert!(matches!(got, Some(Outcome::Queued(_))), "{got:?}");
+    let got = v(
+        "codex",
+        "v1-1-drafted.txt",
+        "v1-2-queued-at-startup.txt",
+        "say hello",
+    );
+    assert!(matches!(got, Some(Outcome::Queued(_))), "{got:?}");
+    let got = v(
+        "codex",
+        "v1-3-busy-drafted.txt",
+        "v1-4-steered.txt",
+        "third one",
+    );
+    assert!(matches!(got, Some(Outcome::Screen(_))), "{got:?}");
+    // A draft left in the box: no verdict yet, a draft at the deadline.
+    let still = |last| {
+        verdict(
+            "claude",
+            "v1-1-drafted.txt",
+            "v1-1-drafted.txt",
+            "say hello",
+            last,
+        )
+    };
+    assert_eq!(still(false), None);
+    assert!(matches!(still(true), Some(Outcome::Draft(_))));
+}

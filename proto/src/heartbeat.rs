@@ -229,22 +229,39 @@ fn libc_flags() -> i32 {
 /// never sees half a beat and a FIFO in its place is replaced, not opened).
 /// A failed write leaves no temp file behind.
 pub fn write_atomic(path: &Path, beat: &Beat) -> std::io::Result<()> {
+    replace_file(path, format(beat).as_bytes())
+}
+
+/// Replaces `path` with `bytes`: a fresh 0600 temp file beside it (never
+/// through a symlink), then a rename. A failed write leaves no temp file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("hb.tmp.{}.{n}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(format(beat).as_bytes()))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = open_private(&tmp, true)
+        .and_then(|mut f| f.write_all(bytes))
         .and_then(|()| std::fs::rename(&tmp, path));
     written.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// Opens `path` for writing, 0600 if created, never following a symlink and
+/// never blocking (a FIFO without a reader is an error, not a hang); `new`
+/// insists on creating it.
+fn open_private(path: &Path, new: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).mode(0o600).custom_flags(libc_flags());
+    if new {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(false);
+    }
+    o.open(path)
 }
 
 /// `<beat>.lock`: writers of one beat (a runtime's hooks, hostd's fallback
@@ -258,15 +275,7 @@ pub fn lock_path(hb: &Path) -> PathBuf {
 /// Takes the beat's writer lock, waiting at most `wait` (zero: one try). A
 /// lock someone holds forever costs a lost update, never a stuck writer.
 pub fn lock(hb: &Path, wait: Duration) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc_flags())
-        .open(lock_path(hb))
-        .ok()?;
+    let f = open_private(&lock_path(hb), false).ok()?;
     if !f.metadata().ok()?.is_file() {
         return None;
     }
@@ -289,14 +298,7 @@ pub fn native_marker_path(hb: &Path) -> PathBuf {
 }
 
 pub fn touch_native_marker(hb: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc_flags())
-        .open(native_marker_path(hb))?;
+    let f = open_private(&native_marker_path(hb), false)?;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other(
             "the native marker is not a regular file",
