@@ -460,7 +460,7 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
         let (mut ack, mut scr) = (Vec::new(), Vec::new());
         for i in 0..sends {
             for (agent, is_native) in [(&native, true), (&screen, false)] {
-                wait_idle(&mut c, agent, Duration::from_secs(120)).await?;
+                wait_idle(&mut c, &bed.socket_name, agent, rt.interrupt).await?;
                 let r = c
                     .send(fleet_proto::v1::SendRequest {
                         agent: agent.clone(),
@@ -479,15 +479,7 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
                 if !is_native && r.enter_to_screen_ms > 0 {
                     scr.push(r.enter_to_screen_ms as f64);
                 }
-                let mut keys = vec!["send-keys", "-t"];
-                let target = format!("={agent}:");
-                keys.push(&target);
-                keys.extend(rt.interrupt.iter().copied());
-                let _ = std::process::Command::new("tmux")
-                    .args(["-L", &bed.socket_name])
-                    .args(&keys)
-                    .stdout(Stdio::null())
-                    .status();
+                interrupt(&bed.socket_name, agent, rt.interrupt).await;
             }
         }
         // `stop` ends each agent's whole process tree (some runtimes
@@ -525,14 +517,30 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Until `agent` is idle by hostd's best source.
+/// Presses a runtime's interrupt keys one at a time (two Escapes sent
+/// together read as one Alt-Escape).
+async fn interrupt(socket: &str, agent: &str, keys: &[&str]) {
+    for k in keys {
+        let _ = tokio::process::Command::new("tmux")
+            .args(["-L", socket, "send-keys", "-t", &format!("={agent}:"), k])
+            .stdout(Stdio::null())
+            .status()
+            .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Until `agent` is idle by hostd's best source, interrupting again every
+/// few seconds (a runtime may start a retry between two keys).
 async fn wait_idle(
     c: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    socket: &str,
     agent: &str,
-    bound: Duration,
+    keys: &[&str],
 ) -> Result<(), Failure> {
     use fleet_proto::v1::AgentStatus;
-    let deadline = Instant::now() + bound;
+    let start = Instant::now();
+    let mut pressed = Instant::now();
     loop {
         let rows = c
             .list_agents(ListAgentsRequest {})
@@ -548,8 +556,12 @@ async fn wait_idle(
         if idle {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if start.elapsed() > Duration::from_secs(120) {
             return Err(Failure::Other(format!("{agent} did not come back to idle")));
+        }
+        if pressed.elapsed() > Duration::from_secs(4) && start.elapsed() > Duration::from_secs(30) {
+            interrupt(socket, agent, keys).await;
+            pressed = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

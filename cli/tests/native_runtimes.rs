@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fleet_proto::v1::{AgentRow, AgentStatus, PaneState, StatusSource};
 use fleetctl::offline::{AIDER, CLAUDE, CODEX, GEMINI, OPENCODE, Offline, PI};
-use support::Fleet;
+use support::{Fleet, descendants};
 
 /// One runtime started by a real hostd, offline.
 struct Bed {
@@ -32,6 +32,11 @@ struct Bed {
 }
 
 async fn start(rt: &Offline, trusted: bool) -> Bed {
+    start_with(rt, trusted, |_| {}).await
+}
+
+/// `start`, with `user` seeding more of the user's own files in HOME.
+async fn start_with(rt: &Offline, trusted: bool, user: impl FnOnce(&std::path::Path)) -> Bed {
     // gemini-cli ignores a settings file below a world-writable directory
     // such as /tmp: keep everything under the build's own target dir.
     let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -44,6 +49,7 @@ async fn start(rt: &Offline, trusted: bool) -> Bed {
         rt.prepare(rt.agent, &home, &project, trusted, true)
             .unwrap()
     );
+    user(&home);
     let mut f = Fleet::under(&parent, &roster, "");
     f.offline = true;
     f.start().await;
@@ -309,26 +315,6 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-/// `pid` and every process below it.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let p = all[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                all.extend(
-                    kids.split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {
     let b = start(&PI, true).await;
@@ -412,7 +398,15 @@ async fn opencode_reports_its_prompt_and_model_and_queues_behind_a_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() {
-    let b = start(&CLAUDE, true).await;
+    // The user's own hooks keep running beside Fleet's.
+    let b = start_with(&CLAUDE, true, |home| {
+        std::fs::create_dir_all(home.join(".claude")).unwrap();
+        let settings = serde_json::json!({"hooks": {"UserPromptSubmit": [{"hooks": [
+            {"type": "command", "command": format!("touch {}/user-hook-ran", home.display())}
+        ]}]}});
+        std::fs::write(home.join(".claude/settings.json"), settings.to_string()).unwrap();
+    })
+    .await;
     let idle = b.ready().await;
     assert_eq!(
         status(&idle).1,
@@ -422,6 +416,12 @@ async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() 
     assert!(idle.model.starts_with("claude-"), "{idle:?}");
     assert_eq!(idle.model_source, "self-reported");
     b.first_prompt_is_acknowledged_and_busy(true).await;
+    let ran = b.home().join("user-hook-ran");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ran.exists() {
+        assert!(Instant::now() < deadline, "the user's own hook did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (code, r, err) = b.send("and a follow-up", &[]);
     assert_eq!(code, 5, "{r} {err}\n{}", b.shown());
     // Esc fires no hook: the screen brings the status back.
@@ -572,4 +572,5 @@ async fn aider_is_read_off_its_screen_and_type_ahead_is_not_acceptance() {
         )
         .await;
     assert_eq!(hb(&row).turn, Some(1), "one finished turn: {row:?}");
+    b.stale_draft_is_refused_then_cleared().await;
 }

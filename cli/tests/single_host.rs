@@ -817,3 +817,41 @@ async fn every_death_is_seen_and_reported_even_when_tmux_loses_it() {
 fn fleet_hostd_proc_gone(pid: u32) -> bool {
     !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_gets_a_grace_and_a_cleared_drift_is_an_event() {
+    let roster = r#"version: 1
+runtimes:
+  py:
+    command: python3
+    process_names: [python3]
+agents:
+  - name: quick
+    runtime: py
+    command: sh -c 'sleep 0.3; exec python3 -c "import time; time.sleep(300)"'
+  - name: slow
+    runtime: py
+    command: sh -c 'sleep 3; exec python3 -c "import time; time.sleep(300)"'
+"#;
+    let mut f = Fleet::new(roster, "");
+    f.start().await;
+    // `slow` runs `sleep` past the grace: drift, then python3: cleared.
+    f.wait_event("drift", |e| e.kind == "drift" && e.agent == "slow")
+        .await;
+    let cleared = f
+        .wait_event("drift cleared", |e| {
+            e.kind == "drift-cleared" && e.agent == "slow"
+        })
+        .await;
+    assert!(cleared.message.contains("python3"), "{cleared:?}");
+    // `quick` execs within the grace: never called drift.
+    let events = f.events().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.agent == "quick" && e.kind.starts_with("drift")),
+        "{events:#?}"
+    );
+    let rows = f.agents().await;
+    assert!(row(&rows, "quick").flags.is_empty(), "{rows:?}");
+}

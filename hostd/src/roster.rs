@@ -946,6 +946,29 @@ mod tests {
     }
 
     #[test]
+    fn native_wiring_is_on_by_default_off_by_switch_and_borrowable() {
+        let r = parse_yaml(
+            "version: 1\ntransport: tmux\ndefaults:\n  native: true\nruntimes:\n  fork:\n    command: /opt/x/codex\n    native: codex\n  quiet:\n    command: claude\n    native: false\nagents:\n  - name: a\n    runtime: claude\n  - name: b\n    runtime: claude\n    native: false\n  - name: c\n    runtime: fork\n  - name: d\n    runtime: quiet\n  - name: e\n    runtime: shell\n",
+        )
+        .unwrap();
+        let a = |n: &str| r.agent(n).unwrap();
+        assert!(a("a").native && a("a").native_kind == runtime::Native::Claude);
+        assert!(!a("b").native, "an agent's switch");
+        assert_eq!(a("c").native_kind, runtime::Native::Codex);
+        assert_eq!(
+            a("c").screen,
+            &runtime::CODEX_SCREEN,
+            "its screen rules too"
+        );
+        assert!(!a("d").native, "a runtime's switch");
+        assert_eq!(a("e").native_kind, runtime::Native::None);
+        assert!(
+            err("version: 1\ntransport: tmux\nruntimes:\n  x:\n    command: x\n    native: cobol\nagents:\n  - name: a\n    runtime: x\n")
+                .contains("unknown mechanism \"cobol\""),
+        );
+    }
+
+    #[test]
     fn the_source_fleets_rosters_load_unchanged() {
         for (f, n) in [
             ("coding.yaml", 4),

@@ -306,13 +306,61 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.kill_hostd();
+        // Some runtimes outlive a killed tmux server (gemini-cli's node
+        // child ignores the hangup): end every pane's tree too.
+        let panes = Command::new("tmux")
+            .args([
+                "-L",
+                &self.tmux_socket,
+                "list-panes",
+                "-a",
+                "-F",
+                "#{pane_pid}",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let tree: Vec<u32> = panes
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .flat_map(descendants)
+            .collect();
         let _ = Command::new("tmux")
             .arg("-L")
             .arg(&self.tmux_socket)
             .arg("kill-server")
             .stderr(Stdio::null())
             .status();
+        for pid in tree {
+            if let Some(p) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
     }
+}
+
+/// `pid` and every process below it.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                all.extend(
+                    kids.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all
 }
 
 /// Runs `c` and asserts it succeeded, showing its stderr if not.
