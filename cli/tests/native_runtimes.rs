@@ -37,10 +37,7 @@ async fn start(rt: &Offline, trusted: bool) -> Bed {
 
 /// `start`, with `user` seeding more of the user's own files in HOME.
 async fn start_with(rt: &Offline, trusted: bool, user: impl FnOnce(&std::path::Path)) -> Bed {
-    // gemini-cli ignores a settings file below a world-writable directory
-    // such as /tmp: keep everything under the build's own target dir.
-    let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&parent).unwrap();
+    let parent = safe_parent();
     let scratch = tempfile::tempdir_in(&parent).unwrap();
     let home = scratch.path().join("home");
     let project = scratch.path().join("project");
@@ -303,6 +300,29 @@ impl Bed {
             "interleaved:\n{s}"
         );
     }
+}
+
+/// A directory no other user may write into, nor any directory above it:
+/// gemini-cli ignores a settings file below one that is (such as /tmp, so
+/// also a clone that lives there).
+fn safe_parent() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let safe = |p: &std::path::Path| {
+        p.ancestors()
+            .all(|a| std::fs::metadata(a).map_or(true, |m| m.permissions().mode() & 0o022 == 0))
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let candidates = [
+        Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR"))),
+        home.map(|h| h.join(".cache/fleet-tests")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        std::fs::create_dir_all(&c).unwrap();
+        if safe(&c) {
+            return c;
+        }
+    }
+    panic!("no directory free of group/other write access for gemini-cli's settings");
 }
 
 fn alive(pid: u32) -> bool {
