@@ -547,19 +547,23 @@ async fn wait_idle(
             .await?
             .into_inner()
             .agents;
-        let idle = rows.iter().any(|r| {
-            r.name == agent
-                && r.heartbeat
-                    .as_ref()
-                    .is_some_and(|h| h.status == AgentStatus::Ok as i32)
-        });
-        if idle {
+        let status = rows
+            .iter()
+            .find(|r| r.name == agent)
+            .and_then(|r| r.heartbeat.as_ref())
+            .map(|h| h.status);
+        if status == Some(AgentStatus::Ok as i32) {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(120) {
             return Err(Failure::Other(format!("{agent} did not come back to idle")));
         }
-        if pressed.elapsed() > Duration::from_secs(4) && start.elapsed() > Duration::from_secs(30) {
+        // Still busy a while after the keys: press them again (never a
+        // second Ctrl-C: it quits aider).
+        if status == Some(AgentStatus::Busy as i32)
+            && pressed.elapsed() > Duration::from_secs(4)
+            && !keys.contains(&"C-c")
+        {
             interrupt(socket, agent, keys).await;
             pressed = Instant::now();
         }
