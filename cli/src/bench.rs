@@ -479,6 +479,9 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
                 if !is_native && r.enter_to_screen_ms > 0 {
                     scr.push(r.enter_to_screen_ms as f64);
                 }
+                // Interrupt the turn once it shows (a Ctrl-C that comes
+                // before aider's turn arms its exit instead).
+                wait_status(&mut c, agent, fleet_proto::v1::AgentStatus::Busy).await?;
                 interrupt(&bed.socket_name, agent, rt.interrupt).await;
             }
         }
@@ -513,6 +516,33 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
             format!("{n_ack}/{sends}"),
             format!("{n_scr}/{sends}"),
         );
+    }
+    Ok(())
+}
+
+/// Until `agent`'s status is `want` (bounded; a turn that ended before it
+/// was seen busy is fine too).
+async fn wait_status(
+    c: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    agent: &str,
+    want: fleet_proto::v1::AgentStatus,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let rows = c
+            .list_agents(ListAgentsRequest {})
+            .await?
+            .into_inner()
+            .agents;
+        let now = rows
+            .iter()
+            .find(|r| r.name == agent)
+            .and_then(|r| r.heartbeat.as_ref())
+            .map(|h| h.status);
+        if now == Some(want as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
