@@ -163,6 +163,10 @@ pub fn wire(
                 if has_ours {
                     return Ok(None);
                 }
+                // No directory of ours: nothing here acknowledges a prompt
+                // (the send path waits for acknowledgements only where an
+                // agent directory says a mechanism is wired).
+                let _ = std::fs::remove_dir(&dir);
                 return Err(WireError::GeminiNeedsRoot {
                     uid,
                     system: system.display().to_string(),
