@@ -371,6 +371,116 @@ export default function (pi) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roster::{self, Format};
+
+    fn spec(agent: &str) -> AgentSpec {
+        let r = roster::parse(
+            &format!("version: 1\ntransport: tmux\nagents:\n{agent}"),
+            Path::new("r.yaml"),
+            Format::Yaml,
+            Path::new("/home/u"),
+        )
+        .unwrap();
+        r.agents[0].clone()
+    }
+
+    #[test]
+    fn each_runtime_is_wired_in_its_own_directory_never_the_users() {
+        let run = tempfile::tempdir().unwrap();
+        let fleetctl = Path::new("/opt/fleet/bin/fleetctl");
+        let w = wire(
+            run.path(),
+            &spec("  - name: a\n    runtime: claude\n"),
+            Some(fleetctl),
+        )
+        .unwrap()
+        .unwrap();
+        let settings = run.path().join("a.d/claude-settings.json");
+        assert_eq!(w.args, format!(" --settings '{}'", settings.display()));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+        assert_eq!(
+            json["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"],
+            "'/opt/fleet/bin/fleetctl' hook claude UserPromptSubmit"
+        );
+        // Codex: flags only, nothing written.
+        let w = wire(
+            run.path(),
+            &spec("  - name: b\n    runtime: codex\n    command: /opt/x/codex --yolo\n"),
+            Some(fleetctl),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            w.args.contains("hooks.UserPromptSubmit=")
+                && w.args.ends_with("--dangerously-bypass-hook-trust")
+        );
+        // opencode: added to the user's own config content, theirs kept.
+        let w = wire(
+            run.path(),
+            &spec("  - name: c\n    runtime: opencode\n    env:\n      OPENCODE_CONFIG_CONTENT: '{\"plugin\":[\"theirs\"],\"theme\":\"x\"}'\n"),
+            Some(fleetctl),
+        )
+        .unwrap()
+        .unwrap();
+        let content: serde_json::Value = serde_json::from_str(&w.env[0].1).unwrap();
+        assert_eq!(content["theme"], "x");
+        assert_eq!(content["plugin"][0], "theirs");
+        assert!(
+            content["plugin"][1]
+                .as_str()
+                .unwrap()
+                .ends_with("c.d/opencode/fleet.js")
+        );
+        assert!(run.path().join("c.d/opencode/node_modules").is_dir());
+        // aider: environment only.
+        let w = wire(
+            run.path(),
+            &spec("  - name: d\n    runtime: aider\n"),
+            Some(fleetctl),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(w.args.is_empty());
+        assert!(
+            w.env.iter().any(
+                |(k, v)| k == "AIDER_NOTIFICATIONS_COMMAND" && v.ends_with("hook aider notify")
+            )
+        );
+    }
+
+    #[test]
+    fn flags_go_only_to_the_runtime_itself_and_a_switch_turns_it_off() {
+        let run = tempfile::tempdir().unwrap();
+        let f = Some(Path::new("/x/fleetctl"));
+        let wrapped =
+            spec("  - name: a\n    runtime: claude\n    command: sh -c 'cd /w; exec claude'\n");
+        assert!(matches!(
+            wire(run.path(), &wrapped, f),
+            Err(WireError::Wrapped { .. })
+        ));
+        assert!(!run.path().join("a.d").exists());
+        let node = spec("  - name: b\n    runtime: pi\n    command: node /x/pi.js\n");
+        assert!(wire(run.path(), &node, f).unwrap().is_some());
+        let off = spec("  - name: c\n    runtime: claude\n    native: false\n");
+        assert_eq!(wire(run.path(), &off, f).unwrap(), None);
+        let shell = spec("  - name: d\n    runtime: shell\n");
+        assert_eq!(wire(run.path(), &shell, f).unwrap(), None);
+        assert!(matches!(
+            wire(
+                run.path(),
+                &spec("  - name: e\n    runtime: claude\n"),
+                None
+            ),
+            Err(WireError::NoFleetctl)
+        ));
+        // An agent directory that is a symlink (an agent's doing) is refused.
+        std::os::unix::fs::symlink("/tmp", run.path().join("f.d")).unwrap();
+        assert!(matches!(
+            wire(run.path(), &spec("  - name: f\n    runtime: claude\n"), f),
+            Err(WireError::Io { .. })
+        ));
+    }
 
     #[test]
     fn quoting_survives_quotes_and_spaces() {
