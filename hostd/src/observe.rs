@@ -18,8 +18,13 @@ use crate::verify::{self, Observed};
 
 /// How often the observer looks at the table.
 const PERIOD: Duration = Duration::from_millis(400);
-/// A pane whose activity did not move is read again after this long.
-const REFRESH: Duration = Duration::from_secs(10);
+/// A pane whose activity did not move is read again after this long (its
+/// screen has not changed; this is a safety net only).
+const REFRESH: Duration = Duration::from_secs(60);
+/// A pane that keeps changing (a spinner) is read at most this often: a
+/// capture is one tmux process (~3.5 ms), and 100 busy agents must not
+/// cost a core.
+const MIN_GAP: Duration = Duration::from_secs(2);
 /// Bound on one capture.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,11 +67,9 @@ pub async fn run(
             let status = row.heartbeat.as_ref().map_or(0, |h| h.status);
             let due = seen.get(&row.name).is_none_or(|s| {
                 s.pid != row.pane_pid
-                    || s.activity != row.last_activity_unix_ms
                     || s.status != status
+                    || s.activity != row.last_activity_unix_ms && s.at.elapsed() >= MIN_GAP
                     || s.at.elapsed() >= REFRESH
-                    // Busy screens animate; keep looking while they do.
-                    || matches!(s.last, Some(Observed::Busy(_)))
             });
             if !due {
                 continue;
