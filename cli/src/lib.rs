@@ -218,6 +218,16 @@ pub enum Verb {
     /// Control bytes other than newline and tab are stripped; invalid UTF-8
     /// and text over hostd's limit (64 KiB by default) are refused. A pane in
     /// copy mode is taken out of it first; a dead pane is refused.
+    ///
+    /// Inputs to one agent take turns (one writer per pane): a send behind
+    /// another waits (--queue-timeout) and its receipt says so. A runtime
+    /// still starting is waited for until it shows its input box. Text
+    /// already in the input box (a stale draft) is never merged with yours:
+    /// the send is refused naming its size, unless --clear-draft, which
+    /// empties the box with the runtime's clear key first. A runtime asking a
+    /// human (a permission or trust prompt) is refused: the text would
+    /// answer it. Typed into a runtime that reads nothing while a turn runs
+    /// (aider), text is the terminal's type-ahead: queued, not accepted.
     Send(send::SendArgs),
     /// Watch an agent's screen, read-only by construction. On a terminal: a
     /// throw-away grouped tmux session attached with `attach -r` (typing does

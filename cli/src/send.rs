@@ -16,13 +16,8 @@ use crate::{Failure, client, exit};
 ///
 /// Control bytes other than newline and tab are stripped; invalid UTF-8
 /// and text over hostd's limit (64 KiB by default) are refused. A pane in
-/// copy mode is taken out of it first; a dead pane is refused. Inputs to
-/// one agent take turns (one writer per pane): a send behind another waits
-/// (--queue-timeout) and says so. A runtime still starting is waited for
-/// until it shows its input box. Text already in the input box (a stale
-/// draft) is never merged with yours: the send is refused unless
-/// --clear-draft, which empties the box with the runtime's clear key. A
-/// runtime asking a human (a permission prompt) is refused.
+/// copy mode is taken out of it first; a dead pane is refused (the verb's
+/// help in `lib.rs` says the rest).
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// AGENT, HOST/AGENT or TENANT/HOST/AGENT.
