@@ -204,6 +204,9 @@ pub const GEMINI: Offline = Offline {
             "GEMINI_CLI_SYSTEM_SETTINGS_PATH",
             "__HOME__/gemini-system.json",
         ),
+        // gemini-cli runs headless (no TUI) when CI=true, which a CI
+        // runner's environment passes down to hostd's tmux and its panes.
+        ("CI", "false"),
     ],
     seed: seed_gemini,
     interrupt: &["Escape"],
