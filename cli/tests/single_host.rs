@@ -650,6 +650,32 @@ fn invalid_rosters_are_refused_before_anything_starts() {
 }
 
 #[test]
+fn a_roster_that_is_a_fifo_is_refused_at_once() {
+    // Directly, and behind a symlink: opened non-blocking, never waited on.
+    let f = Fleet::new("version: 1\nagents: []\n", "");
+    let fifo = f.dir.path().join("fifo.yaml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::remove_file(&f.roster).unwrap();
+    std::os::unix::fs::symlink(&fifo, &f.roster).unwrap();
+    let start = Instant::now();
+    let out = f.hostd_command().arg("--check-config").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("FIFO"), "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn check_config_reports_what_would_run() {
     let f = Fleet::new(MIXED, "");
     let out = f.hostd_command().arg("--check-config").output().unwrap();
@@ -854,4 +880,43 @@ agents:
     );
     let rows = f.agents().await;
     assert!(row(&rows, "quick").flags.is_empty(), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hostd_on_the_same_run_dir_or_tmux_socket_is_refused() {
+    let mut f = Fleet::new(MIXED, "");
+    f.start().await;
+    let first = f.hostd_pid().to_string();
+    let refused = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(75), "{err}");
+        assert!(
+            err.contains("already runs") && err.contains(&first),
+            "{err}"
+        );
+        err
+    };
+    // The same configuration: the same run dir.
+    let err = refused(&mut f.hostd_command());
+    assert!(err.contains("in "), "{err}");
+    // Another run dir and socket, the same tmux socket.
+    let other = f.dir.path().join("other.toml");
+    let cfg = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .replace(
+            &f.run_dir.display().to_string(),
+            &f.dir.path().join("run2").display().to_string(),
+        )
+        .replace(
+            &f.socket.display().to_string(),
+            &f.dir.path().join("h2.sock").display().to_string(),
+        );
+    std::fs::write(&other, cfg).unwrap();
+    let mut c = std::process::Command::new(support::bin("fleet-hostd"));
+    c.arg("--config").arg(&other);
+    let err = refused(&mut c);
+    assert!(err.contains("tmux socket"), "{err}");
+    // The first one is untouched and still answers.
+    assert_eq!(f.agents().await.len(), 3);
 }

@@ -56,10 +56,56 @@ pub enum HostdError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "another fleet-hostd{holder} already runs {what}: one hostd per run dir and tmux socket (lock {path}); stop it first"
+    )]
+    AlreadyRunning {
+        what: String,
+        holder: String,
+        path: std::path::PathBuf,
+    },
     #[error("{0}")]
     Tls(fleet_proto::tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+/// Takes `path`'s exclusive lock (`flock`, never waiting) and writes our pid
+/// into it; refused with the holder's pid when another process has it.
+fn exclusive(path: &std::path::Path, what: String) -> Result<std::fs::File, HostdError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| HostdError::RunDir {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(io)?;
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut pid = String::new();
+        let _ = (&f).take(32).read_to_string(&mut pid);
+        let pid = pid.trim();
+        return Err(HostdError::AlreadyRunning {
+            what,
+            holder: if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            },
+            path: path.to_owned(),
+        });
+    }
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    writeln!(f, "{}", std::process::id()).map_err(io)?;
+    Ok(f)
 }
 
 /// What the embedding program hands to [`run`].
@@ -82,6 +128,26 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         path: cfg.run_dir.clone(),
         source,
     })?;
+    // One hostd per run dir and per tmux socket, held for the process's
+    // life, taken before the socket is bound (a second one must not take
+    // the first one's socket or agents).
+    let tmux_socket_name = cfg
+        .tmux_socket
+        .clone()
+        .unwrap_or_else(|| roster.tmux.socket_name.clone());
+    let _locks = [
+        exclusive(
+            &cfg.run_dir.join(".hostd.lock"),
+            format!("in {}", cfg.run_dir.display()),
+        )?,
+        exclusive(
+            &std::env::temp_dir().join(format!(
+                "fleet-hostd-{}-tmux-{tmux_socket_name}.lock",
+                cfg.uid
+            )),
+            format!("on tmux socket {tmux_socket_name:?}"),
+        )?,
+    ];
     let listener = socket::bind(&cfg.socket, cfg.uid).await?;
     let epoch: u64 = rand::random();
     let events = events::EventLog::new(&cfg.tenant, &cfg.host, cfg.event_backlog);

@@ -11,6 +11,9 @@ use fleet_hostd::{Command, Options, roster, systemd};
 
 /// sysexits EX_CONFIG: the configuration or the roster is invalid.
 const EX_CONFIG: u8 = 78;
+/// sysexits EX_TEMPFAIL: another hostd runs this fleet; try again once it
+/// has stopped.
+const EX_TEMPFAIL: u8 = 75;
 
 /// Fleet host daemon: runs the agents of a roster in an isolated tmux server
 /// and serves their live table on a local Unix socket (same uid only).
@@ -145,6 +148,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ fleet_hostd::HostdError::AlreadyRunning { .. }) => {
+            eprintln!("fleet-hostd: {e}");
+            ExitCode::from(EX_TEMPFAIL)
+        }
         Err(e) => {
             eprintln!("fleet-hostd: {e}");
             ExitCode::FAILURE

@@ -322,6 +322,9 @@ const RESERVED_ENV: &[&str] = &[
 // === loading ===
 
 /// Reads and checks a roster file.
+/// Largest roster file read.
+pub const MAX_BYTES: usize = 4 << 20;
+
 pub fn load(path: &Path, home: &Path) -> Result<Roster, RosterError> {
     let err = |message: String| RosterError {
         path: path.to_owned(),
@@ -331,7 +334,14 @@ pub fn load(path: &Path, home: &Path) -> Result<Roster, RosterError> {
     };
     let format = Format::of(path)
         .ok_or_else(|| err("unknown roster format: use a .yaml, .yml or .toml file".into()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    // Never blocks: a FIFO or a device (also behind a symlink) is refused,
+    // and at most MAX_BYTES are read.
+    let bytes = fleet_proto::heartbeat::read_bounded_following(path, MAX_BYTES)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if bytes.len() > MAX_BYTES {
+        return Err(err(format!("larger than {MAX_BYTES} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
     parse(&text, path, format, home)
 }
 

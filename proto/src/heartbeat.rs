@@ -190,11 +190,26 @@ pub enum BoundedError {
 /// on it: `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`, then the type is checked on
 /// the opened descriptor (so a swap after a `stat` cannot fool it).
 pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, BoundedError> {
+    read_bounded_with(path, limit, libc_flags())
+}
+
+/// [`read_bounded`] that follows a symlink (a roster kept elsewhere and
+/// linked into place); still never blocks and reads only regular files.
+pub fn read_bounded_following(path: &Path, limit: usize) -> Result<Vec<u8>, BoundedError> {
+    use rustix::fs::OFlags;
+    read_bounded_with(
+        path,
+        limit,
+        (OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32,
+    )
+}
+
+fn read_bounded_with(path: &Path, limit: usize, flags: i32) -> Result<Vec<u8>, BoundedError> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags())
+        .custom_flags(flags)
         .open(path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => BoundedError::NotFound,
