@@ -21,8 +21,14 @@ use serde_json::Value;
 pub const MAX_INPUT: usize = 1 << 20;
 /// Longest wait for the payload (a runtime that never closes stdin).
 pub const INPUT_WAIT: Duration = Duration::from_millis(500);
-/// Longest wait for another writer's lock on the beat.
-const LOCK_WAIT: Duration = Duration::from_millis(200);
+/// Longest wait for another writer's lock on the beat. Hooks a runtime
+/// runs synchronously (Claude Code, Codex, gemini-cli) run one at a time,
+/// so they only ever meet hostd's fallback writer, which holds the lock for
+/// microseconds and never waits for it; the in-process plugins (pi,
+/// opencode) start their hooks detached, and two of those can overlap on a
+/// loaded machine: waiting keeps the second from overwriting the first
+/// (a lost turn).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What one runtime event means for the agent's status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
