@@ -520,6 +520,23 @@ async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `agent`'s status as hostd resolves it (None: no such row or no beat).
+async fn status_of(
+    c: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    agent: &str,
+) -> Result<Option<i32>, Failure> {
+    let rows = c
+        .list_agents(ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
+    Ok(rows
+        .iter()
+        .find(|r| r.name == agent)
+        .and_then(|r| r.heartbeat.as_ref())
+        .map(|h| h.status))
+}
+
 /// Until `agent`'s status is `want` (bounded; a turn that ended before it
 /// was seen busy is fine too).
 async fn wait_status(
@@ -529,17 +546,7 @@ async fn wait_status(
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let rows = c
-            .list_agents(ListAgentsRequest {})
-            .await?
-            .into_inner()
-            .agents;
-        let now = rows
-            .iter()
-            .find(|r| r.name == agent)
-            .and_then(|r| r.heartbeat.as_ref())
-            .map(|h| h.status);
-        if now == Some(want as i32) {
+        if status_of(c, agent).await? == Some(want as i32) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -572,16 +579,7 @@ async fn wait_idle(
     let start = Instant::now();
     let mut pressed = Instant::now();
     loop {
-        let rows = c
-            .list_agents(ListAgentsRequest {})
-            .await?
-            .into_inner()
-            .agents;
-        let status = rows
-            .iter()
-            .find(|r| r.name == agent)
-            .and_then(|r| r.heartbeat.as_ref())
-            .map(|h| h.status);
+        let status = status_of(c, agent).await?;
         if status == Some(AgentStatus::Ok as i32) {
             return Ok(());
         }

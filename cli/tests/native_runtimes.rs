@@ -362,6 +362,8 @@ async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("already holds"), "{err}");
         b.f.tmux(&["send-keys", "-t", "=pi0:", "C-c"]);
+        // Not a wait for readiness: a second Ctrl-C within 500 ms quits pi,
+        // and the next step may press one.
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     b.stale_draft_is_refused_then_cleared().await;
@@ -407,6 +409,7 @@ async fn opencode_reports_its_prompt_and_model_and_queues_behind_a_turn() {
     );
     // Esc Esc interrupts; opencode reports session.idle.
     b.f.tmux(&["send-keys", "-t", "=oc0:", "Escape"]);
+    // Key timing, not readiness: two Escapes in one burst read as Alt-Esc.
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.f.tmux(&["send-keys", "-t", "=oc0:", "Escape"]);
     b.wait_status("idle after Esc Esc", Duration::from_secs(15), |s, _, _| {
@@ -493,6 +496,8 @@ async fn codex_reports_its_turn_and_model_and_a_steer_is_the_same_turn() {
     // Codex steers a prompt into the running turn: the same turn_id.
     let (code, r, err) = b.send("one more thing", &[]);
     assert!(code == 0 || code == 5, "{r} {err}\n{}", b.shown());
+    // A negative check: over two seconds (Codex injects a steer at its next
+    // request attempt) the turn must not advance.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let row = b.f.agents().await;
     assert_eq!(
@@ -503,11 +508,14 @@ async fn codex_reports_its_turn_and_model_and_a_steer_is_the_same_turn() {
     );
     // Esc: Codex reports the interrupt. (With a steer pending, the first
     // Esc sends it at once and the turn goes on: press again.)
-    for _ in 0..3 {
+    'press: for _ in 0..3 {
         b.f.tmux(&["send-keys", "-t", "=cx0:", "Escape"]);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if status(&b.f.agents().await[0]).0 != AgentStatus::Busy {
-            break;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if status(&b.f.agents().await[0]).0 != AgentStatus::Busy {
+                break 'press;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     b.wait_status("idle after Esc", Duration::from_secs(20), |s, _, _| {
