@@ -102,10 +102,23 @@ fn managed(r: &AgentRow) -> bool {
 /// Alive and running its runtime's own program: text typed now reaches the
 /// agent, not a launcher still starting it (a `drift` row), nor a pane
 /// whose process has not been read yet.
+/// Alive, its process read, and that process the runtime's own: not drift,
+/// and not a launcher still inside its start-up grace (which `ps` does not
+/// yet call drift).
 fn ready(r: &AgentRow) -> bool {
-    r.pane == PaneState::Alive as i32
-        && r.process.is_some()
-        && !r.flags.iter().any(|f| f == "drift")
+    let own = r.process.as_ref().is_some_and(|p| {
+        let argv0 = p
+            .cmdline
+            .split_whitespace()
+            .next()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or("");
+        r.expected_processes.is_empty()
+            || r.expected_processes
+                .iter()
+                .any(|e| *e == p.name || *e == argv0)
+    });
+    r.pane == PaneState::Alive as i32 && own && !r.flags.iter().any(|f| f == "drift")
 }
 
 fn stopped(r: &AgentRow) -> bool {
