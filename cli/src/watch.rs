@@ -94,6 +94,8 @@ fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
             .args(args)
             .status()
     };
+    // Marked in the same command list that creates it: hostd knows a
+    // watcher by this option, never by its name.
     let made = tmux(&[
         "new-session",
         "-d",
@@ -101,6 +103,12 @@ fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
         &format!("={agent}"),
         "-s",
         &session,
+        ";",
+        "set-option",
+        "-t",
+        &format!("={session}:"),
+        "@fleet-watcher",
+        "1",
     ])?;
     if !made.success() {
         return Err(Failure::Other(format!(

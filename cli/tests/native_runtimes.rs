@@ -346,7 +346,13 @@ async fn pi_reports_turns_and_model_natively_and_queues_a_steer() {
     // While pi retries the failing turn, Enter steers: queued.
     let (code, r, err) = b.send("and steer this way", &[]);
     assert_eq!(code, 5, "{r} {err}\n{}", b.shown());
-    assert!(r["detail"].as_str().unwrap().contains("Steering"), "{r}");
+    // pi draws its steer queue as "Steering: …" and the hint "edit all
+    // queued messages"; either may be on screen first.
+    let detail = r["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Steering") || detail.contains("edit all queued messages"),
+        "{r}"
+    );
     // The steer is not a new turn.
     let row = b.f.agents().await;
     assert_eq!(hb(&row[0]).turn, Some(1), "{:?}", row[0]);

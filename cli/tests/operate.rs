@@ -548,31 +548,56 @@ async fn multi_line_text_and_busy_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphaned_watch_sessions_are_swept() {
-    let mut f = Fleet::new(&roster(), "resync_ms = 300\n");
+    // An agent whose name looks like a watcher's is still an agent.
+    let roster = format!(
+        "{}  - name: sh-watch-1\n    runtime: shell\n    command: bash --norc --noprofile\n",
+        roster()
+    );
+    let mut f = Fleet::new(&roster, "resync_ms = 300\n");
     f.start().await;
-    f.wait_for("alive", Duration::from_secs(20), |a| a.len() == 5)
+    f.wait_for("alive", Duration::from_secs(20), |a| a.len() == 6)
         .await;
-    // What a killed `fleetctl watch` leaves behind: a grouped session
-    // nobody is attached to.
+    // What a killed `fleetctl watch` leaves behind: a grouped session,
+    // marked as a watcher, that nobody is attached to.
     assert!(
-        f.tmux(&["new-session", "-d", "-t", "=sh0", "-s", "sh0-watch-4242"])
-            .status
-            .success()
+        f.tmux(&[
+            "new-session",
+            "-d",
+            "-t",
+            "=sh0",
+            "-s",
+            "sh0-peek",
+            ";",
+            "set-option",
+            "-t",
+            "=sh0-peek:",
+            "@fleet-watcher",
+            "1"
+        ])
+        .status
+        .success()
     );
     let agents = f.agents().await;
     assert!(
-        agents.iter().all(|a| a.name != "sh0-watch-4242"),
+        agents.iter().all(|a| a.name != "sh0-peek"),
         "a watcher is not an agent"
     );
     f.wait_event("swept", |e| {
-        e.kind == "watcher-swept" && e.message.contains("sh0-watch-4242")
+        e.kind == "watcher-swept" && e.message.contains("sh0-peek")
     })
     .await;
     assert!(
-        !f.tmux(&["has-session", "-t", "=sh0-watch-4242"])
+        !f.tmux(&["has-session", "-t", "=sh0-peek"])
             .status
             .success()
     );
+    assert!(
+        f.tmux(&["has-session", "-t", "=sh-watch-1"]).status.success(),
+        "an agent named like a watcher stays"
+    );
+    let row = f.agents().await;
+    let row = row.iter().find(|a| a.name == "sh-watch-1").expect("listed");
+    assert_eq!(row.pane, PaneState::Alive as i32, "{row:?}");
     assert!(
         f.tmux(&["has-session", "-t", "=sh0"]).status.success(),
         "the agent stays"

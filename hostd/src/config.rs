@@ -51,6 +51,10 @@ pub struct FileConfig {
     /// tmux binary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmux: Option<PathBuf>,
+    /// Longest any one tmux call may take, milliseconds; a server that
+    /// takes longer is flagged `tmux-unresponsive`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmux_timeout_ms: Option<u64>,
     /// Override the roster's `tmux.socket_name` (tests, side-by-side fleets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmux_socket: Option<String>,
@@ -159,6 +163,7 @@ pub struct Config {
     pub resync: Duration,
     pub pane_size: (u16, u16),
     pub tmux: PathBuf,
+    pub tmux_timeout: Duration,
     pub tmux_socket: Option<String>,
     pub log: String,
     pub event_backlog: usize,
@@ -339,6 +344,13 @@ fn resolve(
             message: format!("{resync_ms} is outside 100..=600000"),
         });
     }
+    let tmux_timeout_ms = raw.tmux_timeout_ms.unwrap_or(3000);
+    if !(100..=60_000).contains(&tmux_timeout_ms) {
+        return Err(ConfigError::Invalid {
+            key: "tmux_timeout_ms",
+            message: format!("{tmux_timeout_ms} is outside 100..=60000"),
+        });
+    }
     let (w, h) = (raw.pane_width.unwrap_or(200), raw.pane_height.unwrap_or(50));
     if !(20..=1000).contains(&w) || !(5..=1000).contains(&h) {
         return Err(ConfigError::Invalid {
@@ -412,6 +424,7 @@ fn resolve(
         resync: Duration::from_millis(resync_ms),
         pane_size: (w, h),
         tmux: raw.tmux.unwrap_or_else(|| PathBuf::from("tmux")),
+        tmux_timeout: Duration::from_millis(tmux_timeout_ms),
         tmux_socket: raw.tmux_socket,
         log,
         event_backlog,

@@ -184,7 +184,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         roster: roster_rx,
         events,
         epoch,
-        tmux: tmux::Tmux::new(&cfg.tmux, tmux_socket),
+        tmux: tmux::Tmux::new(&cfg.tmux, tmux_socket).with_timeout(cfg.tmux_timeout),
         run_dir: cfg.run_dir.clone(),
         send_limit: cfg.send_limit,
         commands: cmd_tx,

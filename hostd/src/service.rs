@@ -131,6 +131,19 @@ impl FleetService {
         }
     }
 
+    /// Fails fast while the table has flagged tmux as not answering: every
+    /// input and screen read would only wait out its timeout.
+    fn tmux_answers(&self) -> Result<(), Status> {
+        let view = self.view.borrow();
+        if view.host.flags.iter().any(|f| f == "tmux-unresponsive") {
+            return Err(Status::unavailable(format!(
+                "tmux server on socket {} is not answering (host flag tmux-unresponsive); try again when it does",
+                view.host.tmux_socket
+            )));
+        }
+        Ok(())
+    }
+
     /// A verified send to `agent` (the supervisor's pokes and digests).
     pub async fn deliver_to(&self, agent: &str, text: &[u8]) -> Result<SendReceipt, Status> {
         let row = self.live_row(agent)?;
@@ -151,6 +164,7 @@ impl FleetService {
         queue_bound: Duration,
     ) -> Result<SendReceipt, Status> {
         let clean = send::sanitize(text, self.send_limit)?;
+        self.tmux_answers()?;
         let turn = self
             .inputs
             .acquire(&row.name, queue_bound)
@@ -340,6 +354,7 @@ impl Fleet for FleetService {
                 row.name
             )));
         }
+        self.tmux_answers()?;
         let fps = if req.max_fps == 0 {
             10
         } else {

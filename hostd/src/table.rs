@@ -58,6 +58,8 @@ pub enum Command {
     },
 }
 
+type ControlReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// A launcher's first moments (`sh -c '…; exec claude'`) are not drift.
 const DRIFT_GRACE: Duration = Duration::from_secs(1);
 
@@ -95,13 +97,43 @@ struct CachedBeat {
     result: Result<Beat, ReadError>,
 }
 
+/// One `list-panes` answer, read off the owner task.
+#[derive(Debug)]
+struct PaneRead {
+    generation: u64,
+    result: Result<Vec<Pane>, tmux::TmuxError>,
+}
+
+/// Pane reads run beside the owner, one at a time: a stopped tmux delays
+/// only the next read, never deaths, ticks or commands.
+#[derive(Debug, Default)]
+struct Reads {
+    in_flight: bool,
+    /// Another read was asked for while one ran.
+    again: bool,
+    /// Number of the last read started.
+    generation: u64,
+    last_done: Option<Instant>,
+}
+
+/// Without an answer from tmux for this long the owner asks again.
+const PROBE: Duration = Duration::from_secs(2);
+
 pub struct Table {
     cfg: Arc<Config>,
     tmux: Tmux,
     roster: Roster,
     roster_mtime: Option<SystemTime>,
     roster_loaded_at: i64,
-    control: Option<Control>,
+    control: Option<Arc<Control>>,
+    reads: Reads,
+    reads_tx: mpsc::UnboundedSender<PaneRead>,
+    reads_rx: mpsc::UnboundedReceiver<PaneRead>,
+    /// Control replies held until a pane read started after the action
+    /// ends (read generation to wait past, reply, outcome).
+    owed: Vec<(u64, ControlReply, Result<String, String>)>,
+    /// Since when tmux has not answered within its timeout.
+    unresponsive: Option<Instant>,
     agents: BTreeMap<String, Agent>,
     events: EventLog,
     publish: watch::Sender<Arc<View>>,
@@ -155,8 +187,9 @@ impl Table {
             .tmux_socket
             .clone()
             .unwrap_or_else(|| roster.tmux.socket_name.clone());
-        let tmux = Tmux::new(&cfg.tmux, socket);
+        let tmux = Tmux::new(&cfg.tmux, socket).with_timeout(cfg.tmux_timeout);
         let (exits, exits_rx) = Exits::new();
+        let (reads_tx, reads_rx) = mpsc::unbounded_channel();
         let roster_mtime = mtime(&roster.path);
         let placeholder = View {
             agents: Vec::new(),
@@ -177,6 +210,11 @@ impl Table {
             roster_mtime,
             roster_loaded_at: clock::now_ms(),
             control: None,
+            reads: Reads::default(),
+            reads_tx,
+            reads_rx,
+            owed: Vec::new(),
+            unresponsive: None,
             agents: BTreeMap::new(),
             events,
             publish,
@@ -241,21 +279,28 @@ impl Table {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => self.tick().await,
-                _ = changed => self.refresh().await,
+                _ = changed => self.want_read(),
                 _ = exited => self.tmux_lost().await,
                 _ = recheck => {
                     self.recheck_at = None;
-                    self.refresh().await;
+                    self.want_read();
                 }
-                Some(pid) = self.exits_rx.recv() => self.on_exit(pid).await,
+                Some(read) = self.reads_rx.recv() => self.on_read(read).await,
+                Some(pid) = self.exits_rx.recv() => self.on_exit(pid),
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Reload { why } => self.reload(why).await,
                     Command::Control { action, agent, operator, reply } => {
                         let result = self.control(action, &agent, &operator).await;
-                        // Re-read before answering: a `ps` right after a
+                        // Answer after a fresh read: a `ps` right after a
                         // `stop` must not show the agent still alive.
-                        self.refresh().await;
-                        let _ = reply.send(result);
+                        if self.control.is_some() && self.unresponsive.is_none() {
+                            let after = self.reads.generation;
+                            self.want_read();
+                            self.owed.push((after, reply, result));
+                        } else {
+                            self.publish();
+                            let _ = reply.send(result);
+                        }
                     }
                     Command::Supervision { states } => {
                         self.supervision = states;
@@ -283,6 +328,104 @@ impl Table {
 
     // === tmux ===
 
+    /// Asks for a pane read beside the owner (at most one runs; a request
+    /// during one runs once more after it).
+    fn want_read(&mut self) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
+        if self.reads.in_flight {
+            self.reads.again = true;
+            return;
+        }
+        self.reads.in_flight = true;
+        self.reads.generation += 1;
+        let generation = self.reads.generation;
+        let tx = self.reads_tx.clone();
+        tokio::spawn(async move {
+            let result = control.list_panes().await;
+            let _ = tx.send(PaneRead { generation, result });
+        });
+    }
+
+    async fn on_read(&mut self, read: PaneRead) {
+        self.reads.in_flight = false;
+        self.reads.last_done = Some(Instant::now());
+        match read.result {
+            Ok(panes) => {
+                self.tmux_answered();
+                self.apply_panes(panes, false);
+                self.nudge_unreaped().await;
+                self.publish();
+            }
+            Err(e) => {
+                self.tmux_failed(&e);
+                tracing::debug!(error = %e, "list-panes failed");
+            }
+        }
+        // Replies waiting for a read that began after their action.
+        let (due, later) = std::mem::take(&mut self.owed)
+            .into_iter()
+            .partition(|(after, _, _)| *after < read.generation);
+        self.owed = later;
+        for (_, reply, result) in due {
+            let _ = reply.send(result);
+        }
+        if std::mem::take(&mut self.reads.again) {
+            self.want_read();
+        }
+    }
+
+    /// A tmux call timed out: flag the host once, with an event.
+    fn tmux_failed(&mut self, e: &tmux::TmuxError) {
+        if !matches!(e, tmux::TmuxError::Timeout { .. }) || self.unresponsive.is_some() {
+            return;
+        }
+        self.unresponsive = Some(Instant::now());
+        self.events.emit(
+            "",
+            "tmux-unresponsive",
+            format!(
+                "tmux server on socket {} is not answering ({e}); deaths are still seen, commands fail until it answers",
+                self.tmux.socket()
+            ),
+            &[("socket", self.tmux.socket().to_owned())],
+        );
+        self.publish();
+    }
+
+    fn tmux_answered(&mut self) {
+        if let Some(since) = self.unresponsive.take() {
+            self.events.emit(
+                "",
+                "tmux-responsive",
+                format!(
+                    "tmux server on socket {} answers again after {:.1}s",
+                    self.tmux.socket(),
+                    since.elapsed().as_secs_f64()
+                ),
+                &[("socket", self.tmux.socket().to_owned())],
+            );
+        }
+    }
+
+    /// Why tmux cannot be asked to act now, if it cannot.
+    fn tmux_unavailable(&self) -> Option<String> {
+        if let Some(since) = self.unresponsive {
+            return Some(format!(
+                "tmux server on socket {} is not answering (for {:.0}s); try again when it does",
+                self.tmux.socket(),
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        self.control.is_none().then(|| {
+            format!(
+                "tmux server on socket {} is not running; hostd is bringing it back",
+                self.tmux.socket()
+            )
+        })
+    }
+
     async fn bring_up_tmux(&mut self) -> Result<(), tmux::TmuxError> {
         let holder = self.roster.tmux.holder_session.clone();
         if self.tmux.ensure_server(&holder).await? {
@@ -295,11 +438,19 @@ impl Table {
         }
         let control = Control::attach(&self.tmux, &holder).await?;
         let panes = control.list_panes().await?;
-        self.control = Some(control);
+        self.control = Some(Arc::new(control));
         self.tmux_down_since = None;
+        self.tmux_answered();
         self.apply_panes(panes, true);
         self.launch_missing().await;
-        self.refresh().await;
+        // Start-up and recovery read inline (bounded): the first view
+        // already shows what was launched.
+        if let Some(c) = &self.control
+            && let Ok(panes) = c.list_panes().await
+        {
+            self.apply_panes(panes, false);
+            self.publish();
+        }
         Ok(())
     }
 
@@ -331,28 +482,13 @@ impl Table {
         }
     }
 
-    /// Re-reads every pane through the control client.
-    async fn refresh(&mut self) {
-        let Some(control) = &self.control else {
-            return;
-        };
-        match control.list_panes().await {
-            Ok(panes) => {
-                self.apply_panes(panes, false);
-                self.nudge_unreaped().await;
-                self.publish();
-            }
-            Err(e) => tracing::debug!(error = %e, "list-panes failed"),
-        }
-    }
-
     /// Folds a `list-panes -a` result into the table.
     fn apply_panes(&mut self, panes: Vec<Pane>, initial: bool) {
         let holder = self.roster.tmux.holder_session.clone();
         // First pane of each session (lowest window, then pane index).
         let mut by_session: HashMap<String, Pane> = HashMap::new();
         for p in panes {
-            if p.session_name == holder || is_watcher(&p.session_name) {
+            if p.session_name == holder || p.watcher {
                 continue;
             }
             match by_session.get(&p.session_name) {
@@ -476,7 +612,7 @@ impl Table {
     }
 
     /// A pane process ended (pidfd). Mark it at once; ask tmux shortly after.
-    async fn on_exit(&mut self, pid: u32) {
+    fn on_exit(&mut self, pid: u32) {
         self.exits.forget(pid);
         let mut changed = false;
         for (name, agent) in self.agents.iter_mut() {
@@ -511,7 +647,7 @@ impl Table {
         if need.is_empty() {
             return;
         }
-        match self.tmux.server_pid().await {
+        match self.tmux.server_pid().await.inspect_err(|e| self.tmux_failed(e)) {
             Ok(server) => {
                 let sent = i32::try_from(server)
                     .ok()
@@ -553,6 +689,11 @@ impl Table {
         // Our pidfd may know of a death tmux 3.3a has not reported yet.
         let exited = self.agents.get(name).is_some_and(|a| a.exited);
         let who = [("operator", operator.to_owned())];
+        if action != A::Attach
+            && let Some(why) = self.tmux_unavailable()
+        {
+            return Err(why);
+        }
         let outcome = match action {
             A::Attach => {
                 self.events.emit(
@@ -572,10 +713,14 @@ impl Table {
                 self.set_stopped(name, true);
                 if let Some(p) = &pane {
                     let tree = proc::ProcTable::subtree(p.pane_pid).pids();
-                    self.tmux
+                    let killed = self
+                        .tmux
                         .run(["kill-session", "-t", &tmux::exact(spec.name.as_str())])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await;
+                    if let Err(e) = killed {
+                        self.tmux_failed(&e);
+                        return Err(e.to_string());
+                    }
                     end_tree_later(tree);
                 }
                 "stopped; hostd will not start it until `fleetctl start`".to_owned()
@@ -587,14 +732,17 @@ impl Table {
                 self.set_stopped(name, false);
                 match pane {
                     None => {
-                        self.launch(&spec).await;
+                        self.launch(&spec).await?;
                         "started".to_owned()
                     }
                     Some(p) if p.dead || exited || action == A::Restart => {
                         let tree = proc::ProcTable::subtree(p.pane_pid).pids();
                         let respawned = self.respawn(&spec, &p.pane_id).await;
                         end_tree_later(tree);
-                        respawned.map_err(|e| e.to_string())?;
+                        if let Err(e) = respawned {
+                            self.tmux_failed(&e);
+                            return Err(e.to_string());
+                        }
                         let agent = self.agents.entry(name.to_owned()).or_default();
                         agent.restarts += 1;
                         agent.last_event = "restarted".into();
@@ -685,11 +833,17 @@ impl Table {
             if has || self.stopped.contains(&name) {
                 continue;
             }
-            self.launch(&spec).await;
+            if self.unresponsive.is_some() {
+                return;
+            }
+            // A failure is an event and the supervisor's to retry.
+            let _ = self.launch(&spec).await;
         }
     }
 
-    async fn launch(&mut self, spec: &AgentSpec) {
+    /// Creates the agent's session; a failure is a `start-failed` event
+    /// and the error.
+    async fn launch(&mut self, spec: &AgentSpec) -> Result<(), String> {
         let name = spec.name.to_string();
         let (command, env) = self.prepare_launch(spec);
         let launch = tmux::Launch {
@@ -717,11 +871,14 @@ impl Table {
             }
             Ok(None) => {}
             Err(e) => {
+                self.tmux_failed(&e);
                 let agent = self.agents.entry(name.clone()).or_default();
                 agent.last_event = "start-failed".into();
                 self.events.emit(&name, "start-failed", e.to_string(), &[]);
+                return Err(e.to_string());
             }
         }
+        Ok(())
     }
 
     /// The pane's environment, set with `new-session -e` so it reaches the
@@ -785,7 +942,7 @@ impl Table {
                     &[("path", path.display().to_string())],
                 );
                 self.launch_missing().await;
-                self.refresh().await;
+                self.want_read();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "roster rejected; keeping the last good one");
@@ -814,13 +971,15 @@ impl Table {
         }
         if self.last_resync.elapsed() >= self.cfg.resync {
             self.last_resync = Instant::now();
-            if let Some(c) = &self.control
-                && let Ok(panes) = c.list_panes().await
-            {
-                self.apply_panes(panes, false);
-            }
+            self.want_read();
             self.update_processes(true);
-            self.sweep_watchers().await;
+            if self.unresponsive.is_none() {
+                self.sweep_watchers();
+            }
+        } else if self.reads.last_done.is_none_or(|t| t.elapsed() >= PROBE) {
+            // Also the probe that notices a stopped tmux (and its return)
+            // when nothing else asks it anything.
+            self.want_read();
         }
         if self
             .unit_checked
@@ -832,41 +991,10 @@ impl Table {
         self.publish();
     }
 
-    /// Removes read-only watch sessions nobody is attached to any more (a
-    /// `fleetctl watch` that was killed before it could clean up).
-    async fn sweep_watchers(&mut self) {
-        let Ok(out) = self
-            .tmux
-            .run([
-                "list-sessions",
-                "-F",
-                "#{session_name}\t#{session_attached}\t#{session_created}",
-            ])
-            .await
-        else {
-            return;
-        };
-        let now = clock::now_ms() / 1000;
-        for line in out.lines() {
-            let mut f = line.split('\t');
-            let (Some(name), Some(attached), Some(created)) = (f.next(), f.next(), f.next()) else {
-                continue;
-            };
-            let created: i64 = created.parse().unwrap_or(now);
-            // A watcher is briefly unattached between creation and attach.
-            if is_watcher(name) && attached == "0" && now - created >= 5 {
-                let _ = self
-                    .tmux
-                    .run(["kill-session", "-t", &tmux::exact(name)])
-                    .await;
-                self.events.emit(
-                    "",
-                    "watcher-swept",
-                    format!("removed orphaned watch session {name}"),
-                    &[],
-                );
-            }
-        }
+    /// Sweeps orphaned watch sessions beside the owner.
+    fn sweep_watchers(&self) {
+        let (tmux, events) = (self.tmux.clone(), self.events.clone());
+        tokio::spawn(async move { sweep_watchers(&tmux, &events).await });
     }
 
     async fn check_unit(&mut self) {
@@ -1147,11 +1275,14 @@ impl Table {
                     .is_some_and(|h| h.health == Health::Healthy as i32)
             }),
             unit: Some(self.unit.clone()),
-            flags: if boot_gap {
-                vec!["boot-enable".into()]
-            } else {
-                vec![]
-            },
+            flags: [
+                (boot_gap, "boot-enable"),
+                (self.unresponsive.is_some(), "tmux-unresponsive"),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| f.to_owned())
+            .collect(),
             roster_path: self.roster.path.display().to_string(),
             roster_loaded_at_unix_ms: self.roster_loaded_at,
             last_seen_unix_ms: clock::now_ms(),
@@ -1267,13 +1398,37 @@ fn status_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &A
     }
 }
 
-/// `<agent>-watch-<n>`: a read-only watcher's grouped session.
-pub fn is_watcher(session: &str) -> bool {
-    session.rsplit_once("-watch-").is_some_and(|(agent, n)| {
-        fleet_proto::name::check(agent).is_ok()
-            && !n.is_empty()
-            && n.bytes().all(|b| b.is_ascii_digit())
-    })
+/// Removes read-only watch sessions nobody is attached to any more (a
+/// `fleetctl watch` that was killed before it could clean up): only
+/// sessions carrying [`tmux::WATCHER_OPTION`], whatever their names.
+async fn sweep_watchers(tmux: &Tmux, events: &EventLog) {
+    let format = format!(
+        "#{{{}}}\t#{{session_attached}}\t#{{session_created}}\t#{{session_name}}",
+        tmux::WATCHER_OPTION
+    );
+    let Ok(out) = tmux.run(["list-sessions", "-F", &format]).await else {
+        return;
+    };
+    let now = clock::now_ms() / 1000;
+    for line in out.lines() {
+        let mut f = line.splitn(4, '\t');
+        let (Some(mark), Some(attached), Some(created), Some(name)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let created: i64 = created.parse().unwrap_or(now);
+        // A watcher is briefly unattached between creation and attach.
+        if !mark.is_empty() && attached == "0" && now - created >= 5 {
+            let _ = tmux.run(["kill-session", "-t", &tmux::exact(name)]).await;
+            events.emit(
+                "",
+                "watcher-swept",
+                format!("removed orphaned watch session {name}"),
+                &[],
+            );
+        }
+    }
 }
 
 fn announce_death(events: &EventLog, name: &str, agent: &mut Agent, how: String) {

@@ -25,11 +25,17 @@ pub enum TmuxError {
     Timeout { command: String, timeout: Duration },
 }
 
+/// How long any one tmux call may take by default: a stopped (or wedged)
+/// server must never hold up the caller for longer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A tmux server addressed by its `-L` socket name.
 #[derive(Debug, Clone)]
 pub struct Tmux {
     bin: PathBuf,
     socket: String,
+    /// Bound on every call; the tmux client is killed when it passes.
+    timeout: Duration,
 }
 
 /// Environment variable handed to a pane with `-e`, so it reaches the pane
@@ -63,7 +69,19 @@ impl Tmux {
         Self {
             bin: bin.into(),
             socket: socket.into(),
+            timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same server with another bound on each call.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn socket(&self) -> &str {
@@ -101,8 +119,10 @@ impl Tmux {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
-            .instrument(span_for(&args))
-            .await
+            .instrument(span_for(&args));
+        let out = self
+            .bounded(&args, out)
+            .await?
             .map_err(|source| TmuxError::Spawn {
                 bin: self.bin.display().to_string(),
                 source,
@@ -133,16 +153,35 @@ impl Tmux {
             .kill_on_drop(true)
             .spawn()
             .map_err(spawn_err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input).await.map_err(spawn_err)?;
-            drop(stdin);
+        let stdin = child.stdin.take();
+        let run = async move {
+            if let Some(mut stdin) = stdin {
+                stdin.write_all(input).await?;
+                drop(stdin);
+            }
+            child.wait_with_output().await
         }
-        let out = child
-            .wait_with_output()
-            .instrument(span_for(&args))
-            .await
-            .map_err(spawn_err)?;
+        .instrument(span_for(&args));
+        let out = self.bounded(&args, run).await?.map_err(spawn_err)?;
         finish(&args, &out)
+    }
+
+    /// Awaits one tmux client for at most [`timeout`](Self::timeout); the
+    /// client is killed (dropped) when it takes longer.
+    async fn bounded<T>(
+        &self,
+        args: &[std::ffi::OsString],
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, TmuxError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| TmuxError::Timeout {
+                command: args
+                    .first()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                timeout: self.timeout,
+            })
     }
 
     /// True when a server answers on the socket.
@@ -353,19 +392,26 @@ pub struct Pane {
     pub activity: i64,
     pub in_mode: bool,
     pub alternate_on: bool,
+    /// A read-only watch session (`fleetctl watch` marks what it creates
+    /// with the session option [`WATCHER_OPTION`]), not an agent.
+    pub watcher: bool,
 }
 
-/// `list-panes -a` format; tab-separated, no user-controlled text except the
-/// session name and command, which come last but one and are never parsed
-/// for structure beyond tabs.
-pub const PANE_FORMAT: &str = "P\t#{session_id}\t#{window_id}\t#{window_index}\t#{pane_id}\t#{pane_index}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pane_in_mode}\t#{alternate_on}\t#{pane_current_command}\t#{session_name}";
+/// Session user option that marks a throw-away watch session. Known by what
+/// created it, never by its name: an agent may be called `x-watch-1`.
+pub const WATCHER_OPTION: &str = "@fleet-watcher";
+
+/// `list-panes -a` format, tab-separated. The session name (tmux escapes a
+/// tab in it) and the command (a process may put a raw tab in its name)
+/// come last: the command is the rest of the line, whatever it holds.
+pub const PANE_FORMAT: &str = "P\t#{session_id}\t#{window_id}\t#{window_index}\t#{pane_id}\t#{pane_index}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t#{pane_in_mode}\t#{alternate_on}\t#{@fleet-watcher}\t#{session_name}\t#{pane_current_command}";
 
 pub fn parse_panes(lines: &[String]) -> Vec<Pane> {
     lines.iter().filter_map(|l| parse_pane(l)).collect()
 }
 
 fn parse_pane(line: &str) -> Option<Pane> {
-    let mut f = line.splitn(15, '\t');
+    let mut f = line.splitn(16, '\t');
     if f.next()? != "P" {
         return None;
     }
@@ -381,8 +427,9 @@ fn parse_pane(line: &str) -> Option<Pane> {
     let activity = f.next()?.parse().unwrap_or(0);
     let in_mode = f.next()? == "1";
     let alternate_on = f.next()? == "1";
-    let current_command = f.next()?.to_owned();
+    let watcher = !f.next()?.is_empty();
     let session_name = f.next()?.to_owned();
+    let current_command = f.next()?.to_owned();
     Some(Pane {
         session_id,
         session_name,
@@ -398,6 +445,7 @@ fn parse_pane(line: &str) -> Option<Pane> {
         activity,
         in_mode,
         alternate_on,
+        watcher,
     })
 }
 
@@ -409,6 +457,8 @@ fn parse_pane(line: &str) -> Option<Pane> {
 pub struct Control {
     inner: Arc<Inner>,
     child: Mutex<Child>,
+    /// Bound on each command's answer.
+    timeout: Duration,
     /// Fired on any notification that may change the pane table.
     pub changed: Arc<Notify>,
     /// Fired once when the client exits (server gone or killed).
@@ -424,6 +474,10 @@ struct Io {
     pending: VecDeque<oneshot::Sender<Result<Vec<String>, String>>>,
     gone: bool,
 }
+
+/// Commands sent but not answered beyond which the control client refuses
+/// more (each is a short line: far below a pipe's capacity).
+const MAX_OWED: usize = 16;
 
 /// Watched per pane: id, pid, liveness, activity, mode and command. tmux
 /// re-evaluates it at most once a second and reports only changes.
@@ -467,13 +521,14 @@ impl Control {
         ));
         // Commands sent before the attach completes fail with "no current
         // client": wait for the attach's own (flags 0) block first.
-        match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+        match tokio::time::timeout(tmux.timeout.max(Duration::from_secs(5)), ready_rx).await {
             Ok(Ok(())) => {}
             _ => return Err(TmuxError::ControlGone),
         }
         let control = Self {
             inner,
             child: Mutex::new(child),
+            timeout: tmux.timeout,
             changed,
             exited,
         };
@@ -487,10 +542,20 @@ impl Control {
     /// formats, ids and checked names) and returns its output lines.
     pub async fn command(&self, line: &str) -> Result<Vec<String>, TmuxError> {
         let (tx, rx) = oneshot::channel();
+        let timeout = self.timeout;
+        let timed_out = || TmuxError::Timeout {
+            command: line.split(' ').next().unwrap_or_default().to_owned(),
+            timeout,
+        };
         {
             let mut io = self.inner.io.lock().await;
             if io.gone {
                 return Err(TmuxError::ControlGone);
+            }
+            // Answers still owed (a stopped server reads nothing): refuse
+            // more rather than fill the pipe, so this write never blocks.
+            if io.pending.len() >= MAX_OWED {
+                return Err(timed_out());
             }
             io.pending.push_back(tx);
             let mut buf = line.as_bytes().to_vec();
@@ -500,7 +565,6 @@ impl Control {
                 return Err(TmuxError::ControlGone);
             }
         }
-        let timeout = Duration::from_secs(10);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(lines))) => Ok(lines),
             Ok(Ok(Err(message))) => Err(TmuxError::Failed {
@@ -508,10 +572,7 @@ impl Control {
                 message,
             }),
             Ok(Err(_)) => Err(TmuxError::ControlGone),
-            Err(_) => Err(TmuxError::Timeout {
-                command: line.split(' ').next().unwrap_or_default().to_owned(),
-                timeout,
-            }),
+            Err(_) => Err(timed_out()),
         }
     }
 
@@ -596,7 +657,7 @@ mod tests {
 
     #[test]
     fn parses_a_pane_line_with_tabs_in_nothing_but_separators() {
-        let line = "P\t$1\t@2\t0\t%3\t0\t4242\t1\t\t\t1795547633\t0\t1\tnode\tcoder0".to_owned();
+        let line = "P\t$1\t@2\t0\t%3\t0\t4242\t1\t\t\t1795547633\t0\t1\t\tcoder0\tnode".to_owned();
         let p = parse_panes(&[line]);
         assert_eq!(p.len(), 1);
         let p = &p[0];
@@ -607,6 +668,16 @@ mod tests {
         assert_eq!(p.dead_signal, None);
         assert!(p.alternate_on);
         assert_eq!(p.session_name, "coder0");
+        assert!(!p.watcher);
+    }
+
+    #[test]
+    fn a_tab_in_the_command_stays_in_the_command() {
+        let line = "P\t$1\t@2\t0\t%3\t0\t4242\t0\t\t\t1\t0\t0\t1\tcoder0\tx\ty".to_owned();
+        let p = &parse_panes(&[line])[0];
+        assert_eq!(p.session_name, "coder0");
+        assert_eq!(p.current_command, "x\ty");
+        assert!(p.watcher);
     }
 
     #[test]
