@@ -222,13 +222,15 @@ async fn a_killed_pane_is_dead_within_a_second_with_an_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_native_writer_goes_stale_after_three_intervals() {
+async fn a_silent_native_writer_is_taken_over_and_a_dead_one_vouches_for_nothing() {
     let roster = "\
 version: 1
 transport: tmux
 agents:
   - name: native0
     runtime: demo
+    # A child of the pane's shell: tmux would SIGCONT a stopped pane process.
+    command: sh -c 'fleet-demo-agent; exit 3'
     heartbeat_interval_secs: 0.2
 ";
     let mut f = Fleet::new(roster, "");
@@ -238,28 +240,38 @@ agents:
             a.len() == 1
                 && health(&a[0]) == Health::Healthy
                 && source(&a[0]) == HeartbeatSource::Native
+                && a[0].process.as_ref().is_some_and(|p| {
+                    p.pid != a[0].pane_pid && Some(p.pid) == a[0].heartbeat.as_ref().map(|h| h.pid)
+                })
         })
         .await;
+    // A writer that falls silent while its process lives: after 2 x
+    // interval its marker is old and hostd's fallback takes over.
     let pid = agents[0].pane_pid;
-    support::kill(pid, rustix::process::Signal::KILL);
-    let stale = f
-        .wait_for("stale", Duration::from_secs(5), |a| {
-            health(&a[0]) == Health::Stale
+    let writer = agents[0].process.as_ref().unwrap().pid;
+    support::kill(writer, rustix::process::Signal::STOP);
+    let taken = f
+        .wait_for("fallback takes over", Duration::from_secs(5), |a| {
+            source(&a[0]) == HeartbeatSource::Fallback
         })
         .await;
-    let hb = stale[0].heartbeat.as_ref().unwrap();
-    let age_ms = fleet_proto::clock::now_ms() - hb.ts_unix_ms;
-    assert!(
-        age_ms > 600,
-        "went stale after only {age_ms} ms (3 x 200 ms is the rule)"
-    );
+    assert_eq!(taken[0].heartbeat.as_ref().unwrap().pid, pid, "{taken:?}");
+    // Once the process is gone its last beat vouches for nothing.
+    support::kill(writer, rustix::process::Signal::KILL);
+    let dead = f
+        .wait_for("unknown once dead", Duration::from_secs(5), |a| {
+            health(&a[0]) == Health::Unknown
+        })
+        .await;
+    let hb = dead[0].heartbeat.as_ref().unwrap();
+    assert!(hb.reason.contains("ended"), "{hb:?}");
     assert_eq!(
-        source(&stale[0]),
+        source(&dead[0]),
         HeartbeatSource::None,
         "a dead pane gets no fallback"
     );
-    f.wait_event("stale event", |e| {
-        e.kind == "heartbeat-stale" && e.agent == "native0"
+    f.wait_event("unknown event", |e| {
+        e.kind == "heartbeat-unknown" && e.agent == "native0" && e.message.contains("ended")
     })
     .await;
 }
@@ -433,6 +445,24 @@ agents:
             .await;
         assert!(alive(&agents[0]), "hostd keeps going on garbage");
     }
+    // A fresh, well-formed beat from a process outside the pane's tree
+    // vouches for nothing.
+    let beat = fleet_proto::heartbeat::Beat {
+        ts: time::OffsetDateTime::now_utc(),
+        pid: std::process::id(),
+        status: fleet_proto::heartbeat::Status::Idle,
+        model: None,
+        turn: None,
+        key: None,
+    };
+    std::fs::write(&hb, fleet_proto::heartbeat::format(&beat)).unwrap();
+    let agents = f
+        .wait_for("foreign pid", Duration::from_secs(5), |a| {
+            health(&a[0]) == Health::Unknown
+                && a[0].heartbeat.as_ref().unwrap().reason.contains("not the pane's process")
+        })
+        .await;
+    assert!(alive(&agents[0]));
     assert!(f.hostd.as_mut().unwrap().try_wait().unwrap().is_none());
 }
 

