@@ -39,6 +39,17 @@ pub struct FleetService {
     pub audit: Audit,
     pub trust_domain: String,
     pub dev: bool,
+    /// Turns true on SIGTERM: every open stream ends at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a streaming client is told when the aggregator stops.
+const STOPPING: &str = "aggregator is stopping; reconnect when it is back";
+
+impl FleetService {
+    fn until_stop<T: Send + 'static>(&self, s: Streamed<T>) -> Streamed<T> {
+        fleet_proto::stream::until_shutdown(s, self.shutdown.clone(), STOPPING)
+    }
 }
 
 /// An authorized caller.
@@ -303,7 +314,9 @@ impl Fleet for FleetService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.until_stop(Box::pin(ReceiverStream::new(rx))),
+        ))
     }
 
     type EventsStream = Streamed<Event>;
@@ -331,9 +344,9 @@ impl Fleet for FleetService {
                 })
         };
         let (backlog, live) = self.state.events.subscribe(req.after_seq);
-        Ok(Response::new(fleet_proto::stream::events(
+        Ok(Response::new(self.until_stop(fleet_proto::stream::events(
             backlog, live, req.follow, wanted,
-        )))
+        ))))
     }
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
@@ -487,7 +500,9 @@ impl Fleet for FleetService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.until_stop(Box::pin(ReceiverStream::new(rx))),
+        ))
     }
 
     async fn control(

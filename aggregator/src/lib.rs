@@ -61,6 +61,10 @@ pub struct Options {
 /// aggregator.
 pub type Shared = Arc<state::State>;
 
+/// After SIGTERM, how long relayed calls still running may take before the
+/// server stops waiting for them; streams end at once.
+const DRAIN: Duration = Duration::from_millis(800);
+
 /// Runs the aggregator until shutdown. `cfg` is already validated.
 pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     run_with_state(cfg, opts, None).await
@@ -173,6 +177,7 @@ pub async fn run_with_state(
         trust_domain: cfg.trust_domain.clone(),
         dev,
         beat: cfg.beat,
+        shutdown: opts.shutdown.clone(),
     };
     let fleet = fleet::FleetService {
         state: state.clone(),
@@ -180,6 +185,7 @@ pub async fn run_with_state(
         audit: audit.clone(),
         trust_domain: cfg.trust_domain.clone(),
         dev,
+        shutdown: opts.shutdown.clone(),
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -225,8 +231,8 @@ pub async fn run_with_state(
     if let Some(ready) = opts.ready {
         let _ = ready.send(local);
     }
-    let mut shutdown = opts.shutdown;
-    tonic::transport::Server::builder()
+    let mut shutdown = opts.shutdown.clone();
+    let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(net::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(net::KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
@@ -244,7 +250,7 @@ pub async fn run_with_state(
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await?;
+        });
+    fleet_proto::net::drained(served, opts.shutdown, DRAIN).await?;
     Ok(())
 }

@@ -28,6 +28,8 @@ pub struct HostLinkService {
     /// Plaintext development listener: no certificates, Hello is trusted.
     pub dev: bool,
     pub beat: Duration,
+    /// Turns true on SIGTERM: every host link is told to reconnect.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl HostLinkService {
@@ -151,6 +153,10 @@ impl HostLink for HostLinkService {
             state.detach(&key, link.id, &why);
         });
         let out = ReceiverStream::new(rx).map(Ok);
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(fleet_proto::stream::until_shutdown(
+            Box::pin(out),
+            self.shutdown.clone(),
+            "aggregator is stopping; reconnect",
+        )))
     }
 }

@@ -105,9 +105,13 @@ fn main() -> ExitCode {
             },
         )
         .await;
-        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        // Flushing telemetry to a collector that does not answer must not
+        // hold the exit.
+        let flush = tokio::task::spawn_blocking(move || telemetry.shutdown());
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), flush).await;
         result
     });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -586,13 +586,11 @@ async fn orphaned_watch_sessions_are_swept() {
         e.kind == "watcher-swept" && e.message.contains("sh0-peek")
     })
     .await;
+    assert!(!f.tmux(&["has-session", "-t", "=sh0-peek"]).status.success());
     assert!(
-        !f.tmux(&["has-session", "-t", "=sh0-peek"])
+        f.tmux(&["has-session", "-t", "=sh-watch-1"])
             .status
-            .success()
-    );
-    assert!(
-        f.tmux(&["has-session", "-t", "=sh-watch-1"]).status.success(),
+            .success(),
         "an agent named like a watcher stays"
     );
     let row = f.agents().await;

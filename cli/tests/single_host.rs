@@ -459,7 +459,12 @@ agents:
     let agents = f
         .wait_for("foreign pid", Duration::from_secs(5), |a| {
             health(&a[0]) == Health::Unknown
-                && a[0].heartbeat.as_ref().unwrap().reason.contains("not the pane's process")
+                && a[0]
+                    .heartbeat
+                    .as_ref()
+                    .unwrap()
+                    .reason
+                    .contains("not the pane's process")
         })
         .await;
     assert!(alive(&agents[0]));

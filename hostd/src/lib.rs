@@ -120,6 +120,27 @@ pub struct Options {
     pub ready: Option<oneshot::Sender<()>>,
 }
 
+/// Tells systemd (`Type=notify`, when `NOTIFY_SOCKET` is set) that hostd
+/// serves now, and that it is stopping once `shutdown` turns true.
+fn notify_systemd(mut shutdown: watch::Receiver<bool>) {
+    use sd_notify::NotifyState;
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd hostd is ready");
+    }
+    tokio::spawn(async move {
+        if shutdown.wait_for(|s| *s).await.is_ok() {
+            let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        }
+    });
+}
+
+/// After SIGTERM, how long calls still running (a verified send) may take
+/// before the server stops waiting for them; streams end at once.
+const DRAIN: Duration = Duration::from_millis(800);
+
 /// Runs hostd until shutdown. The configuration and roster are already
 /// validated: nothing here rejects operator input.
 pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(), HostdError> {
@@ -189,6 +210,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         send_limit: cfg.send_limit,
         commands: cmd_tx,
         inputs: inputs::Inputs::default(),
+        shutdown: opts.shutdown.clone(),
     };
     let fleet = FleetServer::new(svc.clone())
         .max_decoding_message_size(MAX_DECODE)
@@ -260,7 +282,8 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         let _ = ready.send(());
     }
     tracing::info!(socket = %cfg.socket.display(), tenant = %cfg.tenant, host = %cfg.host, "serving");
-    let mut shutdown = opts.shutdown;
+    notify_systemd(opts.shutdown.clone());
+    let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -269,10 +292,10 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         .add_service(InterceptedService::new(reflection, gate))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+        });
+    let served = fleet_proto::net::drained(served, opts.shutdown.clone(), DRAIN).await;
     let _ = std::fs::remove_file(&cfg.socket);
-    let _ = owner.await;
+    let _ = tokio::time::timeout(DRAIN, owner).await;
     served?;
     Ok(())
 }

@@ -42,7 +42,12 @@ pub struct FleetService {
     pub commands: mpsc::Sender<Command>,
     /// Each agent's one-writer input queue.
     pub inputs: crate::inputs::Inputs,
+    /// Turns true on SIGTERM: every open stream ends at once.
+    pub shutdown: watch::Receiver<bool>,
 }
+
+/// What a streaming client is told when hostd stops.
+const STOPPING: &str = "hostd is stopping; reconnect when it is back";
 
 /// Default bound on waiting for an agent's input queue and start-up.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -306,7 +311,9 @@ impl Fleet for FleetService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.until_stop(Box::pin(ReceiverStream::new(rx))),
+        ))
     }
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
@@ -411,7 +418,9 @@ impl Fleet for FleetService {
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(
+            self.until_stop(Box::pin(ReceiverStream::new(rx))),
+        ))
     }
 
     async fn control(
@@ -524,9 +533,13 @@ impl FleetService {
             (req.agent.is_empty() || e.agent == req.agent)
                 && (req.kinds.is_empty() || req.kinds.contains(&e.kind))
         };
-        Ok(Response::new(fleet_proto::stream::events(
+        Ok(Response::new(self.until_stop(fleet_proto::stream::events(
             backlog, live, req.follow, wanted,
-        )))
+        ))))
+    }
+
+    fn until_stop<T: Send + 'static>(&self, s: Streamed<T>) -> Streamed<T> {
+        fleet_proto::stream::until_shutdown(s, self.shutdown.clone(), STOPPING)
     }
 }
 

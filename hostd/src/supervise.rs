@@ -70,6 +70,9 @@ pub struct Supervisor {
     digest: DigestState,
     /// Agents seen waiting for a human (alerted once per wait).
     waiting: std::collections::HashSet<String>,
+    /// tmux answers: a session missing while it does not is the table's
+    /// to bring back with the server, not a death.
+    tmux_down: bool,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -172,7 +175,10 @@ impl Supervisor {
             };
             let policy = &spec.respawn;
             let st = self.agents.entry(r.name.clone()).or_default();
-            let dead = r.pane == PaneState::Dead as i32;
+            // A roster agent not stopped and without a session died too
+            // (`kill-session`, its last pane killed, a launch that failed).
+            let missing = r.pane == PaneState::Missing as i32 && !self.tmux_down;
+            let dead = r.pane == PaneState::Dead as i32 || missing;
             if stopped(r) || !dead {
                 if !dead && st.dead {
                     // Back alive; after a give-up only an operator does that,
@@ -227,7 +233,7 @@ impl Supervisor {
             if st.gave_up || !policy.enabled {
                 continue;
             }
-            if r.pane_id.is_empty() {
+            if r.pane_id.is_empty() && !missing {
                 if !st.refused {
                     st.refused = true;
                     out.push(Action::Refuse {
@@ -378,6 +384,19 @@ impl Supervisor {
         }
     }
 
+    /// Whether tmux is down or not answering (the table's to recover).
+    pub fn set_tmux_down(&mut self, down: bool) {
+        self.tmux_down = down;
+    }
+
+    /// A respawn that failed is a death too: counted at the next decision,
+    /// with the same backoff, cap and give-up.
+    pub fn respawn_failed(&mut self, agent: &str) {
+        if let Some(st) = self.agents.get_mut(agent) {
+            st.dead = false;
+        }
+    }
+
     /// Feeds back how a send action ended (`None`: it failed outright).
     pub fn outcome(&mut self, action: &Action, verdict: Option<Verdict>, now: i64) {
         let ok = verdict.is_some_and(delivered);
@@ -448,9 +467,14 @@ pub async fn run(
         }
         let view: Arc<View> = svc.view.borrow().clone();
         let now = clock::now_ms();
+        sup.set_tmux_down(
+            !view.host.tmux_running || view.host.flags.iter().any(|f| f == "tmux-unresponsive"),
+        );
         for action in sup.decide(&view.agents, &roster, now) {
             tracing::debug!(?action, "supervisor decided");
-            carry_out(&svc, &commands, action, &done_tx).await;
+            if let Some(failed) = carry_out(&svc, &commands, action, &done_tx).await {
+                sup.respawn_failed(&failed);
+            }
         }
         // What `ps` shows, republished only when it changed.
         let now = clock::now_ms();
@@ -472,12 +496,13 @@ pub async fn run(
     }
 }
 
+/// Carries out one action; returns the agent whose respawn failed.
 async fn carry_out(
     svc: &FleetService,
     commands: &mpsc::Sender<Command>,
     action: Action,
     done: &mpsc::Sender<(Action, Option<Verdict>)>,
-) {
+) -> Option<String> {
     match &action {
         Action::Respawn { agent, reason } => {
             svc.events.emit(
@@ -503,6 +528,7 @@ async fn carry_out(
             };
             if let Err(e) = outcome {
                 svc.events.emit(agent, "respawn-failed", e, &[]);
+                return Some(agent.clone());
             }
         }
         Action::GiveUp { agent, reason } => {
@@ -559,6 +585,7 @@ async fn carry_out(
             });
         }
     }
+    None
 }
 
 #[cfg(test)]
@@ -660,6 +687,40 @@ mod tests {
         s.decide(&[alive("w1")], &r, 200_000);
         s.decide(&[dead("w1")], &r, 201_000);
         assert_eq!(respawns(&s.decide(&[dead("w1")], &r, 202_000)), ["w1"]);
+    }
+
+    #[test]
+    fn a_missing_session_is_a_death_and_a_failed_respawn_another() {
+        let r = roster(RESPAWN);
+        let mut s = Supervisor::default();
+        let mut missing = row("w1", PaneState::Missing, AgentStatus::Ok, 0);
+        missing.pane_id.clear();
+        missing.pane_pid = 0;
+        let m = std::slice::from_ref(&missing);
+        assert!(respawns(&s.decide(m, &r, 0)).is_empty());
+        assert_eq!(
+            respawns(&s.decide(m, &r, 1000)),
+            ["w1"],
+            "no pane id needed"
+        );
+        // The respawn failed: death 2, retried after 2 s.
+        s.respawn_failed("w1");
+        assert!(respawns(&s.decide(m, &r, 1100)).is_empty());
+        assert!(respawns(&s.decide(m, &r, 3099)).is_empty());
+        assert_eq!(respawns(&s.decide(m, &r, 3100)), ["w1"]);
+        s.respawn_failed("w1");
+        s.decide(m, &r, 3200);
+        assert_eq!(respawns(&s.decide(m, &r, 7200)), ["w1"]);
+        s.respawn_failed("w1");
+        assert!(
+            matches!(&s.decide(m, &r, 7300)[..], [Action::GiveUp { agent, .. }] if agent == "w1"),
+            "failed respawns count towards the give-up"
+        );
+        // While tmux is down the table brings sessions back, not deaths.
+        let mut s = Supervisor::default();
+        s.set_tmux_down(true);
+        assert!(s.decide(m, &r, 0).is_empty());
+        assert!(s.decide(m, &r, 60_000).is_empty());
     }
 
     #[test]

@@ -133,8 +133,8 @@ fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
     let native = heartbeat::native_marker_fresh(&job.path, now, job.interval);
     // The runtime reported since it started (hooks report on events, so
     // the marker ages; hostd keeps ts and pid fresh).
-    let reported = native
-        || mtime(&marker).is_some_and(|m| job.launched_wall.is_none_or(|l| m >= l));
+    let reported =
+        native || mtime(&marker).is_some_and(|m| job.launched_wall.is_none_or(|l| m >= l));
     let file_mtime = mtime(&job.path);
     let mut beat = (job.known_mtime != Some(file_mtime)).then(|| CachedBeat {
         mtime: file_mtime,
@@ -736,7 +736,12 @@ impl Table {
         if need.is_empty() {
             return;
         }
-        match self.tmux.server_pid().await.inspect_err(|e| self.tmux_failed(e)) {
+        match self
+            .tmux
+            .server_pid()
+            .await
+            .inspect_err(|e| self.tmux_failed(e))
+        {
             Ok(server) => {
                 let sent = i32::try_from(server)
                     .ok()
@@ -1192,20 +1197,16 @@ impl Table {
                     Health::Unknown,
                     "no tmux session: no process to vouch for".to_owned(),
                 ),
-                _ if !alive => (
-                    Health::Unknown,
-                    "the pane's process has ended".to_owned(),
-                ),
+                _ if !alive => (Health::Unknown, "the pane's process has ended".to_owned()),
                 (Some(p), Ok(b))
-                    if scan.lineage_ok == Some(false)
-                        && file == heartbeat::Health::Healthy =>
+                    if scan.lineage_ok == Some(false) && file == heartbeat::Health::Healthy =>
                 {
                     (
-                    Health::Unknown,
-                    format!(
-                        "beat pid {} is not the pane's process ({}) nor one of its descendants",
-                        b.pid, p.pane_pid
-                    ),
+                        Health::Unknown,
+                        format!(
+                            "beat pid {} is not the pane's process ({}) nor one of its descendants",
+                            b.pid, p.pane_pid
+                        ),
                     )
                 }
                 _ => (

@@ -154,9 +154,17 @@ fn a_pid_runs_under_its_ancestors_only_while_it_lives() {
     });
     assert!(proc::runs_under(root, root), "a pid is its own lineage");
     assert!(proc::runs_under(child, root));
-    assert!(!proc::runs_under(root, child), "a parent is not a descendant");
-    assert!(!proc::runs_under(std::process::id(), root), "a stranger is not");
+    assert!(
+        !proc::runs_under(root, child),
+        "a parent is not a descendant"
+    );
+    assert!(
+        !proc::runs_under(std::process::id(), root),
+        "a stranger is not"
+    );
     assert!(!proc::runs_under(0, root));
     drop(parent);
-    poll("the tree ends", || (!proc::runs_under(child, root)).then_some(()));
+    poll("the tree ends", || {
+        (!proc::runs_under(child, root)).then_some(())
+    });
 }

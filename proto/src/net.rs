@@ -314,3 +314,27 @@ async fn connect(dial: &Dial, server_name: ServerName<'static>) -> std::io::Resu
         Err(e) => Err(std::io::Error::other(format!("server certificate: {e}"))),
     }
 }
+
+/// Serves until `server` ends by itself, or until `drain` after `shutdown`
+/// turned true (calls still running then are dropped): a stop never waits
+/// on a peer.
+pub async fn drained<E>(
+    server: impl std::future::Future<Output = Result<(), E>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    drain: std::time::Duration,
+) -> Result<(), E> {
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        () = async {
+            if shutdown.wait_for(|s| *s).await.is_err() {
+                // No stop can come any more: serve for as long as it runs.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(?drain, "calls still running after the drain; closing them");
+            Ok(())
+        }
+    }
+}

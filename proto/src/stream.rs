@@ -10,6 +10,56 @@ use tonic::Status;
 /// The boxed stream type every streaming RPC returns.
 pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// `stream` until `shutdown` turns true; then one `UNAVAILABLE` naming
+/// `why` (so a client knows to reconnect, not that it saw the end) and
+/// the end. A daemon's graceful stop never waits on a stream left open.
+pub fn until_shutdown<T: Send + 'static>(
+    stream: Streamed<T>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    why: &'static str,
+) -> Streamed<T> {
+    Box::pin(Until {
+        inner: stream,
+        stop: Some(tokio_stream::wrappers::WatchStream::new(shutdown)),
+        why,
+        done: false,
+    })
+}
+
+struct Until<T> {
+    inner: Streamed<T>,
+    /// `None` once the sender is gone (no shutdown can come any more).
+    stop: Option<tokio_stream::wrappers::WatchStream<bool>>,
+    why: &'static str,
+    done: bool,
+}
+
+impl<T> Stream for Until<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        while let Some(stop) = self.stop.as_mut() {
+            match Pin::new(stop).poll_next(cx) {
+                Poll::Ready(Some(true)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Status::unavailable(self.why))));
+                }
+                Poll::Ready(Some(false)) => continue,
+                Poll::Ready(None) => self.stop = None,
+                Poll::Pending => break,
+            }
+        }
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
 /// Queues one message, or sheds a client whose buffer is full: it gets
 /// `RESOURCE_EXHAUSTED` and should call again for a fresh snapshot.
 pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {

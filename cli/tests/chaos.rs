@@ -1,0 +1,322 @@
+//! The chaos suite: a bad day and a careless (or hostile) agent, with real
+//! tmux, real processes and real sockets. hostd never hangs and never gives
+//! up silently.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fleet_proto::v1::{Health, HostRow, ListHostsRequest, PaneState};
+use rustix::process::Signal;
+use support::{Fleet, row};
+
+const TWO_SHELLS: &str = "\
+version: 1
+transport: tmux
+supervision:
+  respawn:
+    initial_delay_secs: 0.2
+    max_delay_secs: 1
+agents:
+  - name: sh0
+    runtime: shell
+    command: bash --norc --noprofile
+  - name: sh1
+    runtime: shell
+    command: bash --norc --noprofile
+";
+
+async fn host(f: &Fleet) -> HostRow {
+    let mut c = f.client().await;
+    c.list_hosts(ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts
+        .remove(0)
+}
+
+async fn wait_host(f: &Fleet, what: &str, pred: impl Fn(&HostRow) -> bool) -> HostRow {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = host(f).await;
+        if pred(&h) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {h:?}\n{}",
+            f.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGCONT for a stopped tmux server, also when the test fails (the drop
+/// that tears the fleet down needs a server that answers).
+struct Continue(u32);
+impl Drop for Continue {
+    fn drop(&mut self) {
+        support::kill(self.0, Signal::CONT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_tmux_freezes_nothing_and_everything_recovers() {
+    let mut f = Fleet::new(TWO_SHELLS, "supervise = true\ntmux_timeout_ms = 500\n");
+    f.start().await;
+    let agents = f
+        .wait_for("both alive", Duration::from_secs(20), |a| {
+            a.len() == 2 && a.iter().all(|r| r.pane == PaneState::Alive as i32)
+        })
+        .await;
+    let server: u32 = String::from_utf8_lossy(&f.tmux(&["display-message", "-p", "#{pid}"]).stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let victim = row(&agents, "sh0").pane_pid;
+    support::kill(server, Signal::STOP);
+    let _cont = Continue(server);
+    // A death while tmux is stopped is seen at once (pidfd), not when tmux
+    // answers again.
+    support::kill(victim, Signal::KILL);
+    let seen = f
+        .wait_for("sh0 dead with tmux stopped", Duration::from_secs(3), |a| {
+            let r = row(a, "sh0");
+            r.pane == PaneState::Dead as i32
+                && r.heartbeat
+                    .as_ref()
+                    .is_some_and(|h| h.health != Health::Healthy as i32)
+        })
+        .await;
+    assert_eq!(row(&seen, "sh1").pane, PaneState::Alive as i32);
+    // The host says so, with an event.
+    wait_host(&f, "tmux-unresponsive", |h| {
+        h.flags.iter().any(|f| f == "tmux-unresponsive")
+    })
+    .await;
+    f.wait_event("tmux-unresponsive event", |e| e.kind == "tmux-unresponsive")
+        .await;
+    // Commands fail fast with a clear error instead of hanging.
+    let t = Instant::now();
+    let out = f.fleetctl(&["restart", "sh1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not answering"),
+        "{err}"
+    );
+    let out = f.fleetctl(&["send", "sh1", "echo hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not answering"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "refused in {:?}, not after tmux's silence",
+        t.elapsed()
+    );
+    // SIGCONT: the flag clears, and the dead agent is respawned.
+    support::kill(server, Signal::CONT);
+    wait_host(&f, "tmux answers", |h| {
+        !h.flags.iter().any(|f| f == "tmux-unresponsive")
+    })
+    .await;
+    f.wait_event("tmux-responsive event", |e| e.kind == "tmux-responsive")
+        .await;
+    f.wait_for("sh0 respawned", Duration::from_secs(15), |a| {
+        let r = row(a, "sh0");
+        r.pane == PaneState::Alive as i32 && r.pane_pid != victim
+    })
+    .await;
+    let out = f.fleetctl(&["send", "sh1", "echo back"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_or_last_pane_is_a_death_and_is_respawned() {
+    let mut f = Fleet::new(TWO_SHELLS, "supervise = true\n");
+    f.start().await;
+    f.wait_for("both alive", Duration::from_secs(20), |a| {
+        a.len() == 2 && a.iter().all(|r| r.pane == PaneState::Alive as i32)
+    })
+    .await;
+    assert!(f.tmux(&["kill-session", "-t", "=sh0:"]).status.success());
+    let pane = row(&f.agents().await, "sh1").pane_id.clone();
+    // remain-on-exit keeps a dead pane; kill-pane removes the last one.
+    assert!(f.tmux(&["kill-pane", "-t", &pane]).status.success());
+    for name in ["sh0", "sh1"] {
+        f.wait_event("respawning", |e| e.kind == "respawning" && e.agent == name)
+            .await;
+    }
+    f.wait_for("both back", Duration::from_secs(15), |a| {
+        a.iter().all(|r| r.pane == PaneState::Alive as i32)
+    })
+    .await;
+    // An operator's stop is not a death.
+    assert!(f.fleetctl(&["stop", "sh0"]).status.success());
+    // Not a wait for readiness: several supervisor ticks in which nothing
+    // may happen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let agents = f.agents().await;
+    assert_eq!(row(&agents, "sh0").pane, PaneState::Missing as i32);
+    let respawns = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "respawning" && e.agent == "sh0")
+        .count();
+    assert_eq!(respawns, 1, "a stopped agent is never respawned");
+}
+
+/// Waits (bounded) for a child to exit; `None` if it is still running.
+fn exits_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The first line a streaming client prints (its stream is open), bounded.
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(out);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep reading so the client never blocks on a full pipe.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the client printed nothing");
+    assert!(
+        !line.is_empty(),
+        "the client ended before its stream opened"
+    );
+    line
+}
+
+/// Reads one datagram from systemd's notify socket, bounded.
+fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notification");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_seconds() {
+    use support::fed::{self, Aggregator, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let grants = "[operators.alice]\ntenants = [\"*\"]\nverbs = [\"read\", \"watch\"]\n";
+    let mut agg = Aggregator::new(dir.path(), &pki, grants, "");
+    agg.start();
+    let mut box1 = fed::linked_hostd(&pki, &agg, "acme", "box1", TWO_SHELLS);
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    box1.env
+        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    box1.start().await;
+    assert!(notified(&notify).contains("READY=1"), "Type=notify: ready");
+    fed::wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked",
+        Duration::from_secs(30),
+        |d| fed::hosts(d).iter().any(|h| h["link"] == "connected"),
+    );
+    // Streams open on both daemons.
+    let (cert, key) = pki.pair("operator-alice");
+    let watch_agg = |args: &[&str]| {
+        std::process::Command::new(support::bin("fleetctl"))
+            .args(["--aggregator", &agg.address()])
+            .arg("--ca")
+            .arg(pki.ca())
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut agg_clients = [watch_agg(&["ps", "--watch"]), watch_agg(&["events"])];
+    let mut local_clients = [
+        box1.fleetctl_spawn(&["ps", "--watch"]),
+        box1.fleetctl_spawn(&["events"]),
+    ];
+    // A stream is open once its client printed what it received.
+    for c in agg_clients.iter_mut().chain(local_clients.iter_mut()) {
+        first_line(c);
+    }
+    let t = Instant::now();
+    support::kill(agg.child.as_ref().unwrap().id(), Signal::TERM);
+    let status = exits_within(agg.child.as_mut().unwrap(), Duration::from_secs(2));
+    assert!(
+        status.is_some(),
+        "the aggregator lingers with streams open:\n{}",
+        agg.log()
+    );
+    eprintln!("aggregator exited {:?} after SIGTERM", t.elapsed());
+    for c in &mut agg_clients {
+        assert!(
+            exits_within(c, Duration::from_secs(5)).is_some(),
+            "an aggregator client hangs"
+        );
+    }
+    agg.child = None;
+    // hostd's link was told to reconnect: it is back once the aggregator is.
+    agg.start();
+    fed::wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "relinked",
+        Duration::from_secs(30),
+        |d| fed::hosts(d).iter().any(|h| h["link"] == "connected"),
+    );
+    let t = Instant::now();
+    box1.signal_hostd(Signal::TERM);
+    let status = exits_within(box1.hostd.as_mut().unwrap(), Duration::from_secs(2));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "hostd lingers with streams open ({status:?}):\n{}",
+        box1.log()
+    );
+    eprintln!("hostd exited {:?} after SIGTERM", t.elapsed());
+    assert!(
+        notified(&notify).contains("STOPPING=1"),
+        "Type=notify: stopping"
+    );
+    for c in &mut local_clients {
+        assert!(
+            exits_within(c, Duration::from_secs(5)).is_some(),
+            "a local client hangs"
+        );
+    }
+    box1.hostd = None;
+}
