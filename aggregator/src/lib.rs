@@ -194,11 +194,8 @@ pub async fn run_with_state(
     health_reporter
         .set_serving::<HostLinkServer<link::HostLinkService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(fleet_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| AggregatorError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) =
+        fleet_proto::reflection().map_err(|e| AggregatorError::Reflection(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| AggregatorError::Bind {
@@ -248,6 +245,7 @@ pub async fn run_with_state(
         )
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });

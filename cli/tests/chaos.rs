@@ -320,3 +320,117 @@ async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_se
     }
     box1.hostd = None;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_caller_is_its_uid_whatever_it_claims() {
+    use fleet_proto::v1::{ControlAction, ControlRequest};
+    let mut f = Fleet::new(TWO_SHELLS, "");
+    f.start().await;
+    f.wait_for("alive", Duration::from_secs(20), |a| a.len() == 2)
+        .await;
+    let mut c = f.client().await;
+    c.control(ControlRequest {
+        agent: "sh0".into(),
+        action: ControlAction::Stop as i32,
+        traceparent: String::new(),
+        operator: "alice".into(),
+    })
+    .await
+    .unwrap();
+    let uid = rustix::process::getuid().as_raw();
+    let stop = f
+        .wait_event("stop", |e| e.kind == "stop" && e.agent == "sh0")
+        .await;
+    let by = stop.fields.get("operator").cloned().unwrap_or_default();
+    assert!(by.contains(&format!("uid {uid}")), "{stop:?}");
+    assert!(
+        !stop.message.contains("alice") && !by.contains("alice"),
+        "{stop:?}"
+    );
+}
+
+/// Opens `n` connections to a Unix socket, says so, and holds them (never
+/// sending a byte) until its stdin closes.
+const HOLD_CONNECTIONS: &str = r#"
+import socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    held.append(s)
+print("held", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_idle_connections_leave_hostd_able_to_run_tmux_and_answer() {
+    let mut f = Fleet::new(TWO_SHELLS, "supervise = true\n");
+    f.start().await;
+    let agents = f
+        .wait_for("both alive", Duration::from_secs(20), |a| {
+            a.len() == 2 && a.iter().all(|r| r.pane == PaneState::Alive as i32)
+        })
+        .await;
+    let victim = row(&agents, "sh0").pane_pid;
+    let mut c = f.client().await;
+    // Four holders of 5,000 each (a process's own descriptor limit).
+    let mut holders: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            std::process::Command::new("python3")
+                .args(["-c", HOLD_CONNECTIONS])
+                .arg(&f.socket)
+                .arg("5000")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for h in &mut holders {
+        let line = first_line(h);
+        assert!(line.starts_with("held 5000"), "{line}");
+    }
+    // hostd still has descriptors for tmux: a death is respawned.
+    support::kill(victim, Signal::KILL);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // An open connection made before the flood keeps answering.
+    loop {
+        let rows = c
+            .list_agents(fleet_proto::v1::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        let r = row(&rows, "sh0");
+        if r.pane == PaneState::Alive as i32 && r.pane_pid != victim {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sh0 never respawned: {r:?}\n{}",
+            f.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new client gets in once the idle ones reach their preface deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = f.fleetctl(&["ps", "--json"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(f.hostd.as_mut().unwrap().try_wait().unwrap().is_none());
+    for mut h in holders {
+        drop(h.stdin.take());
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}

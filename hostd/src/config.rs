@@ -67,6 +67,10 @@ pub struct FileConfig {
     /// Largest text `send` accepts, bytes (after stripping control bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_limit_bytes: Option<usize>,
+    /// Connections open at once on the local socket; more are closed at
+    /// once (fewer if the descriptor limit leaves too little for tmux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
     /// Run the supervisor (respawn, pokes, digest) per the roster's
@@ -168,6 +172,7 @@ pub struct Config {
     pub log: String,
     pub event_backlog: usize,
     pub send_limit: usize,
+    pub max_connections: usize,
     pub systemd: SystemdConfig,
     pub link: LinkConfig,
     pub supervise: bool,
@@ -396,6 +401,13 @@ fn resolve(
             message: format!("{send_limit} is outside 1..=16777216"),
         });
     }
+    let max_connections = raw.max_connections.unwrap_or(256);
+    if !(1..=65_536).contains(&max_connections) {
+        return Err(ConfigError::Invalid {
+            key: "max_connections",
+            message: format!("{max_connections} is outside 1..=65536"),
+        });
+    }
     let link = resolve_link(
         raw.aggregators.unwrap_or_default(),
         raw.tls,
@@ -429,6 +441,7 @@ fn resolve(
         log,
         event_backlog,
         send_limit,
+        max_connections,
         systemd: SystemdConfig {
             probe: raw.systemd.probe.unwrap_or(true),
             recheck: match raw.systemd.recheck_secs {

@@ -8,6 +8,7 @@ pub use fleet_proto::clock;
 pub mod config;
 pub use fleet_proto::events;
 pub mod exits;
+pub mod incoming;
 pub mod inputs;
 pub mod link;
 pub mod native;
@@ -31,7 +32,6 @@ use std::time::Duration;
 
 use fleet_proto::v1::fleet_server::FleetServer;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
 pub use config::Config;
@@ -219,16 +219,12 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
     health_reporter
         .set_serving::<FleetServer<service::FleetService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(fleet_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            HostdError::Tmux(tmux::TmuxError::Failed {
-                command: "reflection".into(),
-                message: e.to_string(),
-            })
-        })?;
+    let (reflection, reflection_v1alpha) = fleet_proto::reflection().map_err(|e| {
+        HostdError::Tmux(tmux::TmuxError::Failed {
+            command: "reflection".into(),
+            message: e.to_string(),
+        })
+    })?;
     let tls = match &cfg.link.tls {
         Some(t) => {
             let (me, trust) =
@@ -278,6 +274,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         ));
     }
     let gate = socket::same_uid(cfg.uid);
+    let connections = incoming::connection_limit(cfg.max_connections);
     if let Some(ready) = opts.ready {
         let _ = ready.send(());
     }
@@ -289,8 +286,9 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(InterceptedService::new(fleet, gate.clone()))
         .add_service(InterceptedService::new(health, gate.clone()))
-        .add_service(InterceptedService::new(reflection, gate))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .add_service(InterceptedService::new(reflection, gate.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, gate))
+        .serve_with_incoming_shutdown(incoming::incoming(listener, connections), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });
     let served = fleet_proto::net::drained(served, opts.shutdown.clone(), DRAIN).await;

@@ -427,7 +427,14 @@ impl Fleet for FleetService {
         &self,
         req: Request<ControlRequest>,
     ) -> Result<Response<ControlResult>, Status> {
-        let req = req.into_inner();
+        // On the local socket the caller is the peer's uid, whatever the
+        // request says; only a relayed command (no socket peer: the
+        // aggregator verified its operator) keeps its `operator`.
+        let local = crate::socket::peer_uid(&req);
+        let mut req = req.into_inner();
+        if let Some(uid) = local {
+            req.operator = crate::socket::local_operator(uid);
+        }
         let action = ControlAction::try_from(req.action)
             .ok()
             .filter(|a| *a != ControlAction::Unspecified)

@@ -55,6 +55,22 @@ pub async fn bind(path: &Path, uid: u32) -> Result<UnixListener, SocketError> {
     Ok(listener)
 }
 
+/// The uid of a local-socket caller (none for a relayed command).
+pub fn peer_uid<T>(req: &Request<T>) -> Option<u32> {
+    req.extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid())
+}
+
+/// How events name a local caller: its login name and uid.
+pub fn local_operator(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
 /// A tonic interceptor admitting only peers whose uid is `uid`.
 pub fn same_uid(uid: u32) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| {
