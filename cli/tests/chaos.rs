@@ -434,3 +434,166 @@ async fn twenty_thousand_idle_connections_leave_hostd_able_to_run_tmux_and_answe
         let _ = h.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_caller_went_away_stops_and_says_so() {
+    use fleet_proto::v1::SendRequest;
+    // Echo off and nothing reading: typed text never shows, so a verify
+    // would wait out its whole timeout.
+    let roster = "\
+version: 1
+transport: tmux
+agents:
+  - name: mute0
+    runtime: shell
+    command: sh -c 'stty -echo; exec sleep 100000'
+";
+    let mut f = Fleet::new(roster, "");
+    f.start().await;
+    f.wait_for("alive", Duration::from_secs(20), |a| {
+        a.len() == 1 && a[0].process.as_ref().is_some_and(|p| p.name == "sleep")
+    })
+    .await;
+    let mut c = f.client().await;
+    let mut req = tonic::Request::new(SendRequest {
+        agent: "mute0".into(),
+        text: b"hello".to_vec(),
+        verify: true,
+        verify_timeout_ms: 4_000_000_000,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(400));
+    let err = c.send(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    let gone = f
+        .wait_event("send-abandoned", |e| {
+            e.kind == "send-abandoned" && e.agent == "mute0"
+        })
+        .await;
+    assert!(gone.message.contains("went away"), "{gone:?}");
+    // The one-writer queue is free again: the next input does not wait.
+    let mut req = tonic::Request::new(SendRequest {
+        agent: "mute0".into(),
+        text: b"again".to_vec(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(20));
+    let r = c.send(req).await.unwrap().into_inner();
+    assert!(r.queued_ms < 1000, "{r:?}");
+}
+
+/// A tmpfs of a few pages mounted on a fleet's run directory, unmounted on
+/// drop.
+struct Tmpfs(std::path::PathBuf);
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_owned())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_deleted_run_dir_is_reported_truly_and_recovered() {
+    let roster = "\
+version: 1
+transport: tmux
+agents:
+  - name: sh0
+    runtime: shell
+    command: bash --norc --noprofile
+    heartbeat_interval_secs: 0.2
+";
+    let mut f = Fleet::new(roster, "");
+    let _fs = Tmpfs::mount(&f.run_dir, "64k");
+    f.start().await;
+    f.wait_for("healthy", Duration::from_secs(20), |a| {
+        a.len() == 1
+            && a[0]
+                .heartbeat
+                .as_ref()
+                .is_some_and(|h| h.health == Health::Healthy as i32)
+    })
+    .await;
+    // Fill the disk: the fallback beat cannot be written.
+    let filler = f.run_dir.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 128 * 1024]);
+    let hb = f.hb_path("sh0");
+    let _ = std::fs::remove_file(&hb);
+    let rows = f
+        .wait_for("the real error", Duration::from_secs(10), |a| {
+            a[0].heartbeat.as_ref().is_some_and(|h| {
+                h.health == Health::Unknown as i32 && h.reason.contains("No space left")
+            })
+        })
+        .await;
+    assert!(
+        rows[0]
+            .heartbeat
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("cannot write")
+    );
+    // Several failed writes later: no litter.
+    tokio::time::sleep(Duration::from_millis(600)).await; // three beat intervals of failures to look for litter from
+    let litter: Vec<String> = std::fs::read_dir(&f.run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+    // Room again: healthy again.
+    std::fs::remove_file(&filler).unwrap();
+    f.wait_for("healthy again", Duration::from_secs(10), |a| {
+        a[0].heartbeat
+            .as_ref()
+            .is_some_and(|h| h.health == Health::Healthy as i32)
+    })
+    .await;
+    drop(_fs);
+    // Deleted: recreated, with an event, and healthy again.
+    std::fs::remove_dir_all(&f.run_dir).unwrap();
+    f.wait_event("recreated", |e| e.kind == "run-dir-recreated")
+        .await;
+    let rows = f
+        .wait_for("healthy after recreation", Duration::from_secs(10), |a| {
+            a[0].heartbeat
+                .as_ref()
+                .is_some_and(|h| h.health == Health::Healthy as i32)
+        })
+        .await;
+    assert_eq!(rows[0].pane, PaneState::Alive as i32);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&f.run_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}

@@ -294,7 +294,8 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
             .await;
             return;
         }
-        Some(Duration::from_millis(ms.unsigned_abs()))
+        // Whatever the peer says, nobody waits longer than MAX_WAIT.
+        Some(Duration::from_millis(ms.unsigned_abs()).min(crate::service::MAX_WAIT))
     } else {
         None
     };

@@ -49,6 +49,31 @@ pub struct FleetService {
 /// What a streaming client is told when hostd stops.
 const STOPPING: &str = "hostd is stopping; reconnect when it is back";
 
+/// Notes a send whose caller went away before it ended.
+struct Abandoned<'a> {
+    events: &'a EventLog,
+    agent: &'a str,
+    trace_id: &'a str,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.events.emit(
+                self.agent,
+                "send-abandoned",
+                format!(
+                    "the caller went away after {} ms; hostd stopped the send",
+                    self.started.elapsed().as_millis()
+                ),
+                &[("trace_id", self.trace_id.to_owned())],
+            );
+        }
+    }
+}
+
 /// Default bound on waiting for an agent's input queue and start-up.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest caller-supplied wait hostd honours (verify, when-idle, queue).
@@ -170,6 +195,29 @@ impl FleetService {
     ) -> Result<SendReceipt, Status> {
         let clean = send::sanitize(text, self.send_limit)?;
         self.tmux_answers()?;
+        // Dropped with the call when its caller goes away: the work stops
+        // there (no more polling), and the event says so.
+        let mut abandoned = Abandoned {
+            events: &self.events,
+            agent: &row.name,
+            trace_id: &opts.trace_id,
+            started: std::time::Instant::now(),
+            done: false,
+        };
+        let result = self.deliver_queued(row, &clean, &opts, queue_bound).await;
+        abandoned.done = true;
+        result
+    }
+
+    /// [`deliver`](Self::deliver) once the text is clean: the queue, the
+    /// send, its event.
+    async fn deliver_queued(
+        &self,
+        row: &AgentRow,
+        clean: &send::Clean,
+        opts: &send::Options,
+        queue_bound: Duration,
+    ) -> Result<SendReceipt, Status> {
         let turn = self
             .inputs
             .acquire(&row.name, queue_bound)
@@ -195,7 +243,7 @@ impl FleetService {
         };
         let row = &row;
         let target = self.target(row);
-        let mut result = send::send(&self.tmux, &target, &clean, &opts).await;
+        let mut result = send::send(&self.tmux, &target, clean, opts).await;
         if let Ok(r) = &mut result
             && turn.waited >= Duration::from_millis(5)
         {

@@ -109,6 +109,14 @@ struct BeatJob {
     launched_wall: Option<SystemTime>,
 }
 
+/// One scan's findings: the run directory (when it had to be recreated)
+/// and each agent's files.
+#[derive(Debug)]
+struct BeatScans {
+    run_dir: Option<Result<(), String>>,
+    agents: Vec<BeatScan>,
+}
+
 /// What the scan found for one agent.
 #[derive(Debug)]
 struct BeatScan {
@@ -121,6 +129,8 @@ struct BeatScan {
     /// The beat, when it was (re-)read.
     beat: Option<CachedBeat>,
     wrote_fallback: bool,
+    /// Why the fallback beat could not be written (a full disk…).
+    write_error: Option<String>,
     /// Whether the beat's pid is the pane's process or runs under it
     /// (none: nothing to compare).
     lineage_ok: Option<bool>,
@@ -141,12 +151,15 @@ fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
         result: heartbeat::read(&job.path),
     });
     let mut wrote_fallback = false;
+    let mut write_error = None;
     if !native
         && job.fallback_due
         && let Some(pid) = job.pane_pid
     {
         let now_odt = time::OffsetDateTime::from(now);
-        write_fallback(&job.path, pid, now_odt);
+        write_error = write_fallback(&job.path, pid, now_odt)
+            .err()
+            .map(|e| format!("cannot write the fallback beat {}: {e}", job.path.display()));
         wrote_fallback = true;
         beat = Some(CachedBeat {
             mtime: mtime(&job.path),
@@ -168,8 +181,25 @@ fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
         reported,
         beat,
         wrote_fallback,
+        write_error,
         lineage_ok,
     }
+}
+
+/// Recreates a deleted run directory (0700); says what happened, if
+/// anything did.
+fn ensure_run_dir(dir: &std::path::Path) -> Option<Result<(), String>> {
+    use std::os::unix::fs::DirBuilderExt;
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return None;
+    }
+    Some(
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot recreate the run directory {}: {e}", dir.display())),
+    )
 }
 
 #[derive(Debug)]
@@ -216,8 +246,8 @@ pub struct Table {
     /// Since when tmux has not answered within its timeout.
     unresponsive: Option<Instant>,
     beats_in_flight: bool,
-    beats_tx: mpsc::UnboundedSender<Vec<BeatScan>>,
-    beats_rx: mpsc::UnboundedReceiver<Vec<BeatScan>>,
+    beats_tx: mpsc::UnboundedSender<BeatScans>,
+    beats_rx: mpsc::UnboundedReceiver<BeatScans>,
     agents: BTreeMap<String, Agent>,
     events: EventLog,
     publish: watch::Sender<Arc<View>>,
@@ -1138,19 +1168,41 @@ impl Table {
         }
         self.beats_in_flight = true;
         let tx = self.beats_tx.clone();
+        let run_dir = self.cfg.run_dir.clone();
         tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
-            let _ = tx.send(jobs.into_iter().map(|j| scan_beat(j, now)).collect());
+            let dir = ensure_run_dir(&run_dir);
+            let _ = tx.send(BeatScans {
+                run_dir: dir,
+                agents: jobs.into_iter().map(|j| scan_beat(j, now)).collect(),
+            });
         });
     }
 
     /// Folds a beat scan into the rows: source, the runtime's own status,
     /// and health (raising health-change events). Health is `healthy` only
     /// while the pane lives and the beat comes from its process tree.
-    fn fold_beats(&mut self, scans: Vec<BeatScan>) {
+    fn fold_beats(&mut self, scans: BeatScans) {
         self.beats_in_flight = false;
+        match scans.run_dir {
+            Some(Ok(())) => {
+                self.events.emit(
+                    "",
+                    "run-dir-recreated",
+                    format!(
+                        "the run directory {} was gone; recreated it",
+                        self.cfg.run_dir.display()
+                    ),
+                    &[],
+                );
+            }
+            Some(Err(e)) => {
+                self.events.emit("", "run-dir-missing", e, &[]);
+            }
+            None => {}
+        }
         let now_odt = time::OffsetDateTime::now_utc();
-        for scan in scans {
+        for scan in scans.agents {
             let Some(agent) = self.agents.get_mut(&scan.name) else {
                 continue;
             };
@@ -1198,6 +1250,10 @@ impl Table {
                     "no tmux session: no process to vouch for".to_owned(),
                 ),
                 _ if !alive => (Health::Unknown, "the pane's process has ended".to_owned()),
+                _ if scan.write_error.is_some() && file != heartbeat::Health::Healthy => (
+                    Health::Unknown,
+                    scan.write_error.clone().unwrap_or_default(),
+                ),
                 (Some(p), Ok(b))
                     if scan.lineage_ok == Some(false) && file == heartbeat::Health::Healthy =>
                 {
@@ -1603,9 +1659,13 @@ fn death_words(status: Option<i32>, signal: Option<i32>) -> String {
 /// and turn key are carried over from the file as it is now (read under
 /// the beat's writer lock, so a hook's update in between is never lost; a
 /// lock someone else holds skips this beat).
-fn write_fallback(path: &std::path::Path, pid: u32, now: time::OffsetDateTime) {
+fn write_fallback(
+    path: &std::path::Path,
+    pid: u32,
+    now: time::OffsetDateTime,
+) -> Result<(), std::io::Error> {
     let Some(_lock) = heartbeat::lock(path, Duration::ZERO) else {
-        return;
+        return Ok(());
     };
     let prev = heartbeat::read(path).ok();
     let prev = prev.as_ref();
@@ -1617,9 +1677,9 @@ fn write_fallback(path: &std::path::Path, pid: u32, now: time::OffsetDateTime) {
         turn: prev.and_then(|b| b.turn),
         key: prev.and_then(|b| b.key.clone()),
     };
-    if let Err(e) = heartbeat::write_atomic(path, &beat) {
+    heartbeat::write_atomic(path, &beat).inspect_err(|e| {
         tracing::warn!(path = %path.display(), error = %e, "cannot write fallback heartbeat");
-    }
+    })
 }
 
 fn to_wire_health(h: &heartbeat::Health) -> Health {
