@@ -42,8 +42,7 @@ pub async fn run(
         }
         let mut out = std::io::stdout().lock();
         if json {
-            serde_json::to_writer(&mut out, &event_json(&e))
-                .map_err(|e| Failure::Other(e.to_string()))?;
+            serde_json::to_writer(&mut out, &event_json(&e))?;
             writeln!(out)?;
         } else {
             writeln!(out, "{}", event_line(&e))?;

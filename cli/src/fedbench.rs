@@ -389,6 +389,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
             view: rx,
             events: fleet_proto::events::EventLog::new(&t, &h, 16),
             service: None,
+            report: None,
         };
         let dial = fleet_proto::net::Dial {
             address: format!("127.0.0.1:{port}"),

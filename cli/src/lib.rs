@@ -53,6 +53,25 @@ pub enum Failure {
     Other(String),
 }
 
+impl From<serde_json::Error> for Failure {
+    /// Writing JSON to stdout fails as the write did (a closed pipe is a
+    /// closed pipe, whatever was being written).
+    fn from(e: serde_json::Error) -> Self {
+        match e.io_error_kind() {
+            Some(kind) => Failure::Io(std::io::Error::new(kind, e.to_string())),
+            None => Failure::Other(e.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    /// The reader of stdout went away (`fleetctl … | head`): not an error
+    /// worth a word.
+    fn is_broken_pipe(&self) -> bool {
+        matches!(self, Failure::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 fn describe_status(s: &tonic::Status) -> String {
     use tonic::Code;
     let what = match s.code() {
@@ -368,11 +387,31 @@ async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // Quiet, and a success, as for `grep … | head`.
+        Err(e) if e.is_broken_pipe() => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("fleetctl: {e}");
             ExitCode::from(e.code())
         }
     }
+}
+
+/// LINK: how the host is reached, and each of its own links up (a hostd
+/// whose uplink fails says so, not just `local`).
+fn link_cell(h: &fleet_proto::v1::HostRow) -> render::Cell {
+    use render::Colour;
+    let mut text = h.link.clone();
+    let mut bad = h.link == "unreachable";
+    for u in &h.uplinks {
+        text.push_str(&format!(", up {} {}", u.address, u.state));
+        if u.state != "connected" {
+            bad = true;
+            if !u.error.is_empty() {
+                text.push_str(&format!(" ({})", u.error));
+            }
+        }
+    }
+    (text, if bad { Colour::Red } else { Colour::None })
 }
 
 async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
@@ -388,8 +427,7 @@ async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
         serde_json::to_writer_pretty(
             &mut out,
             &serde_json::json!({"schema": "fleet.hosts/v1", "hosts": doc.hosts}),
-        )
-        .map_err(|e| Failure::Other(e.to_string()))?;
+        )?;
         writeln!(out)?;
         out.flush()?;
         return Ok(());
@@ -450,14 +488,7 @@ async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
             vec![
                 p(h.tenant_id.clone()),
                 p(h.host.clone()),
-                (
-                    h.link.clone(),
-                    if h.link == "unreachable" {
-                        Colour::Red
-                    } else {
-                        Colour::None
-                    },
-                ),
+                link_cell(h),
                 p(if h.last_seen_unix_ms > 0 {
                     format!(
                         "{}s ago",

@@ -184,6 +184,10 @@ fn host_json(h: &HostRow) -> serde_json::Value {
         "flags": h.flags,
         "roster_path": h.roster_path,
         "link": h.link,
+        "uplinks": h.uplinks.iter().map(|u| serde_json::json!({
+            "address": u.address, "state": u.state, "error": u.error,
+            "since_unix_ms": u.since_unix_ms,
+        })).collect::<Vec<_>>(),
         "via": h.via,
         "last_seen_unix_ms": h.last_seen_unix_ms,
         "boot_epoch": h.boot_epoch,
@@ -379,8 +383,7 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         if json {
             let doc = document(&agents, &hosts, now);
-            serde_json::to_writer_pretty(&mut out, &doc)
-                .map_err(|e| Failure::Other(e.to_string()))?;
+            serde_json::to_writer_pretty(&mut out, &doc)?;
             writeln!(out)?;
         } else {
             out.write_all(text(&agents, now, Style::for_stdout()).as_bytes())?;
@@ -478,8 +481,7 @@ fn draw<K: Ord, H: Ord>(
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         // One JSON document per line, per change.
-        serde_json::to_writer(&mut out, &document(&agents, &hosts, now))
-            .map_err(|e| Failure::Other(e.to_string()))?;
+        serde_json::to_writer(&mut out, &document(&agents, &hosts, now))?;
         writeln!(out)?;
     } else {
         if style.width.is_some() {

@@ -171,8 +171,7 @@ pub async fn run(server: &client::Server, a: SendArgs) -> Result<u8, Failure> {
 pub fn print_receipt(r: &SendReceipt, json: bool) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &receipt_json(r))
-            .map_err(|e| Failure::Other(e.to_string()))?;
+        serde_json::to_writer_pretty(&mut out, &receipt_json(r))?;
         writeln!(out)?;
     } else {
         out.write_all(receipt_text(r).as_bytes())?;

@@ -59,8 +59,7 @@ pub async fn watch(
     while let Some(f) = stream.message().await? {
         let mut out = std::io::stdout().lock();
         if json {
-            serde_json::to_writer(&mut out, &frame_json(&f))
-                .map_err(|e| Failure::Other(e.to_string()))?;
+            serde_json::to_writer(&mut out, &frame_json(&f))?;
             writeln!(out)?;
         } else {
             if redraw {
@@ -202,7 +201,7 @@ pub async fn control(
             "outcome": r.outcome,
             "receipt": r.receipt.as_ref().map(send::receipt_json),
         });
-        serde_json::to_writer_pretty(&mut out, &v).map_err(|e| Failure::Other(e.to_string()))?;
+        serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
         writeln!(out, "{}/{}/{}: {}", r.tenant_id, r.host, r.agent, r.outcome)?;

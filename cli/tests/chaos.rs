@@ -597,3 +597,116 @@ agents:
     let mode = std::fs::metadata(&f.run_dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_edges_sighup_bursts_hostile_names_dash_and_closed_pipes() {
+    let roster = "\
+version: 1
+transport: tmux
+agents:
+  - name: dash0
+    runtime: shell
+    command: dash
+";
+    let mut f = Fleet::new(roster, "");
+    f.start().await;
+    f.wait_for("dash running", Duration::from_secs(20), |a| {
+        a.len() == 1 && a[0].process.as_ref().is_some_and(|p| p.name == "dash")
+    })
+    .await;
+    // 100 SIGHUPs within a second: one reload (or two), not 100.
+    for _ in 0..100 {
+        f.signal_hostd(Signal::HUP);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.wait_event("a reload", |e| e.kind == "roster-reloaded")
+        .await;
+    // Not a wait for readiness: the quiet spell in which no more may come.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let reloads = f
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.kind == "roster-reloaded")
+        .count();
+    assert!(reloads <= 2, "{reloads} reloads for one burst");
+    // A rejected roster never echoes a hostile name whole.
+    let long = "x".repeat(5000);
+    std::fs::write(
+        &f.roster,
+        format!("version: 1\nagents:\n  - name: {long}\n    runtime: shell\n"),
+    )
+    .unwrap();
+    f.signal_hostd(Signal::HUP);
+    let rejected = f
+        .wait_event("rejected", |e| e.kind == "roster-rejected")
+        .await;
+    assert!(
+        rejected.message.len() < 1000,
+        "{} bytes",
+        rejected.message.len()
+    );
+    assert!(
+        rejected.message.contains("5000 bytes"),
+        "{}",
+        rejected.message
+    );
+    // dash has no bracketed paste, whatever `runtime: shell` says.
+    let out = f.fleetctl(&["send", "dash0", "echo hi", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["bracketed_paste"], "no", "{receipt}");
+    // A reader that went away (`fleetctl … | head`): quiet, and success.
+    for args in [
+        &["ps"][..],
+        &["events", "--no-follow", "--json"],
+        &["hosts", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(support::bin("fleetctl"))
+            .arg("--socket")
+            .arg(&f.socket)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_shows_each_uplink_and_why_it_fails() {
+    use support::fed::{self, Aggregator, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // Configured, never started: nobody answers on its port.
+    let agg = Aggregator::new(dir.path(), &pki, "", "");
+    let mut f = fed::linked_hostd(&pki, &agg, "acme", "box1", TWO_SHELLS);
+    f.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        let out = f.fleetctl(&["hosts", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if doc["hosts"][0]["uplinks"][0]["state"] == "retrying" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let up = &doc["hosts"][0]["uplinks"][0];
+    assert_eq!(up["address"], agg.address());
+    assert!(!up["error"].as_str().unwrap().is_empty(), "{up}");
+    let out = f.fleetctl(&["hosts"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("retrying"), "{table}");
+}

@@ -514,9 +514,11 @@ async fn codex_reports_its_turn_and_model_and_a_steer_is_the_same_turn() {
     );
     // Esc: Codex reports the interrupt. (With a steer pending, the first
     // Esc sends it at once and the turn goes on: press again.)
-    'press: for _ in 0..3 {
+    // On a loaded machine Codex may take a press as part of an escape
+    // sequence: a few more presses, each given time to take effect.
+    'press: for _ in 0..5 {
         b.f.tmux(&["send-keys", "-t", "=cx0:", "Escape"]);
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(4);
         while Instant::now() < deadline {
             if status(&b.f.agents().await[0]).0 != AgentStatus::Busy {
                 break 'press;

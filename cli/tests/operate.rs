@@ -374,8 +374,13 @@ async fn watch_once_prints_the_screen_and_attach_needs_a_terminal() {
         .into_inner();
     assert_eq!(r.tmux_socket, f.tmux_socket);
     assert_eq!(r.tmux_target, "=sh0:");
+    // On the local socket the caller is its uid, whatever it claims.
+    let uid = format!("uid {}", rustix::process::getuid().as_raw());
     f.wait_event("attach", |e| {
-        e.kind == "attach" && e.agent == "sh0" && e.message.contains("alice")
+        e.kind == "attach"
+            && e.agent == "sh0"
+            && e.message.contains(&uid)
+            && !e.message.contains("alice")
     })
     .await;
 }

@@ -141,6 +141,21 @@ agents:
             .contains("need human"),
         "{crash:#}"
     );
+    // A hostd restart forgets nothing: the restart count, the give-up.
+    let mut f = f;
+    f.kill_hostd();
+    f.start().await;
+    let rows = f
+        .wait_for("gave-up remembered", Duration::from_secs(10), |a| {
+            a.len() == 1 && row(a, "crash").supervision.starts_with("gave-up")
+        })
+        .await;
+    assert_eq!(row(&rows, "crash").restarts, 3, "{rows:?}");
+    assert_eq!(row(&rows, "crash").pane, PaneState::Dead as i32);
+    assert!(
+        of_kind(&f.events().await, "respawning", "crash").is_empty(),
+        "the new hostd respawns nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

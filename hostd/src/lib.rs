@@ -14,6 +14,7 @@ pub mod link;
 pub mod native;
 pub mod observe;
 pub mod proc;
+pub mod records;
 pub mod roster;
 pub mod runtime;
 pub mod screen;
@@ -256,6 +257,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             view: svc.view.clone(),
             events: svc.events.clone(),
             service: Some(svc.clone()),
+            report: Some(svc.commands.clone()),
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
     }

@@ -43,6 +43,23 @@ pub struct Source {
     pub events: EventLog,
     /// Answers relayed commands; `None` refuses them (load generators).
     pub service: Option<FleetService>,
+    /// Where the link's state goes (the table, for `hosts`).
+    pub report: Option<mpsc::Sender<crate::table::Command>>,
+}
+
+impl Source {
+    /// Tells the table this link's state (never waits: a full queue only
+    /// delays the report to the next change).
+    fn report(&self, address: &str, state: &str, error: &str) {
+        if let Some(tx) = &self.report {
+            let _ = tx.try_send(crate::table::Command::Uplink(fleet_proto::v1::Uplink {
+                address: address.to_owned(),
+                state: state.to_owned(),
+                error: error.to_owned(),
+                since_unix_ms: clock::now_ms(),
+            }));
+        }
+    }
 }
 
 /// The wait before attempt `n` (0-based): uniform in [0, min(max, first·2ⁿ)].
@@ -69,14 +86,19 @@ pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let started = tokio::time::Instant::now();
+        source.report(&dial.address, "connecting", "");
         let outcome = tokio::select! {
-            r = session(channel.clone(), &source) => r,
+            r = session(channel.clone(), &source, &dial.address) => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        match outcome {
+        match &outcome {
             Ok(()) => tracing::info!(aggregator = %dial.address, "link closed by the aggregator"),
             Err(e) => tracing::warn!(aggregator = %dial.address, error = %e, "link down"),
         }
+        let why = outcome
+            .err()
+            .unwrap_or_else(|| "closed by the aggregator".into());
+        source.report(&dial.address, "retrying", &why);
         // A link that stayed up a while starts the backoff over.
         attempt = if started.elapsed() > BACKOFF_MAX {
             0
@@ -133,7 +155,11 @@ async fn send_changes(
 }
 
 /// One connected session: returns when the stream ends.
-async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<(), String> {
+async fn session(
+    channel: tonic::transport::Channel,
+    source: &Source,
+    address: &str,
+) -> Result<(), String> {
     let mut client = HostLinkClient::new(channel)
         .max_decoding_message_size(crate::MAX_DECODE)
         .max_encoding_message_size(crate::MAX_ENCODE);
@@ -157,6 +183,7 @@ async fn session(channel: tonic::transport::Channel, source: &Source) -> Result<
         None => return Err("closed before Welcome".into()),
     };
     tracing::info!(lease_ms = welcome.lease_ms, "linked");
+    source.report(address, "connected", "");
     let epoch = source.hello.boot_epoch;
     let mut seq = 0u64;
     let mut view = source.view.clone();

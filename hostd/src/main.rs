@@ -177,14 +177,24 @@ async fn signals(
         tracing::error!("cannot install signal handlers");
         return;
     };
-    loop {
+    // A burst of SIGHUPs (a deploy script in a loop) is one reload: each
+    // waits out a short quiet spell first.
+    const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+    'signals: loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                let _ = commands.send(Command::Reload { why: "SIGHUP" }).await;
+            _ = hup.recv() => {}
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => break 'signals,
+                _ = int.recv() => break 'signals,
+                _ = hup.recv() => {}
+                () = tokio::time::sleep(QUIET) => break,
             }
         }
+        let _ = commands.send(Command::Reload { why: "SIGHUP" }).await;
     }
     let _ = stop.send(true);
 }

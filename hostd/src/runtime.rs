@@ -448,6 +448,19 @@ pub const BUILTINS: &[Builtin] = &[
     },
 ];
 
+/// Shells without a line editor that knows bracketed paste: whatever the
+/// runtime says, text pasted into them arrives without the markers.
+const NO_BRACKETED_PASTE: &[&str] = &["dash", "sh", "ash", "busybox"];
+
+/// Whether the program in the pane uses bracketed paste: the runtime's
+/// word, unless the process running is known not to.
+pub fn bracketed_paste(declared: Option<bool>, process: Option<&str>) -> Option<bool> {
+    match process {
+        Some(p) if NO_BRACKETED_PASTE.contains(&p) => Some(false),
+        _ => declared,
+    }
+}
+
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
 }

@@ -139,7 +139,10 @@ impl FleetService {
             pane_id: row.pane_id.clone(),
             hb_file: spec.map(|s| fleet_proto::heartbeat::path_for(&self.run_dir, &s.name)),
             submit_gap: spec.map_or(Duration::from_millis(100), |s| s.submit_gap),
-            bracketed_paste: spec.and_then(|s| s.bracketed_paste),
+            bracketed_paste: crate::runtime::bracketed_paste(
+                spec.and_then(|s| s.bracketed_paste),
+                row.process.as_ref().map(|p| p.name.as_str()),
+            ),
             screen: spec.map_or(&crate::runtime::Screen::GENERIC, |s| s.screen),
             startup: spec.map_or(Duration::from_secs(5), |s| s.startup),
             status: {

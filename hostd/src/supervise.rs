@@ -34,7 +34,10 @@ pub enum Action {
     Alert { agent: String, text: String },
 }
 
-#[derive(Debug, Default)]
+/// Kept in the run directory (`.supervisor.json`): a hostd restart keeps
+/// the death history, a pending respawn and a give-up.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct AgentState {
     /// Unix ms of deaths inside the window.
     deaths: VecDeque<i64>,
@@ -397,6 +400,37 @@ impl Supervisor {
         }
     }
 
+    /// The death history worth keeping across a hostd restart, as JSON.
+    pub fn memory(&self) -> String {
+        let kept: BTreeMap<&String, &AgentState> = self
+            .agents
+            .iter()
+            .filter(|(_, st)| !st.deaths.is_empty() || st.gave_up || st.dead)
+            .collect();
+        serde_json::to_string(&kept).unwrap_or_default()
+    }
+
+    /// A supervisor that remembers what [`memory`](Self::memory) wrote
+    /// (garbage is forgotten, with a warning).
+    pub fn remembering(memory: &str) -> Self {
+        let agents = if memory.trim().is_empty() {
+            HashMap::new()
+        } else {
+            serde_json::from_str::<HashMap<String, AgentState>>(memory).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "supervisor memory unreadable; starting afresh");
+                HashMap::new()
+            })
+        };
+        let agents = agents
+            .into_iter()
+            .filter(|(name, _)| fleet_proto::name::check(name).is_ok())
+            .collect();
+        Self {
+            agents,
+            ..Self::default()
+        }
+    }
+
     /// Feeds back how a send action ended (`None`: it failed outright).
     pub fn outcome(&mut self, action: &Action, verdict: Option<Verdict>, now: i64) {
         let ok = verdict.is_some_and(delivered);
@@ -452,7 +486,10 @@ pub async fn run(
     commands: mpsc::Sender<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut sup = Supervisor::default();
+    let run_dir = svc.run_dir.clone();
+    let mut sup =
+        Supervisor::remembering(&crate::records::read(&run_dir, crate::records::SUPERVISOR));
+    let mut remembered = sup.memory();
     let (done_tx, mut done_rx) = mpsc::channel::<(Action, Option<Verdict>)>(64);
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
@@ -475,6 +512,16 @@ pub async fn run(
             if let Some(failed) = carry_out(&svc, &commands, action, &done_tx).await {
                 sup.respawn_failed(&failed);
             }
+        }
+        // Kept for the next hostd, written only when it changed.
+        let memory = sup.memory();
+        if memory != remembered {
+            remembered = memory.clone();
+            let dir = run_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::records::write(&dir, crate::records::SUPERVISOR, &memory);
+            })
+            .await;
         }
         // What `ps` shows, republished only when it changed.
         let now = clock::now_ms();

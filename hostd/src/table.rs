@@ -20,6 +20,7 @@ use crate::events::EventLog;
 use crate::exits::Exits;
 use crate::native;
 use crate::proc::{self, ProcInfo};
+use crate::records;
 use crate::roster::{self, AgentSpec, Roster};
 use crate::status;
 use crate::systemd;
@@ -50,6 +51,8 @@ pub enum Command {
     Supervision {
         states: std::collections::BTreeMap<String, String>,
     },
+    /// A link to an aggregator changed state.
+    Uplink(fleet_proto::v1::Uplink),
     /// What the screen observer read off an agent's pane.
     Observed {
         agent: String,
@@ -62,10 +65,6 @@ type ControlReply = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// A launcher's first moments (`sh -c '…; exec claude'`) are not drift.
 const DRIFT_GRACE: Duration = Duration::from_secs(1);
-
-/// File in the run directory listing agents an operator stopped, so a
-/// hostd restart does not start them again.
-const STOPPED_FILE: &str = ".stopped";
 
 /// Per-agent state kept between refreshes.
 #[derive(Debug, Default)]
@@ -248,6 +247,10 @@ pub struct Table {
     beats_in_flight: bool,
     beats_tx: mpsc::UnboundedSender<BeatScans>,
     beats_rx: mpsc::UnboundedReceiver<BeatScans>,
+    reloading: bool,
+    reload_again: Option<&'static str>,
+    reloads_tx: mpsc::UnboundedSender<(&'static str, Result<Roster, roster::RosterError>)>,
+    reloads_rx: mpsc::UnboundedReceiver<(&'static str, Result<Roster, roster::RosterError>)>,
     agents: BTreeMap<String, Agent>,
     events: EventLog,
     publish: watch::Sender<Arc<View>>,
@@ -267,6 +270,8 @@ pub struct Table {
     roster_tx: watch::Sender<Arc<Roster>>,
     /// `fleetctl`, the native status writer runtimes' hooks run.
     fleetctl: Option<PathBuf>,
+    /// Each link up to an aggregator, as its task last reported it.
+    uplinks: BTreeMap<String, fleet_proto::v1::Uplink>,
 }
 
 /// Ends a killed pane's whole process tree in the background (the owner
@@ -305,6 +310,7 @@ impl Table {
         let (exits, exits_rx) = Exits::new();
         let (reads_tx, reads_rx) = mpsc::unbounded_channel();
         let (beats_tx, beats_rx) = mpsc::unbounded_channel();
+        let (reloads_tx, reloads_rx) = mpsc::unbounded_channel();
         let roster_mtime = mtime(&roster.path);
         let placeholder = View {
             agents: Vec::new(),
@@ -312,12 +318,22 @@ impl Table {
         };
         let (publish, rx) = watch::channel(Arc::new(placeholder));
         let (roster_tx, roster_rx) = watch::channel(Arc::new(roster.clone()));
-        let stopped = std::fs::read_to_string(cfg.run_dir.join(STOPPED_FILE))
-            .unwrap_or_default()
+        // What the last hostd knew: agents stopped by an operator (not
+        // started again) and restart counts.
+        let stopped = records::read(&cfg.run_dir, records::STOPPED)
             .lines()
             .filter(|l| fleet_proto::name::check(l).is_ok())
             .map(str::to_owned)
             .collect();
+        let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+        for line in records::read(&cfg.run_dir, records::RESTARTS).lines() {
+            if let Some((name, n)) = line.split_once(' ')
+                && roster.agent(name).is_some()
+                && let Ok(n) = n.trim().parse::<u32>()
+            {
+                agents.entry(name.to_owned()).or_default().restarts = n;
+            }
+        }
         let mut table = Self {
             cfg,
             tmux,
@@ -333,7 +349,11 @@ impl Table {
             beats_in_flight: false,
             beats_tx,
             beats_rx,
-            agents: BTreeMap::new(),
+            reloading: false,
+            reload_again: None,
+            reloads_tx,
+            reloads_rx,
+            agents,
             events,
             publish,
             exits,
@@ -350,6 +370,7 @@ impl Table {
             supervision: Default::default(),
             roster_tx,
             fleetctl: native::find_fleetctl(),
+            uplinks: BTreeMap::new(),
         };
         table.events.emit(
             "",
@@ -405,9 +426,15 @@ impl Table {
                 }
                 Some(read) = self.reads_rx.recv() => self.on_read(read).await,
                 Some(scans) = self.beats_rx.recv() => self.fold_beats(scans),
+                Some((why, loaded)) = self.reloads_rx.recv() => {
+                    self.apply_reload(why, loaded).await;
+                    if let Some(why) = self.reload_again.take() {
+                        self.reload(why);
+                    }
+                }
                 Some(pid) = self.exits_rx.recv() => self.on_exit(pid),
                 Some(cmd) = commands.recv() => match cmd {
-                    Command::Reload { why } => self.reload(why).await,
+                    Command::Reload { why } => self.reload(why),
                     Command::Control { action, agent, operator, reply } => {
                         let result = self.control(action, &agent, &operator).await;
                         // Answer after a fresh read: a `ps` right after a
@@ -420,6 +447,10 @@ impl Table {
                             self.publish();
                             let _ = reply.send(result);
                         }
+                    }
+                    Command::Uplink(u) => {
+                        self.uplinks.insert(u.address.clone(), u);
+                        self.publish();
                     }
                     Command::Supervision { states } => {
                         self.supervision = states;
@@ -857,6 +888,7 @@ impl Table {
                 match pane {
                     None => {
                         self.launch(&spec).await?;
+                        self.count_restart(name);
                         "started".to_owned()
                     }
                     Some(p) if p.dead || exited || action == A::Restart => {
@@ -867,8 +899,8 @@ impl Table {
                             self.tmux_failed(&e);
                             return Err(e.to_string());
                         }
+                        self.count_restart(name);
                         let agent = self.agents.entry(name.to_owned()).or_default();
-                        agent.restarts += 1;
                         agent.last_event = "restarted".into();
                         format!("respawned in pane {}", p.pane_id)
                     }
@@ -898,11 +930,20 @@ impl Table {
         };
         if changed {
             let list: String = self.stopped.iter().map(|n| format!("{n}\n")).collect();
-            let path = self.cfg.run_dir.join(STOPPED_FILE);
-            if let Err(e) = std::fs::write(&path, list) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot record stopped agents");
-            }
+            records::write(&self.cfg.run_dir, records::STOPPED, &list);
         }
+    }
+
+    /// One more restart of `name`, kept across hostd restarts.
+    fn count_restart(&mut self, name: &str) {
+        self.agents.entry(name.to_owned()).or_default().restarts += 1;
+        let list: String = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.restarts > 0)
+            .map(|(n, a)| format!("{n} {}\n", a.restarts))
+            .collect();
+        records::write(&self.cfg.run_dir, records::RESTARTS, &list);
     }
 
     /// Respawns the pane in place: same pane id, a new process, the same
@@ -1034,10 +1075,27 @@ impl Table {
 
     // === roster ===
 
-    async fn reload(&mut self, why: &str) {
+    /// Reads the roster beside the owner (a blocking worker); the result
+    /// comes back to [`apply_reload`](Self::apply_reload). A reload asked
+    /// for while one runs is one more after it.
+    fn reload(&mut self, why: &'static str) {
+        if self.reloading {
+            self.reload_again = Some(why);
+            return;
+        }
+        self.reloading = true;
         let path = self.roster.path.clone();
         self.roster_mtime = mtime(&path);
-        match roster::load(&path, &self.cfg.home) {
+        let (home, tx) = (self.cfg.home.clone(), self.reloads_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send((why, roster::load(&path, &home)));
+        });
+    }
+
+    async fn apply_reload(&mut self, why: &str, loaded: Result<Roster, roster::RosterError>) {
+        self.reloading = false;
+        let path = self.roster.path.clone();
+        match loaded {
             Ok(new) => {
                 let old = self.roster.names();
                 let now = new.names();
@@ -1073,7 +1131,10 @@ impl Table {
                 self.events.emit(
                     "",
                     "roster-rejected",
-                    format!("{e}; keeping the last good roster"),
+                    format!(
+                        "{}; keeping the last good roster",
+                        at_most(&e.to_string(), 1024)
+                    ),
                     &[("path", path.display().to_string())],
                 );
                 self.publish();
@@ -1091,7 +1152,7 @@ impl Table {
             self.retry_tmux().await;
         }
         if mtime(&self.roster.path) != self.roster_mtime {
-            self.reload("file changed").await;
+            self.reload("file changed");
         }
         if self.last_resync.elapsed() >= self.cfg.resync {
             self.last_resync = Instant::now();
@@ -1493,6 +1554,7 @@ impl Table {
             last_seen_unix_ms: clock::now_ms(),
             link: "local".into(),
             via: String::new(),
+            uplinks: self.uplinks.values().cloned().collect(),
         }
     }
 }
@@ -1700,6 +1762,19 @@ fn health_reason(
         heartbeat::Health::Stale => "older than 3 x interval".into(),
         heartbeat::Health::Healthy => String::new(),
     }
+}
+
+/// `text`, cut to at most `max` bytes (on a character boundary) with a
+/// note of what was cut: an event never carries a file's worth of it.
+fn at_most(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
 }
 
 fn mtime(path: &std::path::Path) -> Option<SystemTime> {

@@ -11,8 +11,9 @@ pub const MAX_LEN: usize = 64;
 pub enum NameError {
     #[error("agent name is empty")]
     Empty,
-    #[error("agent name {0:?} is longer than {MAX_LEN} bytes")]
-    TooLong(String),
+    /// The name's start (a hostile name is never echoed whole) and length.
+    #[error("agent name {0:?}… ({1} bytes) is longer than {MAX_LEN} bytes")]
+    TooLong(String, usize),
     #[error(
         "agent name {0:?} is not allowed: use letters, digits, '_' and '-', starting with a letter or digit (tmux rewrites '.' and ':' and paths must not escape)"
     )]
@@ -45,7 +46,11 @@ pub fn check(name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty);
     };
     if name.len() > MAX_LEN {
-        return Err(NameError::TooLong(name.to_owned()));
+        let mut cut = MAX_LEN.min(name.len());
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        return Err(NameError::TooLong(name[..cut].to_owned(), name.len()));
     }
     let ok_rest = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
     if !first.is_ascii_alphanumeric() || !bytes.all(ok_rest) {
