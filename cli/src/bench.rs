@@ -32,6 +32,9 @@ pub enum What {
     },
     /// Federation at scale: a real aggregator, N simulated hostd links.
     Federation(crate::fedbench::FedArgs),
+    /// hostd under churn for minutes: RSS, descriptors and threads of hostd
+    /// and the tmux server at the start and the end, with the ratio.
+    Soak(crate::soak::SoakArgs),
     /// `ps` latency against the naive baseline, and idle hostd cost.
     Ps {
         /// Fleet sizes to measure, comma-separated.
@@ -57,6 +60,7 @@ pub async fn run(what: What) -> Result<(), Failure> {
             bench_runtimes(runtime_sends.max(1), &runtimes).await
         }
         What::Federation(a) => crate::fedbench::run(a).await,
+        What::Soak(a) => crate::soak::run(a).await,
         What::Ps {
             agents,
             runs,
@@ -91,15 +95,15 @@ struct Figures {
     rss_mb: f64,
 }
 
-struct Bed {
-    dir: tempfile::TempDir,
-    socket_name: String,
-    hostd: tokio::process::Child,
+pub(crate) struct Bed {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) socket_name: String,
+    pub(crate) hostd: tokio::process::Child,
 }
 
 impl Bed {
     /// A real hostd for `roster` on a throw-away tmux socket.
-    async fn start(tag: &str, roster: &str) -> Result<Self, Failure> {
+    pub(crate) async fn start(tag: &str, roster: &str) -> Result<Self, Failure> {
         let dir = tempfile::Builder::new().prefix("fleet-bench").tempdir()?;
         Self::start_in(dir, tag, roster, false).await
     }
@@ -214,7 +218,7 @@ async fn bench_size(n: u32, runs: u32, idle_secs: u64) -> Result<Figures, Failur
     })
 }
 
-async fn wait_all_alive(sock: &Path, n: u32) -> Result<(), Failure> {
+pub(crate) async fn wait_all_alive(sock: &Path, n: u32) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(mut c) = client::connect(sock).await

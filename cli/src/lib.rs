@@ -15,6 +15,7 @@ pub mod offline;
 pub mod ps;
 pub mod render;
 pub mod send;
+pub mod soak;
 pub mod watch;
 
 use std::path::PathBuf;

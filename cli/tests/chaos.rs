@@ -710,3 +710,84 @@ async fn hosts_shows_each_uplink_and_why_it_fails() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("retrying"), "{table}");
 }
+
+fn mkfifo(at: &std::path::Path) {
+    let _ = std::fs::remove_file(at);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(at)
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifos_in_the_run_dir_or_as_the_roster_block_nothing() {
+    let mut f = Fleet::new(TWO_SHELLS, "");
+    f.start().await;
+    f.wait_for("healthy", Duration::from_secs(20), |a| {
+        a.len() == 2
+            && a.iter().all(|r| {
+                r.heartbeat
+                    .as_ref()
+                    .is_some_and(|h| h.health == Health::Healthy as i32)
+            })
+    })
+    .await;
+    // What any agent of the tenant can do to its own files.
+    let hb = f.hb_path("sh0");
+    mkfifo(&hb);
+    mkfifo(&fleet_proto::heartbeat::native_marker_path(&hb));
+    mkfifo(&fleet_proto::heartbeat::lock_path(&hb));
+    let rows = f
+        .wait_for("sh0 unknown, said why", Duration::from_secs(10), |a| {
+            let h = row(a, "sh0").heartbeat.clone().unwrap_or_default();
+            h.health == Health::Unknown as i32 && h.reason.contains("not a regular file")
+        })
+        .await;
+    assert_eq!(
+        row(&rows, "sh1").heartbeat.as_ref().unwrap().health,
+        Health::Healthy as i32,
+        "the others are untouched"
+    );
+    // The owner still acts at once.
+    let out = f.fleetctl(&["stop", "sh1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A roster swapped for a link to a FIFO is refused on reload; the last
+    // good one stays.
+    let real = f.dir.path().join("roster-real.yaml");
+    std::fs::rename(&f.roster, &real).unwrap();
+    let fifo = f.dir.path().join("roster.fifo");
+    mkfifo(&fifo);
+    std::os::unix::fs::symlink(&fifo, &f.roster).unwrap();
+    f.signal_hostd(Signal::HUP);
+    let rejected = f
+        .wait_event("rejected", |e| e.kind == "roster-rejected")
+        .await;
+    assert!(
+        rejected.message.contains("not a regular file"),
+        "{rejected:?}"
+    );
+    assert_eq!(f.agents().await.len(), 2);
+    // Put right: healthy again.
+    for p in [
+        hb.clone(),
+        fleet_proto::heartbeat::native_marker_path(&hb),
+        fleet_proto::heartbeat::lock_path(&hb),
+    ] {
+        std::fs::remove_file(p).unwrap();
+    }
+    f.wait_for("sh0 healthy again", Duration::from_secs(10), |a| {
+        row(a, "sh0")
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.health == Health::Healthy as i32)
+    })
+    .await;
+    assert!(f.hostd.as_mut().unwrap().try_wait().unwrap().is_none());
+}

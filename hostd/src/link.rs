@@ -298,6 +298,22 @@ async fn within<T>(
     }
 }
 
+/// How long a relayed command may run: none for no deadline (0 or less),
+/// an error when it has passed, never more than `MAX_WAIT` whatever the
+/// peer sent.
+fn time_left(deadline_unix_ms: i64, now_ms: i64) -> Result<Option<Duration>, ()> {
+    if deadline_unix_ms <= 0 {
+        return Ok(None);
+    }
+    let ms = deadline_unix_ms.saturating_sub(now_ms);
+    if ms <= 0 {
+        return Err(());
+    }
+    Ok(Some(
+        Duration::from_millis(ms.unsigned_abs()).min(crate::service::MAX_WAIT),
+    ))
+}
+
 /// Runs one relayed command with the local service and sends its result(s).
 async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMessage>) {
     let id = c.id;
@@ -311,9 +327,9 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
             .is_ok()
         }
     };
-    let left = if c.deadline_unix_ms > 0 {
-        let ms = c.deadline_unix_ms - clock::now_ms();
-        if ms <= 0 {
+    let left = match time_left(c.deadline_unix_ms, clock::now_ms()) {
+        Ok(left) => left,
+        Err(()) => {
             send(error_result(
                 id,
                 &Status::deadline_exceeded("the command arrived after its deadline"),
@@ -321,10 +337,6 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
             .await;
             return;
         }
-        // Whatever the peer says, nobody waits longer than MAX_WAIT.
-        Some(Duration::from_millis(ms.unsigned_abs()).min(crate::service::MAX_WAIT))
-    } else {
-        None
     };
     tracing::debug!(id, operator = %c.operator, traceparent = %c.traceparent, "relayed command");
     let Some(svc) = svc else {
@@ -397,6 +409,21 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_supplied_deadline_is_clamped_and_never_overflows() {
+        let max = crate::service::MAX_WAIT;
+        assert_eq!(time_left(0, 1_000), Ok(None));
+        assert_eq!(time_left(i64::MIN, 1_000), Ok(None));
+        assert_eq!(time_left(i64::MAX, 1_000), Ok(Some(max)));
+        assert_eq!(time_left(i64::MAX, i64::MIN + 1), Ok(Some(max)));
+        assert_eq!(
+            time_left(1_500, 1_000),
+            Ok(Some(Duration::from_millis(500)))
+        );
+        assert_eq!(time_left(1_000, 1_000), Err(()));
+        assert_eq!(time_left(1, i64::MAX), Err(()));
+    }
 
     #[test]
     fn backoff_is_fully_jittered_and_capped() {

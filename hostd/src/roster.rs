@@ -346,6 +346,27 @@ pub fn load(path: &Path, home: &Path) -> Result<Roster, RosterError> {
 }
 
 /// Parses and checks roster text; `path` is only used in messages.
+/// The line where a second YAML document begins: a `---` or `...` after
+/// content, or else the first content line indented less than the first
+/// one (which makes libyaml end the first document there).
+fn second_document(text: &str) -> usize {
+    let mut first_indent = None;
+    for (i, l) in text.lines().enumerate() {
+        let content = l.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - content.len();
+        match first_indent {
+            None => first_indent = Some(indent),
+            Some(_) if l.starts_with("---") || l.starts_with("...") => return i + 1,
+            Some(f) if indent < f => return i + 1,
+            Some(_) => {}
+        }
+    }
+    1
+}
+
 pub fn parse(text: &str, path: &Path, format: Format, home: &Path) -> Result<Roster, RosterError> {
     let index = LineIndex::build(text, format);
     let at = |key: &str, message: String| RosterError {
@@ -359,12 +380,17 @@ pub fn parse(text: &str, path: &Path, format: Format, home: &Path) -> Result<Ros
             let de = serde_yaml::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let key = path_string(e.path());
-                let line = e
+                let mut line = e
                     .inner()
                     .location()
                     .map(|l| l.line())
                     .or_else(|| index.line(&key));
-                let message = clean_message(&e.inner().to_string());
+                let mut message = clean_message(&e.inner().to_string());
+                if line.is_none() && message.contains("more than one document") {
+                    // serde_yaml gives this one no location: find it.
+                    line = Some(second_document(text));
+                    message = "a second YAML document starts here (a stray `---`, or a line indented less than the first); a roster is one document".into();
+                }
                 // serde_yaml prefixes the (parent) path; the key says it already.
                 let message = match message.split_once(": ") {
                     Some((p, rest)) if !p.is_empty() && key.starts_with(p) => rest.to_owned(),
