@@ -225,28 +225,22 @@ fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_seconds() {
-    use support::fed::{self, Aggregator, Pki};
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    pki.operator("alice");
-    let grants = "[operators.alice]\ntenants = [\"*\"]\nverbs = [\"read\", \"watch\"]\n";
-    let mut agg = Aggregator::new(dir.path(), &pki, grants, "");
-    agg.start();
-    let mut box1 = fed::linked_hostd(&pki, &agg, "acme", "box1", TWO_SHELLS);
-    let notify_path = dir.path().join("notify.sock");
+    use support::fed;
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    box1.env
-        .push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
-    box1.start().await;
+    let fed::OneHost {
+        dir: _dir,
+        pki,
+        mut agg,
+        host: mut box1,
+    } = fed::one_linked_host(
+        &["read", "watch"],
+        TWO_SHELLS,
+        &[("NOTIFY_SOCKET", notify_path.display().to_string())],
+    )
+    .await;
     assert!(notified(&notify).contains("READY=1"), "Type=notify: ready");
-    fed::wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "box1 linked",
-        Duration::from_secs(30),
-        |d| fed::hosts(d).iter().any(|h| h["link"] == "connected"),
-    );
     // Streams open on both daemons.
     let (cert, key) = pki.pair("operator-alice");
     let watch_agg = |args: &[&str]| {

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::Fleet;
-use support::fed::{self, Aggregator, Pki};
+use support::fed;
 
 const ROSTER: &str = "\
 version: 1
@@ -94,19 +94,17 @@ async fn grpcurl_and_grpcio_reach_hostd_on_its_unix_socket_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_the_aggregator_over_mtls_by_reflection_v1alpha() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    pki.operator("alice");
-    let grants = "[operators.alice]\ntenants = [\"*\"]\nverbs = [\"read\"]\n";
-    let mut agg = Aggregator::new(dir.path(), &pki, grants, "");
-    agg.start();
-    let mut box1 = fed::linked_hostd(&pki, &agg, "acme", "box1", ROSTER);
-    box1.start().await;
+    let fed::OneHost {
+        dir: _dir,
+        pki,
+        agg,
+        host: _box1,
+    } = fed::one_linked_host(&["read"], ROSTER, &[]).await;
     fed::wait_ps(
         &pki,
         &agg,
         "alice",
-        "box1 linked",
+        "sh0 listed",
         Duration::from_secs(30),
         |d| fed::agents(d).len() == 1,
     );

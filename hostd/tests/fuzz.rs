@@ -4,6 +4,8 @@
 //! roster rules, and the classifier keeps the invariants it documents.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod screens;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -625,7 +627,7 @@ fn random_snapshot() -> impl Strategy<Value = Snapshot> {
 fn recorded() -> &'static [Snapshot] {
     static SCREENS: OnceLock<Vec<Snapshot>> = OnceLock::new();
     SCREENS.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/screens");
+        let root = screens::root();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
             .unwrap()
             .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
@@ -633,28 +635,7 @@ fn recorded() -> &'static [Snapshot] {
             .filter(|p| p.extension().is_some_and(|e| e == "txt"))
             .collect();
         files.sort();
-        files
-            .iter()
-            .map(|p| {
-                let text = std::fs::read_to_string(p).unwrap();
-                let mut lines = text.lines();
-                let mut c = lines
-                    .next()
-                    .unwrap()
-                    .split(' ')
-                    .map(|v| v.trim().parse::<u32>().unwrap());
-                let (x, y) = (c.next().unwrap(), c.next().unwrap());
-                let rows: Vec<String> = lines.map(|l| l.trim_end().to_owned()).collect();
-                Snapshot {
-                    cursor_x: x,
-                    cursor_y: y,
-                    width: 120,
-                    height: rows.len() as u32,
-                    lines: rows,
-                    ..Default::default()
-                }
-            })
-            .collect()
+        files.iter().map(|p| screens::load(p)).collect()
     })
 }
 

@@ -4,32 +4,14 @@
 //! only in the live region, queued, waiting, and the verdicts that follow.
 #![allow(clippy::unwrap_used)]
 
+mod screens;
+
 use fleet_hostd::runtime::{self, Screen};
 use fleet_hostd::screen::Snapshot;
 use fleet_hostd::verify::{self, Observed, Outcome};
 
 fn load(rt: &str, name: &str) -> Snapshot {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/screens")
-        .join(rt)
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let mut cursor = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .map(|v| v.trim().parse::<u32>().unwrap());
-    let (x, y) = (cursor.next().unwrap(), cursor.next().unwrap());
-    let rows: Vec<String> = lines.map(|l| l.trim_end().to_owned()).collect();
-    Snapshot {
-        cursor_x: x,
-        cursor_y: y,
-        width: 120,
-        height: rows.len() as u32,
-        lines: rows,
-        ..Default::default()
-    }
+    screens::load(&screens::root().join(rt).join(name))
 }
 
 fn rules(rt: &str) -> &'static Screen {

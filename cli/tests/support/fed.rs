@@ -284,3 +284,44 @@ pub fn agents(doc: &serde_json::Value) -> Vec<serde_json::Value> {
 pub fn hosts(doc: &serde_json::Value) -> Vec<serde_json::Value> {
     doc["hosts"].as_array().cloned().unwrap_or_default()
 }
+
+/// An aggregator with operator `alice` granted `verbs` on every tenant, and
+/// one hostd (acme/box1, running `roster`, with `env`) linked to it and
+/// seen connected.
+pub struct OneHost {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub agg: Aggregator,
+    pub host: Fleet,
+}
+
+pub async fn one_linked_host(verbs: &[&str], roster: &str, env: &[(&str, String)]) -> OneHost {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let verbs: Vec<String> = verbs.iter().map(|v| format!("{v:?}")).collect();
+    let grants = format!(
+        "[operators.alice]\ntenants = [\"*\"]\nverbs = [{}]\n",
+        verbs.join(", ")
+    );
+    let mut agg = Aggregator::new(dir.path(), &pki, &grants, "");
+    agg.start();
+    let mut host = linked_hostd(&pki, &agg, "acme", "box1", roster);
+    host.env
+        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    host.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked",
+        Duration::from_secs(30),
+        |d| hosts(d).iter().any(|h| h["link"] == "connected"),
+    );
+    OneHost {
+        dir,
+        pki,
+        agg,
+        host,
+    }
+}
