@@ -81,6 +81,7 @@ async fn a_stopped_tmux_freezes_nothing_and_everything_recovers() {
     // A death while tmux is stopped is seen at once (pidfd), not when tmux
     // answers again.
     support::kill(victim, Signal::KILL);
+    let killed = Instant::now();
     let seen = f
         .wait_for("sh0 dead with tmux stopped", Duration::from_secs(3), |a| {
             let r = row(a, "sh0");
@@ -90,6 +91,10 @@ async fn a_stopped_tmux_freezes_nothing_and_everything_recovers() {
                     .is_some_and(|h| h.health != Health::Healthy as i32)
         })
         .await;
+    eprintln!(
+        "dead on the row {:?} after the kill, tmux stopped",
+        killed.elapsed()
+    );
     assert_eq!(row(&seen, "sh1").pane, PaneState::Alive as i32);
     // The host says so, with an event.
     wait_host(&f, "tmux-unresponsive", |h| {
@@ -112,6 +117,7 @@ async fn a_stopped_tmux_freezes_nothing_and_everything_recovers() {
         !out.status.success() && err.contains("not answering"),
         "{err}"
     );
+    eprintln!("restart and send both refused in {:?}", t.elapsed());
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "refused in {:?}, not after tmux's silence",
@@ -408,6 +414,7 @@ async fn twenty_thousand_idle_connections_leave_hostd_able_to_run_tmux_and_answe
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A new client gets in once the idle ones reach their preface deadline.
+    let flooded = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = f.fleetctl(&["ps", "--json"]);
@@ -421,6 +428,10 @@ async fn twenty_thousand_idle_connections_leave_hostd_able_to_run_tmux_and_answe
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!(
+        "a new client answered {:?} after the flood",
+        flooded.elapsed()
+    );
     assert!(f.hostd.as_mut().unwrap().try_wait().unwrap().is_none());
     for mut h in holders {
         drop(h.stdin.take());
