@@ -28,12 +28,20 @@ pub struct Record {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// Links a relayed command's two lines: `intent` (written before it is
+    /// relayed) and `done` (its outcome, whatever happened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<u64>,
+    /// `intent` or `done`; absent on single-line records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
 }
 
 #[derive(Clone)]
 pub struct Audit {
     path: PathBuf,
     file: Arc<Mutex<std::fs::File>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Audit {
@@ -48,14 +56,41 @@ impl Audit {
             .append(true)
             .mode(0o600)
             .open(path)?;
+        // Command ids stay unique across restarts: they start at the clock.
+        let start = u64::try_from(fleet_proto::clock::now_ms()).unwrap_or(0) * 1000;
         Ok(Self {
             path: path.to_owned(),
             file: Arc::new(Mutex::new(file)),
+            next_id: Arc::new(std::sync::atomic::AtomicU64::new(start)),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `intent` line of a command about to be relayed; the id goes into
+    /// its [`finish`](Self::finish) line.
+    pub fn begin(&self, r: Record) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.write(Record {
+            command_id: Some(id),
+            phase: Some("intent"),
+            outcome: "relaying".into(),
+            ..r
+        });
+        id
+    }
+
+    /// The `done` line of command `id`: its outcome.
+    pub fn finish(&self, id: u64, r: Record) {
+        self.write(Record {
+            command_id: Some(id),
+            phase: Some("done"),
+            ..r
+        });
     }
 
     /// Appends one line. A write failure is logged, never fatal to the

@@ -28,6 +28,15 @@ use crate::audit::{Audit, Record};
 use crate::authz::{Authz, Grant, Verb};
 use crate::state::State;
 
+/// The audit target of reads over everything the caller may see.
+const FLEET_WIDE: &str = "*";
+
+/// Outcome of a command whose caller gave up before the answer.
+const CALLER_GONE: &str = "caller gone: the host was told to stop the command";
+
+/// Longest wait an operator may ask for (hostd clamps the same).
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
 /// Rows per snapshot message; a bigger view is chunked, never refused.
 pub const SNAPSHOT_CHUNK: usize = 5_000;
 const STREAM_BUFFER: usize = 256;
@@ -53,6 +62,7 @@ impl FleetService {
 }
 
 /// An authorized caller.
+#[derive(Clone)]
 struct Caller {
     who: String,
     grant: Grant,
@@ -102,7 +112,7 @@ impl FleetService {
     }
 
     /// Who is calling and whether they may use `verb` at all.
-    fn caller<T>(&self, req: &Request<T>, verb: Verb) -> Result<Caller, Status> {
+    fn caller<T>(&self, req: &Request<T>, verb: Verb, target: &str) -> Result<Caller, Status> {
         let peer = peer_of(req);
         let name = match peer.and_then(|p| p.identity.as_ref()) {
             Some(Identity::Operator { trust_domain, name })
@@ -115,7 +125,7 @@ impl FleetService {
                 return Err(self.deny(
                     &who,
                     verb,
-                    "",
+                    target,
                     format!(
                         "{other} is not an operator of trust domain {}",
                         self.trust_domain
@@ -132,14 +142,14 @@ impl FleetService {
         .uri();
         let grants = self.authz.grants();
         let Some(grant) = grants.of(&name) else {
-            return Err(self.deny(&who, verb, "", format!("operator {name} has no grants")));
+            return Err(self.deny(&who, verb, target, format!("operator {name} has no grants")));
         };
         if !grant.verbs.contains(&verb) {
             let has: Vec<&str> = grant.verbs.iter().map(|v| v.as_str()).collect();
             return Err(self.deny(
                 &who,
                 verb,
-                "",
+                target,
                 format!(
                     "operator {name} may not {} (granted: {})",
                     verb.as_str(),
@@ -185,7 +195,120 @@ impl FleetService {
         });
     }
 
-    /// Relays a one-answer command to the host of `row`.
+    /// Whether the host of `row` accepts `req` (its Hello's limits).
+    fn fits(&self, row: &AgentRow, req: &SendRequest) -> Result<(), Status> {
+        use prost::Message;
+        let key = (row.tenant_id.clone(), row.host.clone());
+        let Ok(link) = self.state.link(&key) else {
+            // The relay reports an unreachable host.
+            return Ok(());
+        };
+        if let Some(limit) = link.limits.send_limit
+            && req.text.len() > limit
+        {
+            return Err(Status::invalid_argument(format!(
+                "the text is {} bytes; host {}/{} accepts at most {limit} (its send_limit_bytes)",
+                req.text.len(),
+                key.0,
+                key.1
+            )));
+        }
+        // The command as it goes down the link, with room for its envelope.
+        let size = req.encoded_len() + 1024;
+        if size > link.limits.max_message {
+            return Err(Status::invalid_argument(format!(
+                "the command is {size} bytes; host {}/{} decodes at most {} on its link",
+                key.0, key.1, link.limits.max_message
+            )));
+        }
+        Ok(())
+    }
+
+    /// One complete audit line for a command refused before it was relayed
+    /// (an unknown or ambiguous agent, a bad address); returns the error.
+    #[allow(clippy::too_many_arguments)]
+    fn refused(
+        &self,
+        caller: &Caller,
+        verb: Verb,
+        started: Instant,
+        target: &str,
+        tp: &TraceParent,
+        bytes: Option<u64>,
+        e: Status,
+    ) -> Status {
+        self.audit_command(
+            caller,
+            verb,
+            started,
+            Record {
+                target: target.to_owned(),
+                trace_id: tp.trace_id.clone(),
+                outcome: format!("failed: {}", e.message()),
+                bytes,
+                ..Default::default()
+            },
+        );
+        e
+    }
+
+    /// Relays a one-answer command with its audit: the `intent` line before
+    /// it goes down, the `done` line after, both from a task the caller
+    /// cannot cancel. A caller that goes away is noted ("caller gone") and
+    /// the host is told to stop the command.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_audited<T: Send + 'static>(
+        &self,
+        row: AgentRow,
+        caller: Caller,
+        verb: Verb,
+        tp: TraceParent,
+        bytes: Option<u64>,
+        timeout: Duration,
+        op: command::Op,
+        judge: impl FnOnce(Result<command_result::Result, Status>) -> (String, Result<T, Status>)
+        + Send
+        + 'static,
+        started: Instant,
+    ) -> Result<T, Status> {
+        let base = Record {
+            kind: "command",
+            who: caller.who.clone(),
+            verb: verb.as_str().into(),
+            target: full(&row),
+            trace_id: tp.trace_id.clone(),
+            bytes,
+            ..Default::default()
+        };
+        let id = self.audit.begin(base.clone());
+        let (hold, gone) = tokio::sync::oneshot::channel::<()>();
+        let svc = self.clone();
+        let task = tokio::spawn(
+            async move {
+                let answer = svc.relay(&row, &caller, &tp, timeout, op, gone).await;
+                let (outcome, result) = judge(answer);
+                svc.audit.finish(
+                    id,
+                    Record {
+                        outcome,
+                        elapsed_ms: Some(
+                            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        ),
+                        ..base
+                    },
+                );
+                result
+            }
+            .in_current_span(),
+        );
+        // Dropped with this call when its caller goes away: the task hears it.
+        let _hold = hold;
+        task.await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the relay failed: {e}"))))
+    }
+
+    /// Relays a one-answer command to the host of `row`; `gone` resolves
+    /// when the caller went away (the host is then told to stop it).
     async fn relay(
         &self,
         row: &AgentRow,
@@ -193,6 +316,7 @@ impl FleetService {
         tp: &TraceParent,
         timeout: Duration,
         op: command::Op,
+        gone: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<command_result::Result, Status> {
         let key = (row.tenant_id.clone(), row.host.clone());
         let link = self.state.link(&key).map_err(Status::unavailable)?;
@@ -203,14 +327,21 @@ impl FleetService {
             traceparent: tp.to_string(),
             op: Some(op),
         };
-        let (_, mut rx) = link.call(cmd, 1).await.ok_or_else(|| {
+        let (id, mut rx) = link.call(cmd, 1).await.ok_or_else(|| {
             Status::unavailable(format!(
                 "host {}/{} went away; nothing was sent",
                 key.0, key.1
             ))
         })?;
-        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx.recv())
-            .await
+        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx.recv());
+        let answer = tokio::select! {
+            a = answer => a,
+            _ = gone => {
+                link.cancel(id);
+                return Err(Status::cancelled(CALLER_GONE));
+            }
+        };
+        let answer = answer
             .map_err(|_| {
                 Status::deadline_exceeded(format!(
                     "host {}/{} did not answer within {timeout:?}",
@@ -237,7 +368,7 @@ impl Fleet for FleetService {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let caller = self.caller(&req, Verb::Read)?;
+        let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
         let mut agents = self.state.agents(&caller.sees());
         agents.sort_by(|a, b| {
             (&a.tenant_id, &a.host, &a.name).cmp(&(&b.tenant_id, &b.host, &b.name))
@@ -252,7 +383,7 @@ impl Fleet for FleetService {
         &self,
         req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
-        let caller = self.caller(&req, Verb::Read)?;
+        let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
         Ok(Response::new(ListHostsResponse {
             hosts: self.state.hosts(&caller.sees()),
             generated_at_unix_ms: clock::now_ms(),
@@ -265,7 +396,7 @@ impl Fleet for FleetService {
         &self,
         req: Request<WatchFleetRequest>,
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
-        let caller = self.caller(&req, Verb::Read)?;
+        let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
         let sees = caller.sees();
         let (agents, hosts, mut changes) = self.state.subscribe(&sees);
         let epoch = self.state.epoch;
@@ -325,7 +456,11 @@ impl Fleet for FleetService {
         &self,
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let caller = self.caller(&req, Verb::Read)?;
+        let target = match req.get_ref().agent.as_str() {
+            "" => FLEET_WIDE.to_owned(),
+            a => a.to_owned(),
+        };
+        let caller = self.caller(&req, Verb::Read, &target)?;
         let req = req.into_inner();
         let filter = if req.agent.is_empty() {
             None
@@ -351,53 +486,59 @@ impl Fleet for FleetService {
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
         let started = Instant::now();
-        let caller = self.caller(&req, Verb::Send)?;
+        let target = req.get_ref().agent.clone();
+        let caller = self.caller(&req, Verb::Send, &target)?;
         let mut req = req.into_inner();
         let (span, tp) = command_span("send", &req.agent, &caller.who, &req.traceparent);
-        let row = self.resolve(&caller, &req.agent);
-        let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
         let bytes = Some(req.text.len() as u64);
-        let result = async {
-            let row = row?;
-            let ms = |v: u32, d: u64| Duration::from_millis(if v == 0 { d } else { u64::from(v) });
-            let timeout = ms(req.verify_timeout_ms, 6000)
-                + if req.when_idle {
-                    ms(req.when_idle_timeout_ms, 30_000)
-                } else {
-                    Duration::ZERO
-                }
-                + Duration::from_secs(10);
-            req.agent = row.name.clone();
-            req.traceparent = tp.to_string();
-            match self
-                .relay(&row, &caller, &tp, timeout, command::Op::Send(req))
-                .await?
-            {
-                command_result::Result::Receipt(r) => Ok(r),
-                _ => Err(Status::internal(
-                    "the host answered a send with something else",
-                )),
+        let row = match self.resolve(&caller, &req.agent) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
             }
-        }
-        .instrument(span)
-        .await;
-        let outcome = match &result {
-            Ok(r) => Verdict::word_of(r.verdict).to_owned(),
-            Err(s) => format!("failed: {}", s.message()),
         };
-        self.audit_command(
-            &caller,
-            Verb::Send,
-            started,
-            Record {
-                target: target.clone(),
-                trace_id: tp.trace_id.clone(),
-                outcome,
+        // Waits are clamped as hostd clamps them: nobody waits longer.
+        let ms = |v: u32, d: u64| {
+            Duration::from_millis(if v == 0 { d } else { u64::from(v) }).min(MAX_WAIT)
+        };
+        let timeout = ms(req.verify_timeout_ms, 6000)
+            + if req.when_idle {
+                ms(req.when_idle_timeout_ms, 30_000)
+            } else {
+                Duration::ZERO
+            }
+            + Duration::from_secs(10);
+        req.agent = row.name.clone();
+        req.traceparent = tp.to_string();
+        // What the host would refuse is refused here: a message its link
+        // cannot decode would end the link with every command on it.
+        if let Err(e) = self.fits(&row, &req) {
+            return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
+        }
+        let answer = self
+            .relay_audited(
+                row,
+                caller,
+                Verb::Send,
+                tp,
                 bytes,
-                ..Default::default()
-            },
-        );
-        result.map(Response::new)
+                timeout,
+                command::Op::Send(req),
+                |r| match r {
+                    Ok(command_result::Result::Receipt(r)) => {
+                        (Verdict::word_of(r.verdict).to_owned(), Ok(r))
+                    }
+                    Ok(_) => {
+                        let e = Status::internal("the host answered a send with something else");
+                        (format!("failed: {}", e.message()), Err(e))
+                    }
+                    Err(e) => (format!("failed: {}", e.message()), Err(e)),
+                },
+                started,
+            )
+            .instrument(span)
+            .await;
+        answer.map(Response::new)
     }
 
     type WatchScreenStream = Streamed<ScreenFrame>;
@@ -407,7 +548,8 @@ impl Fleet for FleetService {
         req: Request<WatchScreenRequest>,
     ) -> Result<Response<Self::WatchScreenStream>, Status> {
         let started = Instant::now();
-        let caller = self.caller(&req, Verb::Watch)?;
+        let target = req.get_ref().agent.clone();
+        let caller = self.caller(&req, Verb::Watch, &target)?;
         let mut req = req.into_inner();
         let tp = TraceParent::fresh();
         let row = match self.resolve(&caller, &req.agent) {
@@ -515,52 +657,44 @@ impl Fleet for FleetService {
         } else {
             Verb::Control
         };
-        let caller = self.caller(&req, verb)?;
+        let target = req.get_ref().agent.clone();
+        let caller = self.caller(&req, verb, &target)?;
         let mut req = req.into_inner();
         let (span, tp) = command_span("control", &req.agent, &caller.who, &req.traceparent);
-        let row = self.resolve(&caller, &req.agent);
-        let target = row.as_ref().map_or_else(|_| req.agent.clone(), full);
-        let action = ControlAction::try_from(req.action).map_or("unknown", |a| a.as_str_name());
-        let result = async {
-            let row = row?;
-            req.agent = row.name.clone();
-            req.operator = caller.who.clone();
-            req.traceparent = tp.to_string();
-            match self
-                .relay(
-                    &row,
-                    &caller,
-                    &tp,
-                    Duration::from_secs(30),
-                    command::Op::Control(req),
-                )
-                .await?
-            {
-                command_result::Result::Control(r) => Ok(r),
-                _ => Err(Status::internal(
-                    "the host answered a control with something else",
-                )),
-            }
-        }
-        .instrument(span)
-        .await;
-        let outcome = match &result {
-            Ok(r) => format!("{action}: {}", r.outcome),
-            Err(s) => format!("{action} failed: {}", s.message()),
+        let row = match self.resolve(&caller, &req.agent) {
+            Ok(r) => r,
+            Err(e) => return Err(self.refused(&caller, verb, started, &target, &tp, None, e)),
         };
-        self.audit_command(
-            &caller,
-            verb,
-            started,
-            Record {
-                target: target.clone(),
-                trace_id: tp.trace_id.clone(),
-                outcome,
-                bytes: None,
-                ..Default::default()
-            },
-        );
-        result.map(Response::new)
+        let action = ControlAction::try_from(req.action)
+            .map_or("unknown", |a| a.as_str_name())
+            .to_owned();
+        req.agent = row.name.clone();
+        req.operator = caller.who.clone();
+        req.traceparent = tp.to_string();
+        let answer = self
+            .relay_audited(
+                row,
+                caller,
+                verb,
+                tp,
+                None,
+                Duration::from_secs(30),
+                command::Op::Control(req),
+                move |r| match r {
+                    Ok(command_result::Result::Control(r)) => {
+                        (format!("{action}: {}", r.outcome), Ok(r))
+                    }
+                    Ok(_) => {
+                        let e = Status::internal("the host answered a control with something else");
+                        (format!("{action} failed: {}", e.message()), Err(e))
+                    }
+                    Err(e) => (format!("{action} failed: {}", e.message()), Err(e)),
+                },
+                started,
+            )
+            .instrument(span)
+            .await;
+        answer.map(Response::new)
     }
 }
 

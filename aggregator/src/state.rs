@@ -40,16 +40,41 @@ pub struct Link {
     next_command: Arc<AtomicU64>,
     /// Notified to end the stream (lease expired, replaced by a new link).
     pub kill: Arc<Notify>,
+    /// What the host said it accepts (its Hello).
+    pub limits: Limits,
+}
+
+/// A host's limits as its Hello states them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message it decodes on the link.
+    pub max_message: usize,
+    /// Largest `send` text it accepts (none: not said).
+    pub send_limit: Option<usize>,
+}
+
+impl Limits {
+    /// What a hostd that says nothing decodes (protocol 1's default).
+    pub const DEFAULT_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+    pub fn of(hello: &Hello) -> Self {
+        let size = |v: u64| usize::try_from(v).ok().filter(|v| *v > 0);
+        Self {
+            max_message: size(hello.max_message_bytes).unwrap_or(Self::DEFAULT_MAX_MESSAGE),
+            send_limit: size(hello.send_limit_bytes),
+        }
+    }
 }
 
 impl Link {
-    pub fn new(id: u64, tx: mpsc::Sender<AggregatorMessage>) -> Self {
+    pub fn new(id: u64, tx: mpsc::Sender<AggregatorMessage>, limits: Limits) -> Self {
         Self {
             id,
             tx,
             pending: Arc::default(),
             next_command: Arc::new(AtomicU64::new(1)),
             kill: Arc::new(Notify::new()),
+            limits,
         }
     }
 
@@ -210,7 +235,11 @@ impl State {
     /// held from this boot epoch of the host.
     pub fn attach(&self, hello: &Hello, tx: mpsc::Sender<AggregatorMessage>) -> (Link, u64) {
         let key = (hello.tenant_id.clone(), hello.host.clone());
-        let link = Link::new(self.next_link.fetch_add(1, Ordering::Relaxed), tx);
+        let link = Link::new(
+            self.next_link.fetch_add(1, Ordering::Relaxed),
+            tx,
+            Limits::of(hello),
+        );
         let mut inner = self.lock();
         let now = Instant::now();
         let entry = inner.hosts.entry(key.clone()).or_insert_with(|| HostEntry {

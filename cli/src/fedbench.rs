@@ -385,6 +385,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
                 hostd_version: "bench".into(),
                 boot_epoch: rand_u64(),
                 protocol: fleet_hostd::link::PROTOCOL,
+                ..Default::default()
             },
             view: rx,
             events: fleet_proto::events::EventLog::new(&t, &h, 16),

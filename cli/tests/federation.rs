@@ -1038,3 +1038,201 @@ agents:
     assert_eq!(row["heartbeat"]["status"], "waiting", "{row}");
     assert_eq!(row["heartbeat"]["status_source"], "native", "{row}");
 }
+
+/// A raw client as operator `name` (what fleetctl would never send).
+fn operator_channel(pki: &Pki, agg: &Aggregator, name: &str) -> tonic::transport::Channel {
+    let (cert, key) = pki.pair(&format!("operator-{name}"));
+    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
+    let dial = fleet_proto::net::Dial {
+        address: agg.address(),
+        tls: Some(Arc::new(
+            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
+                .unwrap(),
+        )),
+        server_name: None,
+    };
+    fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_early_still_leaves_one_complete_audit_line_per_command() {
+    use fleet_proto::v1::SendRequest;
+    let Bed {
+        dir: _dir,
+        pki,
+        agg,
+        box1: _box1,
+        box2: _box2,
+        ..
+    } = two_hosts(&["alice", "bob"]).await;
+    let mut c = FleetClient::new(operator_channel(&pki, &agg, "alice"));
+    let trace = |i: usize| format!("{:032x}", 0xfeed_0000 + i);
+    let mut traces = Vec::new();
+    for i in 0..5 {
+        let mut req = tonic::Request::new(SendRequest {
+            agent: "acme/box1/worker".into(),
+            text: format!("prompt {i}").into_bytes(),
+            verify: true,
+            verify_timeout_ms: 4_000_000_000,
+            traceparent: format!("00-{}-00f067aa0ba902b7-01", trace(i)),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_millis(10 + 10 * i as u64));
+        let _ = c.send(req).await;
+        traces.push(trace(i));
+    }
+    let mut req = tonic::Request::new(ControlRequest {
+        agent: "acme/box1/coder0".into(),
+        action: ControlAction::Stop as i32,
+        traceparent: format!("00-{}-00f067aa0ba902b7-01", trace(9)),
+        operator: String::new(),
+    });
+    req.set_timeout(Duration::from_millis(10));
+    let _ = c.control(req).await;
+    traces.push(trace(9));
+    // bob may not send: the denial names its target.
+    let mut bob = FleetClient::new(operator_channel(&pki, &agg, "bob"));
+    let err = bob
+        .send(SendRequest {
+            agent: "acme/box1/worker".into(),
+            text: b"no".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    eventually(
+        "every command audited",
+        Duration::from_secs(20),
+        async || {
+            let audit = agg.audit_lines();
+            let done = |t: &str| {
+                audit
+                    .iter()
+                    .filter(|l| l["trace_id"] == t && l["phase"] == "done")
+                    .count()
+            };
+            if traces.iter().all(|t| done(t) == 1) {
+                Ok(())
+            } else {
+                Err(format!("{audit:#?}"))
+            }
+        },
+    )
+    .await;
+    let audit = agg.audit_lines();
+    for t in &traces {
+        let lines: Vec<&serde_json::Value> = audit.iter().filter(|l| l["trace_id"] == *t).collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "one intent and one outcome for {t}: {lines:#?}"
+        );
+        let (intent, done) = (lines[0], lines[1]);
+        assert_eq!(intent["phase"], "intent");
+        assert_eq!(done["phase"], "done");
+        assert_eq!(intent["command_id"], done["command_id"]);
+        assert_eq!(done["who"], "spiffe://fleet.test/operator/alice");
+        assert!(
+            done["target"].as_str().unwrap().starts_with("acme/box1/"),
+            "{done}"
+        );
+        assert!(!done["outcome"].as_str().unwrap().is_empty(), "{done}");
+    }
+    let sends: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|l| l["verb"] == "send" && l["phase"] == "done")
+        .collect();
+    assert!(
+        sends.iter().all(|l| l["bytes"].as_u64().is_some()),
+        "{sends:#?}"
+    );
+    assert!(
+        sends
+            .iter()
+            .any(|l| l["outcome"].as_str().unwrap().contains("caller gone")),
+        "{sends:#?}"
+    );
+    let denial = audit
+        .iter()
+        .find(|l| l["who"] == "spiffe://fleet.test/operator/bob" && l["verb"] == "send")
+        .expect("bob's denial");
+    assert_eq!(denial["target"], "acme/box1/worker", "{denial}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_host_would_refuse_is_refused_before_it_can_break_the_link() {
+    use fleet_proto::v1::SendRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    // Its own send limit above what its link decodes (4 MiB).
+    let mut box1 = support::Fleet::with_identity(
+        "acme",
+        "box1",
+        ROSTER_BOX1,
+        &format!(
+            "send_limit_bytes = 16777216\n{}",
+            fed::link_config(&pki, &agg, "acme", "box1")
+        ),
+    );
+    box1.start().await;
+    let mut box3 = linked_hostd(&pki, &agg, "acme", "box3", ROSTER_BOX1);
+    box3.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "linked",
+        Duration::from_secs(30),
+        |d| all_connected(d, 2, 4),
+    );
+    let mut c = FleetClient::new(operator_channel(&pki, &agg, "alice"));
+    let send = |agent: &str, n: usize| SendRequest {
+        agent: agent.into(),
+        text: vec![b'x'; n],
+        ..Default::default()
+    };
+    // Over the host's send limit (64 KiB by default).
+    let err = c.send(send("acme/box3/worker", 100_000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("send_limit_bytes"),
+        "{}",
+        err.message()
+    );
+    // Within the host's send limit but over what its link decodes.
+    let err = c
+        .send(send("acme/box1/worker", 5_000_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("4194304"), "{}", err.message());
+    // Neither link broke: both hosts take the next command at once.
+    for agent in ["acme/box1/worker", "acme/box3/worker"] {
+        c.send(send(agent, 10)).await.unwrap();
+    }
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "still linked",
+        Duration::from_secs(5),
+        |d| all_connected(d, 2, 4),
+    );
+    assert_eq!(hosts(&doc).len(), 2);
+    let audit = agg.audit_lines();
+    for (target, bytes) in [
+        ("acme/box3/worker", 100_000),
+        ("acme/box1/worker", 5_000_000),
+    ] {
+        assert!(
+            audit.iter().any(|l| l["target"] == target
+                && l["bytes"] == bytes
+                && l["outcome"].as_str().unwrap().starts_with("failed")),
+            "{target}: {audit:#?}"
+        );
+    }
+}

@@ -253,6 +253,8 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
                 hostd_version: env!("CARGO_PKG_VERSION").to_owned(),
                 boot_epoch: epoch,
                 protocol: link::PROTOCOL,
+                max_message_bytes: MAX_DECODE as u64,
+                send_limit_bytes: cfg.send_limit as u64,
             },
             view: svc.view.clone(),
             events: svc.events.clone(),
