@@ -121,6 +121,9 @@ impl HostLink for HostLinkService {
         let key = (hello.tenant_id, hello.host);
         let state = self.state.clone();
         let kill = link.kill.clone();
+        let audit = self.audit.clone();
+        // How the link ends when the aggregator ends it for cause.
+        let (end_tx, end_rx) = mpsc::channel::<Status>(1);
         tokio::spawn(async move {
             let why = loop {
                 let msg = tokio::select! {
@@ -134,11 +137,34 @@ impl HostLink for HostLinkService {
                     Some(Ok(HostMessage { msg: Some(m) })) => m,
                 };
                 match msg {
-                    host_message::Msg::Update(u) => {
-                        if state.apply(&key, link.id, u) == Applied::Gap {
-                            link.resync("sequence gap");
+                    host_message::Msg::Update(u) => match state.apply(&key, link.id, u) {
+                        Applied::Gap => link.resync("sequence gap"),
+                        Applied::Dropped(names) => audit.write(Record {
+                            kind: "security",
+                            who: who.clone(),
+                            verb: "update".into(),
+                            target: format!("{}/{}", key.0, key.1),
+                            outcome: format!(
+                                "refused {} row(s) whose agent name is not a name: {}",
+                                names.len(),
+                                names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                            ..Default::default()
+                        }),
+                        Applied::Refused(why) => {
+                            audit.write(Record {
+                                kind: "security",
+                                who: who.clone(),
+                                verb: "update".into(),
+                                target: format!("{}/{}", key.0, key.1),
+                                outcome: format!("refused: {why}; link ended"),
+                                ..Default::default()
+                            });
+                            let _ = end_tx.try_send(Status::resource_exhausted(why.clone()));
+                            break why;
                         }
-                    }
+                        Applied::Ok | Applied::Stale | Applied::Superseded => {}
+                    },
                     host_message::Msg::Event(e) => state.host_forwarded_event(&key, link.id, e),
                     host_message::Msg::Result(r) => {
                         state.heard(&key, link.id);
@@ -152,7 +178,9 @@ impl HostLink for HostLinkService {
             tracing::info!(host = %format!("{}/{}", key.0, key.1), link = link.id, %why, "host link down");
             state.detach(&key, link.id, &why);
         });
-        let out = ReceiverStream::new(rx).map(Ok);
+        let out = ReceiverStream::new(rx)
+            .map(Ok)
+            .merge(ReceiverStream::new(end_rx).map(Err));
         Ok(Response::new(fleet_proto::stream::until_shutdown(
             Box::pin(out),
             self.shutdown.clone(),

@@ -152,6 +152,8 @@ struct HostEntry {
     seq: Option<u64>,
     /// Rows of a snapshot arriving in chunks.
     pending: Option<Vec<AgentRow>>,
+    /// Encoded size of `pending`.
+    pending_bytes: usize,
     /// A resync was asked for; deltas are ignored until a snapshot comes.
     awaiting_snapshot: bool,
     link: Option<Link>,
@@ -188,7 +190,26 @@ pub enum Applied {
     Gap,
     /// The stream is no longer the host's current one.
     Superseded,
+    /// Applied, but these rows were refused: their agent names are not
+    /// names (checked like a roster's); shown escaped, cut.
+    Dropped(Vec<String>),
+    /// The host went over its bounds: the link must end.
+    Refused(String),
 }
+
+/// `Ok`, or `Dropped` naming the refused rows.
+fn settle(dropped: Vec<String>) -> Applied {
+    if dropped.is_empty() {
+        Applied::Ok
+    } else {
+        Applied::Dropped(dropped)
+    }
+}
+
+/// Most agent rows one host may hold, pending snapshot included.
+pub const MAX_HOST_ROWS: usize = 100_000;
+/// Most bytes (encoded rows) one pending snapshot may hold.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 impl State {
     pub fn new(name: &str, lease: Duration, event_backlog: usize) -> Arc<Self> {
@@ -252,6 +273,7 @@ impl State {
             epoch: hello.boot_epoch,
             seq: None,
             pending: None,
+            pending_bytes: 0,
             awaiting_snapshot: true,
             link: None,
             last_heard: now,
@@ -284,7 +306,9 @@ impl State {
         (link, events_after)
     }
 
-    /// Applies one update from the stream `link_id` of `key`.
+    /// Applies one update from the stream `link_id` of `key`. Rows with
+    /// names that are not names are refused (`Dropped`); a host over its
+    /// bounds is `Refused`, and its pending snapshot forgotten.
     pub fn apply(&self, key: &HostKey, link_id: u64, update: FleetUpdate) -> Applied {
         let mut inner = self.lock();
         let Some(entry) = inner.hosts.get_mut(key) else {
@@ -301,11 +325,18 @@ impl State {
             return Applied::Stale;
         }
         let name = self.name.clone();
-        let fix = |mut r: AgentRow| {
+        let mut dropped: Vec<String> = Vec::new();
+        let mut fix = |mut r: AgentRow| {
+            // Names from a peer are checked like names from a roster.
+            if fleet_proto::name::check(&r.name).is_err() {
+                let shown: String = r.name.escape_debug().take(80).collect();
+                dropped.push(shown);
+                return None;
+            }
             // A host publishes only for itself, whatever its rows say.
             r.tenant_id.clone_from(&key.0);
             r.host.clone_from(&key.1);
-            r
+            Some(r)
         };
         let host_row = |entry: &mut HostEntry, h: Option<HostRow>| {
             if let Some(mut h) = h {
@@ -320,12 +351,28 @@ impl State {
         };
         let delta = match update.update {
             Some(fleet_update::Update::Snapshot(snap)) => {
+                use prost::Message;
+                let bytes: usize = snap.agents.iter().map(Message::encoded_len).sum();
                 let part = entry.pending.get_or_insert_with(Vec::new);
-                part.extend(snap.agents.into_iter().map(fix));
+                entry.pending_bytes += bytes;
+                if part.len() + snap.agents.len() > MAX_HOST_ROWS
+                    || entry.pending_bytes > MAX_PENDING_BYTES
+                {
+                    let why = format!(
+                        "snapshot over its bounds ({} rows, {} bytes; at most {MAX_HOST_ROWS} rows and {MAX_PENDING_BYTES} bytes per host)",
+                        part.len() + snap.agents.len(),
+                        entry.pending_bytes
+                    );
+                    entry.pending = None;
+                    entry.pending_bytes = 0;
+                    return Applied::Refused(why);
+                }
+                part.extend(snap.agents.into_iter().filter_map(&mut fix));
                 if snap.more {
                     entry.seq = Some(update.seq);
-                    return Applied::Ok;
+                    return settle(dropped);
                 }
+                entry.pending_bytes = 0;
                 let rows = entry.pending.take().unwrap_or_default();
                 let mut next: BTreeMap<String, AgentRow> =
                     rows.into_iter().map(|r| (r.name.clone(), r)).collect();
@@ -362,7 +409,16 @@ impl State {
                     entry.awaiting_snapshot = true;
                     return Applied::Gap;
                 }
-                let upserts: Vec<AgentRow> = d.upserts.into_iter().map(fix).collect();
+                let upserts: Vec<AgentRow> = d.upserts.into_iter().filter_map(&mut fix).collect();
+                let new = upserts
+                    .iter()
+                    .filter(|r| !entry.agents.contains_key(&r.name))
+                    .count();
+                if entry.agents.len() + new > MAX_HOST_ROWS {
+                    return Applied::Refused(format!(
+                        "more than {MAX_HOST_ROWS} agent rows for one host"
+                    ));
+                }
                 for r in &upserts {
                     entry.agents.insert(r.name.clone(), r.clone());
                 }
@@ -391,7 +447,7 @@ impl State {
         self.applied_rows
             .fetch_add(delta.upserts.len() as u64, Ordering::Relaxed);
         self.publish(&key.0, delta);
-        Applied::Ok
+        settle(dropped)
     }
 
     /// Anything at all arrived on the stream: the lease is renewed.

@@ -73,13 +73,15 @@ pub fn event_line(e: &Event) -> String {
     } else {
         format!("{}/{}/{}", e.tenant_id, e.host, e.agent)
     };
-    format!(
+    let line = format!(
         "{}  {:<6} {who}  {}  {}",
         rfc3339(e.ts_unix_ms),
         e.seq,
         e.kind,
         e.message
-    )
+    );
+    // Every part but the time and the number came from a peer or an agent.
+    crate::render::printable(&line, false).into_owned()
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -60,6 +60,31 @@ impl Colour {
     }
 }
 
+/// `text` safe to print on a terminal: every C0 and C1 control character
+/// and DEL — which a process name, a command line, a screen or an event a
+/// peer sent can carry (an `ESC ] 52` clipboard write, colours) — is shown
+/// as an escape (`\x1b`, `\u{9b}`), never interpreted. `newlines` keeps
+/// `\n` for text this program composed over several lines.
+pub fn printable(text: &str, newlines: bool) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| {
+        (c.is_control() && !(newlines && c == '\n')) || ('\u{80}'..='\u{9f}').contains(&c)
+    };
+    if !text.chars().any(control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !control(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A column: header and priority (higher = kept longer when narrow).
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -76,7 +101,10 @@ pub fn table(columns: &[Column], rows: &[Vec<Cell>], style: Style) -> String {
     let widths: Vec<usize> = (0..columns.len())
         .map(|i| {
             rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.0.chars().count()))
+                .map(|r| {
+                    r.get(i)
+                        .map_or(0, |c| printable(&c.0, false).chars().count())
+                })
                 .chain([columns[i].header.len()])
                 .max()
                 .unwrap_or(0)
@@ -101,6 +129,7 @@ pub fn table(columns: &[Column], rows: &[Vec<Cell>], style: Style) -> String {
         let last = keep.len().saturating_sub(1);
         for (n, &i) in keep.iter().enumerate() {
             let (text, colour) = cells.get(i).cloned().unwrap_or_default_cell();
+            let text = printable(&text, false).into_owned();
             let pad = widths[i].saturating_sub(text.chars().count());
             if style.colour && colour != Colour::None {
                 out.push_str(colour.code());
@@ -221,5 +250,21 @@ mod tests {
         assert_eq!(age(Some(75.0)), "1m15s");
         assert_eq!(age(Some(7300.0)), "2h01m");
         assert_eq!(age(Some(-3.0)), "0.0s");
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn controls_a_peer_sends_are_shown_never_interpreted() {
+        let hostile = "x\u{1b}]52;c;aGk=\u{7}\u{1b}[31mred\u{9b}2J\u{7f}";
+        let shown = printable(hostile, false);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert_eq!(shown, "x\\x1b]52;c;aGk=\\x07\\x1b[31mred\\u{9b}2J\\x7f");
+        assert_eq!(printable("plain ünïcode", false), "plain ünïcode");
+        assert_eq!(printable("a\nb", false), "a\\x0ab");
+        assert_eq!(printable("a\nb\u{1b}", true), "a\nb\\x1b");
     }
 }

@@ -174,7 +174,8 @@ pub fn print_receipt(r: &SendReceipt, json: bool) -> Result<(), Failure> {
         serde_json::to_writer_pretty(&mut out, &receipt_json(r))?;
         writeln!(out)?;
     } else {
-        out.write_all(receipt_text(r).as_bytes())?;
+        let text = receipt_text(r);
+        out.write_all(crate::render::printable(&text, true).as_bytes())?;
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ pub async fn watch(
                 )?;
             }
             for l in &f.lines {
-                writeln!(out, "{l}")?;
+                writeln!(out, "{}", crate::render::printable(l, false))?;
             }
         }
         out.flush()?;
@@ -204,7 +204,8 @@ pub async fn control(
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "{}/{}/{}: {}", r.tenant_id, r.host, r.agent, r.outcome)?;
+        let line = format!("{}/{}/{}: {}", r.tenant_id, r.host, r.agent, r.outcome);
+        writeln!(out, "{}", crate::render::printable(&line, false))?;
         if let Some(receipt) = &r.receipt {
             out.write_all(send::receipt_text(receipt).as_bytes())?;
         }

@@ -1236,3 +1236,194 @@ async fn what_a_host_would_refuse_is_refused_before_it_can_break_the_link() {
         );
     }
 }
+
+/// A raw host link as `tenant`/`host` with that host's own certificate:
+/// the messages go up as the test writes them.
+async fn raw_host(
+    pki: &Pki,
+    agg: &Aggregator,
+    tenant: &str,
+    host: &str,
+    epoch: u64,
+) -> (
+    tokio::sync::mpsc::Sender<HostMessage>,
+    tonic::Streaming<fleet_proto::v1::AggregatorMessage>,
+) {
+    let (cert, key) = pki.host(tenant, host);
+    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
+    let dial = fleet_proto::net::Dial {
+        address: agg.address(),
+        tls: Some(Arc::new(
+            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
+                .unwrap(),
+        )),
+        server_name: None,
+    };
+    let channel = fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(HostMessage {
+        msg: Some(host_message::Msg::Hello(fleet_proto::v1::Hello {
+            tenant_id: tenant.into(),
+            host: host.into(),
+            boot_epoch: epoch,
+            protocol: 1,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let down = HostLinkClient::new(channel)
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, down)
+}
+
+fn snapshot(
+    epoch: u64,
+    seq: u64,
+    agents: Vec<fleet_proto::v1::AgentRow>,
+    more: bool,
+) -> HostMessage {
+    HostMessage {
+        msg: Some(host_message::Msg::Update(fleet_proto::v1::FleetUpdate {
+            epoch,
+            seq,
+            update: Some(fleet_proto::v1::fleet_update::Update::Snapshot(
+                fleet_proto::v1::Snapshot {
+                    agents,
+                    hosts: vec![],
+                    more,
+                },
+            )),
+            generated_at_unix_ms: 0,
+        })),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
+    use fleet_proto::v1::{AgentRow, Process};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    // A host whose agents carry terminal escapes, and a row whose name is
+    // no name.
+    let (tx, _down) = raw_host(&pki, &agg, "acme", "box7", 7).await;
+    let hostile = "\u{1b}]52;c;aGkK\u{7}\u{1b}[31mred";
+    let rows = vec![
+        AgentRow {
+            name: "ok0".into(),
+            process: Some(Process {
+                pid: 1,
+                name: hostile.into(),
+                cmdline: hostile.into(),
+            }),
+            ..Default::default()
+        },
+        AgentRow {
+            name: format!("bad{hostile}"),
+            ..Default::default()
+        },
+    ];
+    tx.send(snapshot(7, 1, rows, false)).await.unwrap();
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box7's rows",
+        Duration::from_secs(10),
+        |d| !agents(d).is_empty(),
+    );
+    let names: Vec<String> = agents(&doc)
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["ok0"], "a row whose name is no name is refused");
+    let out = fleetctl_as(&pki, &agg, "alice", &["ps"], &[("COLUMNS", "400")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "raw escapes reached the terminal: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\\x1b"));
+    eventually(
+        "the refused row audited",
+        Duration::from_secs(5),
+        async || {
+            agg.audit_lines()
+                .iter()
+                .any(|l| {
+                    l["verb"] == "update" && l["target"] == "acme/box7" && l["kind"] == "security"
+                })
+                .then_some(())
+                .ok_or_else(|| "no audit line yet".to_owned())
+        },
+    )
+    .await;
+
+    // A host sending "more to come" forever is cut off at its bound.
+    let pid = agg.child.as_ref().unwrap().id();
+    let before = rss_kib(pid);
+    let (tx, mut down) = raw_host(&pki, &agg, "acme", "box8", 8).await;
+    let big = |k: usize| AgentRow {
+        name: format!("a{k}"),
+        process: Some(Process {
+            pid: 1,
+            name: "x".into(),
+            cmdline: "y".repeat(64 * 1024),
+        }),
+        ..Default::default()
+    };
+    let mut sent = 0;
+    for chunk in 0..100u64 {
+        let rows = (0..60).map(|k| big(chunk as usize * 60 + k)).collect();
+        if tx.send(snapshot(8, chunk + 1, rows, true)).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    // The link ends with RESOURCE_EXHAUSTED, said and audited.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(20), down.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => break None,
+            Ok(Err(s)) => break Some(s),
+            Err(_) => panic!("the link was never ended ({sent} chunks sent)"),
+        }
+    };
+    if let Some(s) = &ended {
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+    }
+    let after = rss_kib(pid);
+    eprintln!("aggregator RSS {before} KiB -> {after} KiB after {sent} chunks of ~3.9 MB");
+    assert!(
+        after < before + 160 * 1024,
+        "the aggregator grew from {before} KiB to {after} KiB"
+    );
+    eventually("the bound audited", Duration::from_secs(5), async || {
+        agg.audit_lines()
+            .iter()
+            .any(|l| {
+                l["target"] == "acme/box8"
+                    && l["outcome"].as_str().unwrap().contains("over its bounds")
+            })
+            .then_some(())
+            .ok_or_else(|| "no audit line yet".to_owned())
+    })
+    .await;
+}
