@@ -107,7 +107,21 @@ impl HostLink for HostLinkService {
             return Err(self.refuse(who, claimed, "bad tenant or host id in Hello".into()));
         }
         let (tx, rx) = mpsc::channel(1024);
-        let (link, events_after) = self.state.attach(&hello, tx.clone());
+        let (link, events_after) = match self.state.attach(&hello, tx.clone()) {
+            Ok(l) => l,
+            Err(why) => {
+                tracing::warn!(host = %claimed, %why, "duplicate host identity refused");
+                self.audit.write(Record {
+                    kind: "security",
+                    who,
+                    verb: "hello".into(),
+                    target: claimed,
+                    outcome: format!("refused: {why}"),
+                    ..Default::default()
+                });
+                return Err(Status::already_exists(why));
+            }
+        };
         let welcome = AggregatorMessage {
             msg: Some(aggregator_message::Msg::Welcome(Welcome {
                 beat_interval_ms: u32::try_from(self.beat.as_millis()).unwrap_or(u32::MAX),

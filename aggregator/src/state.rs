@@ -154,6 +154,8 @@ struct HostEntry {
     pending: Option<Vec<AgentRow>>,
     /// Encoded size of `pending`.
     pending_bytes: usize,
+    /// When a second hostd with this identity was last refused.
+    duplicate_since: Option<Instant>,
     /// A resync was asked for; deltas are ignored until a snapshot comes.
     awaiting_snapshot: bool,
     link: Option<Link>,
@@ -206,6 +208,10 @@ fn settle(dropped: Vec<String>) -> Applied {
     }
 }
 
+/// Host flag: a second hostd with this identity tried to link while the
+/// first was live.
+pub const DUPLICATE: &str = "duplicate-identity";
+
 /// Most agent rows one host may hold, pending snapshot included.
 pub const MAX_HOST_ROWS: usize = 100_000;
 /// Most bytes (encoded rows) one pending snapshot may hold.
@@ -254,7 +260,15 @@ impl State {
     /// Registers a new stream for the host in `hello`, replacing any older
     /// one. Returns the link and the newest event sequence number already
     /// held from this boot epoch of the host.
-    pub fn attach(&self, hello: &Hello, tx: mpsc::Sender<AggregatorMessage>) -> (Link, u64) {
+    /// Takes a new stream for a host, unless another hostd with the same
+    /// identity (another boot epoch) is live on one: that is refused and
+    /// the host flagged `duplicate-identity`. A real restart — the old
+    /// stream gone, or silent past its lease — takes over at once.
+    pub fn attach(
+        &self,
+        hello: &Hello,
+        tx: mpsc::Sender<AggregatorMessage>,
+    ) -> Result<(Link, u64), String> {
         let key = (hello.tenant_id.clone(), hello.host.clone());
         let link = Link::new(
             self.next_link.fetch_add(1, Ordering::Relaxed),
@@ -274,11 +288,38 @@ impl State {
             seq: None,
             pending: None,
             pending_bytes: 0,
+            duplicate_since: None,
             awaiting_snapshot: true,
             link: None,
             last_heard: now,
             last_event_seq: 0,
         });
+        let live = entry.link.is_some() && now.duration_since(entry.last_heard) <= self.lease;
+        if live && entry.epoch != hello.boot_epoch {
+            let why = format!(
+                "another hostd with the identity {}/{} is live (boot epoch {:x}); this one (boot epoch {:x}) is refused",
+                key.0, key.1, entry.epoch, hello.boot_epoch
+            );
+            entry.duplicate_since = Some(now);
+            let flagged = !entry.row.flags.iter().any(|f| f == DUPLICATE);
+            if flagged {
+                entry.row.flags.push(DUPLICATE.into());
+            }
+            let row = entry.row.clone();
+            drop(inner);
+            if flagged {
+                self.publish(
+                    &key.0,
+                    Delta {
+                        upserts: vec![],
+                        removals: vec![],
+                        hosts: vec![row],
+                    },
+                );
+                self.host_event(&key, "duplicate-identity", why.clone());
+            }
+            return Err(why);
+        }
         if let Some(old) = entry.link.replace(link.clone()) {
             old.kill.notify_one();
         }
@@ -303,7 +344,7 @@ impl State {
                 hello.hostd_version, hello.boot_epoch
             ),
         );
-        (link, events_after)
+        Ok((link, events_after))
     }
 
     /// Applies one update from the stream `link_id` of `key`. Rows with
@@ -503,7 +544,16 @@ impl State {
         let now = Instant::now();
         let mut expired = Vec::new();
         let mut inner = self.lock();
+        let mut cleared = Vec::new();
         for (key, e) in &mut inner.hosts {
+            // No duplicate seen for a whole lease: the flag goes.
+            if e.duplicate_since
+                .is_some_and(|t| now.duration_since(t) > self.lease * 2)
+            {
+                e.duplicate_since = None;
+                e.row.flags.retain(|f| f != DUPLICATE);
+                cleared.push((key.clone(), e.row.clone()));
+            }
             if e.link.is_some() && now.duration_since(e.last_heard) > self.lease {
                 if let Some(l) = e.link.take() {
                     l.kill.notify_one();
@@ -512,6 +562,16 @@ impl State {
             }
         }
         drop(inner);
+        for (key, row) in cleared {
+            self.publish(
+                &key.0,
+                Delta {
+                    upserts: vec![],
+                    removals: vec![],
+                    hosts: vec![row],
+                },
+            );
+        }
         for (key, delta) in expired {
             self.publish(&key.0, delta);
             self.host_event(
@@ -703,7 +763,7 @@ mod tests {
     async fn chunked_snapshots_apply_whole_and_rows_are_filed_under_the_link() {
         let s = State::new("agg", Duration::from_secs(30), 100);
         let (tx, _rx) = mpsc::channel(8);
-        let (link, after) = s.attach(&hello(1), tx);
+        let (link, after) = s.attach(&hello(1), tx).unwrap();
         assert_eq!(after, 0);
         assert_eq!(
             s.apply(&key(), link.id, snap(1, 1, vec![row("a", 0)], true)),
@@ -730,7 +790,7 @@ mod tests {
     async fn stale_updates_are_dropped_and_a_gap_asks_for_a_snapshot() {
         let s = State::new("agg", Duration::from_secs(30), 100);
         let (tx, mut rx) = mpsc::channel(8);
-        let (link, _) = s.attach(&hello(1), tx);
+        let (link, _) = s.attach(&hello(1), tx).unwrap();
         assert_eq!(
             s.apply(&key(), link.id, snap(1, 1, vec![row("a", 0)], false)),
             Applied::Ok
@@ -772,7 +832,7 @@ mod tests {
         let s = State::new("agg", Duration::from_millis(50), 100);
         let mut changes = s.changes.subscribe();
         let (tx, _rx) = mpsc::channel(8);
-        let (old, _) = s.attach(&hello(1), tx.clone());
+        let (old, _) = s.attach(&hello(1), tx.clone()).unwrap();
         assert_eq!(
             s.apply(&key(), old.id, snap(1, 1, vec![row("a", 3)], false)),
             Applied::Ok
@@ -795,7 +855,7 @@ mod tests {
         }
         assert_eq!(published, 2);
         // The host comes back on a new link; the old one's end is ignored.
-        let (new, _) = s.attach(&hello(1), tx);
+        let (new, _) = s.attach(&hello(1), tx).unwrap();
         assert_eq!(
             s.apply(&key(), old.id, snap(1, 2, vec![], false)),
             Applied::Superseded
@@ -813,7 +873,7 @@ mod tests {
     async fn forwarded_events_are_not_duplicated_after_a_reconnect() {
         let s = State::new("agg", Duration::from_secs(30), 100);
         let (tx, _rx) = mpsc::channel(8);
-        let (link, _) = s.attach(&hello(1), tx.clone());
+        let (link, _) = s.attach(&hello(1), tx.clone()).unwrap();
         for seq in [1, 2, 2, 3] {
             s.host_forwarded_event(
                 &key(),
@@ -827,9 +887,30 @@ mod tests {
         }
         let (backlog, _) = s.events.subscribe(0);
         assert_eq!(backlog.iter().filter(|e| e.kind == "started").count(), 3);
-        let (_, after) = s.attach(&hello(1), tx.clone());
+        let (again, after) = s.attach(&hello(1), tx.clone()).unwrap();
         assert_eq!(after, 3, "the host resumes after the newest event held");
-        let (_, after) = s.attach(&hello(2), tx);
+        // A restarted hostd (its old stream gone) starts over.
+        s.detach(&key(), again.id, "closed by the host");
+        let (_, after) = s.attach(&hello(2), tx).unwrap();
         assert_eq!(after, 0, "a new boot epoch starts over");
+    }
+
+    #[test]
+    fn a_second_live_hostd_with_one_identity_is_refused_and_flagged() {
+        let s = State::new("agg", Duration::from_millis(200), 100);
+        let (tx, _rx) = mpsc::channel(16);
+        let (first, _) = s.attach(&hello(1), tx.clone()).unwrap();
+        let Err(why) = s.attach(&hello(2), tx.clone()) else {
+            panic!("a second live hostd was let in");
+        };
+        assert!(why.contains("another hostd"), "{why}");
+        let flags = &s.hosts(&|_| true)[0].flags;
+        assert!(flags.iter().any(|f| f == DUPLICATE), "{flags:?}");
+        // The same process reconnecting (same epoch) takes over.
+        let (again, _) = s.attach(&hello(1), tx.clone()).unwrap();
+        assert_ne!(again.id, first.id);
+        // Silent past its lease, the first one gives way to a restart.
+        std::thread::sleep(Duration::from_millis(250));
+        let (_, _) = s.attach(&hello(2), tx).unwrap();
     }
 }

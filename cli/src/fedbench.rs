@@ -391,6 +391,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
             events: fleet_proto::events::EventLog::new(&t, &h, 16),
             service: None,
             report: None,
+            refused_retry: std::time::Duration::from_secs(30),
         };
         let dial = fleet_proto::net::Dial {
             address: format!("127.0.0.1:{port}"),

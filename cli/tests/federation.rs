@@ -1247,7 +1247,7 @@ async fn raw_host(
     epoch: u64,
 ) -> (
     tokio::sync::mpsc::Sender<HostMessage>,
-    tonic::Streaming<fleet_proto::v1::AggregatorMessage>,
+    Result<tonic::Streaming<fleet_proto::v1::AggregatorMessage>, tonic::Status>,
 ) {
     let (cert, key) = pki.host(tenant, host);
     let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
@@ -1275,10 +1275,8 @@ async fn raw_host(
     let down = HostLinkClient::new(channel)
         .max_encoding_message_size(64 * 1024 * 1024)
         .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    (tx, down)
+        .await;
+    (tx, down.map(tonic::Response::into_inner))
 }
 
 fn snapshot(
@@ -1323,6 +1321,7 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
     // A host whose agents carry terminal escapes, and a row whose name is
     // no name.
     let (tx, _down) = raw_host(&pki, &agg, "acme", "box7", 7).await;
+    let _down = _down.unwrap();
     let hostile = "\u{1b}]52;c;aGkK\u{7}\u{1b}[31mred";
     let rows = vec![
         AgentRow {
@@ -1379,7 +1378,8 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
     // A host sending "more to come" forever is cut off at its bound.
     let pid = agg.child.as_ref().unwrap().id();
     let before = rss_kib(pid);
-    let (tx, mut down) = raw_host(&pki, &agg, "acme", "box8", 8).await;
+    let (tx, down) = raw_host(&pki, &agg, "acme", "box8", 8).await;
+    let mut down = down.unwrap();
     let big = |k: usize| AgentRow {
         name: format!("a{k}"),
         process: Some(Process {
@@ -1426,4 +1426,176 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
             .ok_or_else(|| "no audit line yet".to_owned())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hostd_with_one_identity_is_refused_not_allowed_to_flap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
+    box1.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked",
+        Duration::from_secs(30),
+        |d| all_connected(d, 1, 2),
+    );
+    // Another process with box1's certificate and its own boot epoch.
+    for attempt in 0..3 {
+        let (_tx, down) = raw_host(&pki, &agg, "acme", "box1", 4242 + attempt).await;
+        let err = down.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+        assert!(err.message().contains("another hostd"), "{}", err.message());
+    }
+    let doc = wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "flagged",
+        Duration::from_secs(5),
+        |d| {
+            hosts(d)[0]["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "duplicate-identity")
+        },
+    );
+    // The first keeps its link and its rows: nothing flapped.
+    assert!(all_connected(&doc, 1, 2), "{doc:#}");
+    assert_eq!(keys(&doc), ["acme/box1/coder0", "acme/box1/worker"]);
+    let refusals = agg
+        .audit_lines()
+        .into_iter()
+        .filter(|l| {
+            l["kind"] == "security"
+                && l["target"] == "acme/box1"
+                && l["outcome"].as_str().unwrap().contains("another hostd")
+        })
+        .count();
+    assert_eq!(refusals, 3);
+    // A real restart still takes over at once.
+    box1.kill_hostd();
+    box1.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 back",
+        Duration::from_secs(30),
+        |d| all_connected(d, 1, 2),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_hostd_backs_off_says_so_once_and_recovers_when_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let (good_cert, good_key) = pki.host("acme", "box1");
+    let (other_cert, other_key) = pki.host("acme", "box2");
+    let (cert, key) = (dir.path().join("link.pem"), dir.path().join("link.key"));
+    std::fs::copy(&good_cert, &cert).unwrap();
+    std::fs::copy(&good_key, &key).unwrap();
+    let config = format!(
+        "link_refused_retry_secs = 1\naggregators = [\"{}\"]\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        agg.address(),
+        pki.ca().display(),
+        cert.display(),
+        key.display()
+    );
+    let mut box1 = support::Fleet::with_identity("acme", "box1", ROSTER_BOX1, &config);
+    box1.start().await;
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "linked",
+        Duration::from_secs(30),
+        |d| all_connected(d, 1, 2),
+    );
+    // Its certificate is swapped for another host's (re-read within 5 s);
+    // after an aggregator restart every Hello is refused.
+    std::fs::copy(&other_cert, &cert).unwrap();
+    std::fs::copy(&other_key, &key).unwrap();
+    eventually("tls reloaded", Duration::from_secs(15), async || {
+        box1.log()
+            .contains("tls files reloaded")
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    agg.kill();
+    agg.start();
+    let uplink = |f: &support::Fleet| -> serde_json::Value {
+        let out = f.fleetctl(&["hosts", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["hosts"][0]["uplinks"][0].clone()
+    };
+    eventually("uplink refused", Duration::from_secs(20), async || {
+        let u = uplink(&box1);
+        (u["state"] == "refused")
+            .then_some(u.clone())
+            .ok_or(u.to_string())
+    })
+    .await;
+    // Several refusals, each at least the configured second apart, and one
+    // event for all of them.
+    eventually("three refusals", Duration::from_secs(20), async || {
+        let n = agg
+            .audit_lines()
+            .iter()
+            .filter(|l| l["target"] == "acme/box1" && l["verb"] == "hello")
+            .count();
+        (n >= 3).then_some(()).ok_or(format!("{n} refusals"))
+    })
+    .await;
+    let times: Vec<time::OffsetDateTime> = agg
+        .audit_lines()
+        .iter()
+        .filter(|l| l["target"] == "acme/box1" && l["verb"] == "hello")
+        .map(|l| {
+            time::OffsetDateTime::parse(
+                l["ts"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        })
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= time::Duration::milliseconds(900),
+            "retried after {} (the floor is 1 s)",
+            w[1] - w[0]
+        );
+    }
+    let refused_events = box1
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.kind == "uplink-refused")
+        .count();
+    assert_eq!(refused_events, 1);
+    // Fixed: the right certificate in place; the link comes up on its own.
+    std::fs::copy(&good_cert, &cert).unwrap();
+    std::fs::copy(&good_key, &key).unwrap();
+    eventually("linked once fixed", Duration::from_secs(30), async || {
+        let u = uplink(&box1);
+        (u["state"] == "connected").then_some(()).ok_or_else(|| {
+            let log = box1.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            format!("{u}\n{}", tail.join("\n"))
+        })
+    })
+    .await;
+    box1.wait_event("recovered", |e| e.kind == "uplink-recovered")
+        .await;
+    assert_eq!(uplink(&box1)["state"], "connected");
 }

@@ -80,6 +80,10 @@ pub struct FileConfig {
     /// Aggregators to stream to (`host:port`), one mTLS link each.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregators: Option<Vec<String>>,
+    /// Seconds before trying again after an aggregator refused this hostd
+    /// (its certificate or grant; each wait is this to twice this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_refused_retry_secs: Option<f64>,
     #[serde(default, skip_serializing_if = "TlsFile::is_empty")]
     pub tls: TlsFile,
 }
@@ -116,6 +120,8 @@ impl TlsFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkConfig {
     pub aggregators: Vec<String>,
+    /// The shortest wait after a refusal.
+    pub refused_retry: Duration,
     /// `None` only for plaintext development links.
     pub tls: Option<TlsPaths>,
     pub server_name: Option<String>,
@@ -410,6 +416,7 @@ fn resolve(
     }
     let link = resolve_link(
         raw.aggregators.unwrap_or_default(),
+        raw.link_refused_retry_secs,
         raw.tls,
         &tenant,
         &host,
@@ -475,12 +482,21 @@ fn resolve(
 
 fn resolve_link(
     aggregators: Vec<String>,
+    refused_retry_secs: Option<f64>,
     tls: TlsFile,
     tenant: &str,
     host: &str,
     expand: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<LinkConfig, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let refused_retry = refused_retry_secs.unwrap_or(30.0);
+    if !(refused_retry.is_finite() && (0.1..=3600.0).contains(&refused_retry)) {
+        return Err(invalid(
+            "link_refused_retry_secs",
+            format!("{refused_retry} is not a number of seconds in [0.1, 3600]"),
+        ));
+    }
+    let refused_retry = Duration::from_secs_f64(refused_retry);
     for a in &aggregators {
         let hp = a.trim_start_matches("https://");
         let ok = hp
@@ -569,6 +585,7 @@ fn resolve_link(
     }
     Ok(LinkConfig {
         aggregators,
+        refused_retry,
         tls: if plaintext { None } else { paths },
         server_name: tls.server_name,
     })

@@ -260,6 +260,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             events: svc.events.clone(),
             service: Some(svc.clone()),
             report: Some(svc.commands.clone()),
+            refused_retry: cfg.link.refused_retry,
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
     }

@@ -45,6 +45,8 @@ pub struct Source {
     pub service: Option<FleetService>,
     /// Where the link's state goes (the table, for `hosts`).
     pub report: Option<mpsc::Sender<crate::table::Command>>,
+    /// The shortest wait after the aggregator refused this hostd.
+    pub refused_retry: Duration,
 }
 
 impl Source {
@@ -72,7 +74,7 @@ pub fn backoff(n: u32) -> Duration {
 
 /// Runs the link to one aggregator until `shutdown`.
 pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>) {
-    let channel = match net::channel(&dial, Duration::from_secs(5)) {
+    let mut channel = match net::channel(&dial, Duration::from_secs(5)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(aggregator = %dial.address, error = %e, "cannot link");
@@ -80,31 +82,60 @@ pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>
         }
     };
     let mut attempt = 0u32;
+    let mut wait = backoff(0);
+    // The refusal last reported (once, until the link comes up again).
+    let mut refused: Option<String> = None;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(backoff(attempt)) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let started = tokio::time::Instant::now();
         source.report(&dial.address, "connecting", "");
         let outcome = tokio::select! {
-            r = session(channel.clone(), &source, &dial.address) => r,
+            r = session(channel.clone(), &source, &dial.address, &mut refused) => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         match &outcome {
             Ok(()) => tracing::info!(aggregator = %dial.address, "link closed by the aggregator"),
             Err(e) => tracing::warn!(aggregator = %dial.address, error = %e, "link down"),
         }
-        let why = outcome
-            .err()
-            .unwrap_or_else(|| "closed by the aggregator".into());
-        source.report(&dial.address, "retrying", &why);
-        // A link that stayed up a while starts the backoff over.
-        attempt = if started.elapsed() > BACKOFF_MAX {
-            0
-        } else {
-            attempt.saturating_add(1)
-        };
+        match outcome {
+            Err(Down::Refused(why)) => {
+                source.report(&dial.address, "refused", &why);
+                if refused.as_deref() != Some(&why) {
+                    source.events.emit(
+                        "",
+                        "uplink-refused",
+                        format!(
+                            "aggregator {} refused this hostd ({why}); trying again every {:?} or so until its certificate or grant is fixed",
+                            dial.address, source.refused_retry
+                        ),
+                        &[("aggregator", dial.address.clone())],
+                    );
+                    refused = Some(why);
+                }
+                wait = refused_backoff(source.refused_retry);
+                // A fresh connection next time: the refused one carries the
+                // old certificate, and a fixed one must be presented anew.
+                if let Ok(c) = net::channel(&dial, Duration::from_secs(5)) {
+                    channel = c;
+                }
+            }
+            other => {
+                let why = other
+                    .err()
+                    .map_or_else(|| "closed by the aggregator".into(), |e| e.to_string());
+                source.report(&dial.address, "retrying", &why);
+                // A link that stayed up a while starts the backoff over.
+                attempt = if started.elapsed() > BACKOFF_MAX {
+                    0
+                } else {
+                    attempt.saturating_add(1)
+                };
+                wait = backoff(attempt);
+            }
+        }
     }
 }
 
@@ -159,7 +190,8 @@ async fn session(
     channel: tonic::transport::Channel,
     source: &Source,
     address: &str,
-) -> Result<(), String> {
+    refused: &mut Option<String>,
+) -> Result<(), Down> {
     let mut client = HostLinkClient::new(channel)
         .max_decoding_message_size(crate::MAX_DECODE)
         .max_encoding_message_size(crate::MAX_ENCODE);
@@ -172,18 +204,30 @@ async fn session(
     let mut down = client
         .attach(ReceiverStream::new(up_rx))
         .await
-        .map_err(|s| format!("{}: {}", code_word(&s), s.message()))?
+        .map_err(Down::of)?
         .into_inner();
     let welcome = match down.next().await {
         Some(Ok(AggregatorMessage {
             msg: Some(aggregator_message::Msg::Welcome(w)),
         })) => w,
-        Some(Ok(_)) => return Err("the aggregator did not start with Welcome".into()),
-        Some(Err(s)) => return Err(format!("{}: {}", code_word(&s), s.message())),
-        None => return Err("closed before Welcome".into()),
+        Some(Ok(_)) => {
+            return Err("the aggregator did not start with Welcome"
+                .to_owned()
+                .into());
+        }
+        Some(Err(s)) => return Err(Down::of(s)),
+        None => return Err("closed before Welcome".to_owned().into()),
     };
     tracing::info!(lease_ms = welcome.lease_ms, "linked");
     source.report(address, "connected", "");
+    if let Some(was) = refused.take() {
+        source.events.emit(
+            "",
+            "uplink-recovered",
+            format!("aggregator {address} accepts this hostd again (was: {was})"),
+            &[("aggregator", address.to_owned())],
+        );
+    }
     let epoch = source.hello.boot_epoch;
     let mut seq = 0u64;
     let mut view = source.view.clone();
@@ -233,7 +277,7 @@ async fn session(
             m = down.next() => {
                 let m = match m {
                     None => return Ok(()),
-                    Some(Err(s)) => return Err(format!("{}: {}", code_word(&s), s.message())),
+                    Some(Err(s)) => return Err(Down::of(s)),
                     Some(Ok(AggregatorMessage { msg: None })) => continue,
                     Some(Ok(AggregatorMessage { msg: Some(m) })) => m,
                 };
@@ -261,8 +305,45 @@ async fn session(
     }
 }
 
-fn code_word(s: &Status) -> String {
-    format!("{:?}", s.code())
+/// Why a link went down, and how soon to try again.
+#[derive(Debug)]
+enum Down {
+    /// The aggregator refused this hostd (its certificate, or a grant):
+    /// trying again soon changes nothing.
+    Refused(String),
+    /// Anything else (the network, a restart, a duplicate still live).
+    Lost(String),
+}
+
+impl Down {
+    fn of(s: Status) -> Self {
+        let text = format!("{:?}: {}", s.code(), s.message());
+        match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Down::Refused(text),
+            _ => Down::Lost(text),
+        }
+    }
+}
+
+impl From<String> for Down {
+    fn from(s: String) -> Self {
+        Down::Lost(s)
+    }
+}
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Down::Refused(s) | Down::Lost(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The wait after a refusal: `first` to twice that (30–60 s by default),
+/// so a fixed certificate or grant is found soon, without hammering the
+/// aggregator meanwhile.
+pub fn refused_backoff(first: Duration) -> Duration {
+    first.mul_f64(1.0 + rand::random::<f64>())
 }
 
 fn error_result(id: u64, s: &Status) -> CommandResult {

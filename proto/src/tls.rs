@@ -105,8 +105,10 @@ pub trait Reload: Send + Sync + 'static {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = self.reload_if_changed() {
-                    on_error(&e);
+                match self.reload_if_changed() {
+                    Ok(true) => tracing::info!("tls files reloaded"),
+                    Ok(false) => {}
+                    Err(e) => on_error(&e),
                 }
             }
         })
@@ -406,6 +408,10 @@ pub fn client_config(trust: Arc<Trust>, me: Arc<Reloading>) -> Result<ClientConf
         .with_custom_certificate_verifier(trust)
         .with_client_cert_resolver(me);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: a resumed TLS 1.3 session carries the client
+    // certificate of the first handshake, so a certificate replaced on disk
+    // would never be presented (the peer would go on seeing the old one).
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(cfg)
 }
 
