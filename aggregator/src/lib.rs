@@ -61,6 +61,64 @@ pub struct Options {
 /// aggregator.
 pub type Shared = Arc<state::State>;
 
+/// Handshakes refused from one address within this window share one audit
+/// line (the first, then a count): a scanner cannot flood the audit.
+const HANDSHAKE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Audits refused handshakes, coalesced per peer address and window: the
+/// first refusal from an address is written at once, the rest of its window
+/// as one line with the count when the window closes.
+async fn audit_refusals(
+    mut refused: tokio::sync::mpsc::Receiver<net::Refused>,
+    audit: audit::Audit,
+    window: Duration,
+) {
+    use std::collections::HashMap;
+    // Per address: when its window opened, refusals after the first, the
+    // last reason.
+    let mut open: HashMap<std::net::IpAddr, (tokio::time::Instant, u64, String)> = HashMap::new();
+    let mut tick = tokio::time::interval(window / 4);
+    let line = |who: String, outcome: String| audit::Record {
+        kind: "security",
+        who,
+        verb: "handshake".into(),
+        outcome,
+        ..Default::default()
+    };
+    loop {
+        tokio::select! {
+            r = refused.recv() => {
+                let Some(r) = r else { return };
+                match open.get_mut(&r.addr.ip()) {
+                    Some((_, n, last)) => {
+                        *n += 1;
+                        *last = r.reason;
+                    }
+                    None => {
+                        audit.write(line(r.addr.to_string(), format!("refused: {}", r.reason)));
+                        open.insert(r.addr.ip(), (tokio::time::Instant::now(), 0, r.reason));
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                open.retain(|ip, (since, n, last)| {
+                    if now.duration_since(*since) < window {
+                        return true;
+                    }
+                    if *n > 0 {
+                        audit.write(line(
+                            ip.to_string(),
+                            format!("refused {n} more times in {window:?} (last: {last})"),
+                        ));
+                    }
+                    false
+                });
+            }
+        }
+    }
+}
+
 /// After SIGTERM, how long relayed calls still running may take before the
 /// server stops waiting for them; streams end at once.
 const DRAIN: Duration = Duration::from_millis(800);
@@ -208,21 +266,8 @@ pub async fn run_with_state(
             addr: cfg.listen,
             source,
         })?;
-    let (refused_tx, mut refused_rx) = tokio::sync::mpsc::channel::<net::Refused>(256);
-    {
-        let audit = audit.clone();
-        tokio::spawn(async move {
-            while let Some(r) = refused_rx.recv().await {
-                audit.write(audit::Record {
-                    kind: "security",
-                    who: r.addr.to_string(),
-                    verb: "handshake".into(),
-                    outcome: format!("refused: {}", r.reason),
-                    ..Default::default()
-                });
-            }
-        });
-    }
+    let (refused_tx, refused_rx) = tokio::sync::mpsc::channel::<net::Refused>(256);
+    tokio::spawn(audit_refusals(refused_rx, audit.clone(), HANDSHAKE_WINDOW));
     let incoming = net::incoming(listener, security, Some(refused_tx));
     tracing::info!(listen = %local, name = %cfg.name, trust_domain = %cfg.trust_domain, "serving");
     if let Some(ready) = opts.ready {

@@ -468,7 +468,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
-    eventually("refusals audited", Duration::from_secs(5), async || {
+    eventually("refusals audited", Duration::from_secs(20), async || {
         let audit = agg.audit_lines();
         let handshake = audit.iter().filter(|l| l["verb"] == "handshake").count();
         let hello = audit.iter().any(|l| {
@@ -1598,4 +1598,40 @@ async fn a_refused_hostd_backs_off_says_so_once_and_recovers_when_fixed() {
     box1.wait_event("recovered", |e| e.kind == "uplink-recovered")
         .await;
     assert_eq!(uplink(&box1)["state"], "connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_is_one_audit_line_and_a_count_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    for _ in 0..300 {
+        // Connects, speaks no TLS, hangs up.
+        let mut s = tokio::net::TcpStream::connect(agg.address()).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+    }
+    let lines = eventually("the window closed", Duration::from_secs(30), async || {
+        let lines: Vec<serde_json::Value> = agg
+            .audit_lines()
+            .into_iter()
+            .filter(|l| l["verb"] == "handshake")
+            .collect();
+        lines
+            .iter()
+            .any(|l| l["outcome"].as_str().unwrap().contains("more times"))
+            .then_some(lines.clone())
+            .ok_or(format!("{lines:#?}"))
+    })
+    .await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let summary = lines[1]["outcome"].as_str().unwrap();
+    let n: u64 = summary
+        .strip_prefix("refused ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // All 300 (and the start-up probe's connection) in two lines.
+    assert!((299..=301).contains(&n), "{summary}");
 }
