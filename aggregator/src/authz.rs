@@ -105,6 +105,9 @@ impl Grants {
 pub struct Authz {
     path: PathBuf,
     current: RwLock<(Arc<Grants>, Option<SystemTime>)>,
+    /// Bumped on every reload that put new grants in force: open streams
+    /// re-check themselves.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -118,6 +121,7 @@ impl Authz {
         Ok(Arc::new(Self {
             path: path.to_owned(),
             current: RwLock::new((Arc::new(g), stamp)),
+            changed: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -137,10 +141,26 @@ impl Authz {
             return Ok(false);
         }
         let loaded = Grants::load(&self.path);
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        cur.1 = stamp;
-        cur.0 = Arc::new(loaded?);
+        {
+            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+            cur.1 = stamp;
+            cur.0 = Arc::new(loaded?);
+        }
+        self.changed.send_modify(|n| *n += 1);
         Ok(true)
+    }
+
+    /// Fires after each reload that changed the grants in force.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// `operator`'s grant now, if it still may `verb`.
+    pub fn still(&self, operator: &str, verb: Verb) -> Option<Grant> {
+        self.grants()
+            .of(operator)
+            .filter(|g| g.verbs.contains(&verb))
+            .cloned()
     }
 }
 

@@ -59,12 +59,76 @@ impl FleetService {
     fn until_stop<T: Send + 'static>(&self, s: Streamed<T>) -> Streamed<T> {
         fleet_proto::stream::until_shutdown(s, self.shutdown.clone(), STOPPING)
     }
+
+    /// `s`, ended with `PERMISSION_DENIED` (audited) as soon as a grants
+    /// reload takes `verb` — or, for one agent's stream, `tenant` — away
+    /// from the caller; and until shutdown.
+    fn revocable<T: Send + 'static>(
+        &self,
+        s: Streamed<T>,
+        caller: &Caller,
+        verb: Verb,
+        target: String,
+        tenant: Option<String>,
+    ) -> Streamed<T> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (authz, audit, who, name) = (
+            self.authz.clone(),
+            self.audit.clone(),
+            caller.who.clone(),
+            caller.name.clone(),
+        );
+        let mut changed = authz.subscribe();
+        changed.mark_unchanged();
+        tokio::spawn(async move {
+            let mut s = s;
+            loop {
+                tokio::select! {
+                    // The caller went away: drop the inner stream with it.
+                    () = tx.closed() => return,
+                    item = tokio_stream::StreamExt::next(&mut s) => {
+                        let Some(item) = item else { return };
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                    c = changed.changed() => {
+                        if c.is_err() {
+                            continue;
+                        }
+                        let allowed = authz.still(&name, verb).is_some_and(|g| {
+                            tenant.as_deref().is_none_or(|t| g.tenant(t))
+                        });
+                        if !allowed {
+                            let why = format!(
+                                "the grants changed: {name} may no longer {} {target}",
+                                verb.as_str()
+                            );
+                            audit.write(Record {
+                                kind: "security",
+                                who,
+                                verb: verb.as_str().into(),
+                                target,
+                                outcome: format!("revoked: open stream ended ({why})"),
+                                ..Default::default()
+                            });
+                            let _ = tx.send(Err(Status::permission_denied(why))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        self.until_stop(Box::pin(ReceiverStream::new(rx)))
+    }
 }
 
 /// An authorized caller.
 #[derive(Clone)]
 struct Caller {
     who: String,
+    /// The operator's name in the grants file.
+    name: String,
     grant: Grant,
 }
 
@@ -72,6 +136,13 @@ impl Caller {
     fn sees(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
         let g = self.grant.clone();
         move |t: &str| g.tenant(t)
+    }
+
+    /// What the caller may see as the grants are *now*: for streams that
+    /// outlive a grants reload (they are re-filtered at once).
+    fn sees_now(&self, authz: &Arc<Authz>) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let (authz, name) = (authz.clone(), self.name.clone());
+        move |t: &str| authz.still(&name, Verb::Read).is_some_and(|g| g.tenant(t))
     }
 }
 
@@ -163,6 +234,7 @@ impl FleetService {
         }
         Ok(Caller {
             who,
+            name: name.clone(),
             grant: grant.clone(),
         })
     }
@@ -397,10 +469,17 @@ impl Fleet for FleetService {
         req: Request<WatchFleetRequest>,
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
-        let sees = caller.sees();
+        let sees = caller.sees_now(&self.authz);
         let (agents, hosts, mut changes) = self.state.subscribe(&sees);
         let epoch = self.state.epoch;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let state = self.state.clone();
+        let mut grants = self.authz.subscribe();
+        grants.mark_unchanged();
+        // Tenants this stream has shown rows of: when a reload hides one,
+        // its rows are removed from the caller's view at once.
+        let mut shown: std::collections::BTreeSet<String> =
+            agents.iter().map(|a| a.tenant_id.clone()).collect();
         tokio::spawn(async move {
             let mut seq = 0u64;
             let mut next = |update| {
@@ -425,8 +504,41 @@ impl Fleet for FleetService {
             }
             drop(agents);
             loop {
-                match changes.recv().await {
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    g = grants.changed() => {
+                        if g.is_err() {
+                            continue;
+                        }
+                        let hidden: Vec<String> =
+                            shown.iter().filter(|t| !sees(t)).cloned().collect();
+                        if hidden.is_empty() {
+                            continue;
+                        }
+                        shown.retain(|t| sees(t));
+                        let removals = state
+                            .agents(&|t: &str| hidden.iter().any(|h| h == t))
+                            .into_iter()
+                            .map(|r| fleet_proto::v1::AgentKey {
+                                tenant_id: r.tenant_id,
+                                host: r.host,
+                                name: r.name,
+                            })
+                            .collect();
+                        let u = next(fleet_update::Update::Delta(fleet_proto::v1::Delta {
+                            upserts: vec![],
+                            removals,
+                            hosts: vec![],
+                        }));
+                        if !offer(&tx, u).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match change {
                     Ok(c) if sees(&c.tenant) => {
+                        shown.insert(c.tenant.clone());
                         let u = next(fleet_update::Update::Delta(c.delta.clone()));
                         if !offer(&tx, u).await {
                             return;
@@ -445,9 +557,13 @@ impl Fleet for FleetService {
                 }
             }
         });
-        Ok(Response::new(
-            self.until_stop(Box::pin(ReceiverStream::new(rx))),
-        ))
+        Ok(Response::new(self.revocable(
+            Box::pin(ReceiverStream::new(rx)),
+            &caller,
+            Verb::Read,
+            FLEET_WIDE.into(),
+            None,
+        )))
     }
 
     type EventsStream = Streamed<Event>;
@@ -467,7 +583,7 @@ impl Fleet for FleetService {
         } else {
             Some(Address::parse(&req.agent)?)
         };
-        let sees = caller.sees();
+        let sees = caller.sees_now(&self.authz);
         let kinds = req.kinds.clone();
         let wanted = move |e: &Event| {
             sees(&e.tenant_id)
@@ -479,9 +595,13 @@ impl Fleet for FleetService {
                 })
         };
         let (backlog, live) = self.state.events.subscribe(req.after_seq);
-        Ok(Response::new(self.until_stop(fleet_proto::stream::events(
-            backlog, live, req.follow, wanted,
-        ))))
+        Ok(Response::new(self.revocable(
+            fleet_proto::stream::events(backlog, live, req.follow, wanted),
+            &caller,
+            Verb::Read,
+            target,
+            None,
+        )))
     }
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
@@ -642,9 +762,14 @@ impl Fleet for FleetService {
                 }
             }
         });
-        Ok(Response::new(
-            self.until_stop(Box::pin(ReceiverStream::new(rx))),
-        ))
+        let tenant = Some(row.tenant_id.clone());
+        Ok(Response::new(self.revocable(
+            Box::pin(ReceiverStream::new(rx)),
+            &caller,
+            Verb::Watch,
+            target,
+            tenant,
+        )))
     }
 
     async fn control(

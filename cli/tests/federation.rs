@@ -46,6 +46,13 @@ agents:
     command: bash --norc --noprofile
 ";
 
+const GRANTS_ALICE: &str = "\
+[operators.alice]
+tenants = [\"*\"]
+verbs = [\"read\", \"watch\", \"send\", \"control\", \"attach\"]
+
+";
+
 const GRANTS: &str = "\
 [operators.alice]
 tenants = [\"*\"]
@@ -1634,4 +1641,134 @@ async fn a_handshake_flood_is_one_audit_line_and_a_count_per_address() {
         .unwrap_or(0);
     // All 300 (and the start-up probe's connection) in two lines.
     assert!((299..=301).contains(&n), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_ends_or_refilters_open_streams_at_once() {
+    use fleet_proto::v1::{EventsRequest, WatchFleetRequest, WatchScreenRequest, fleet_update};
+    let Bed {
+        dir: _dir,
+        pki,
+        agg,
+        box1: _box1,
+        box2: _box2,
+        ..
+    } = two_hosts(&["alice", "bob"]).await;
+    let grants = |bob: &str| format!("{GRANTS_ALICE}{bob}");
+    std::fs::write(
+        &agg.authz,
+        grants(
+            "[operators.bob]\ntenants = [\"acme\", \"globex\"]\nverbs = [\"read\", \"watch\"]\n",
+        ),
+    )
+    .unwrap();
+    let mut bob = FleetClient::new(operator_channel(&pki, &agg, "bob"));
+    eventually("bob sees globex", Duration::from_secs(10), async || {
+        let n = bob
+            .list_agents(ListAgentsRequest {})
+            .await
+            .map(|r| r.into_inner().agents.len())
+            .unwrap_or(0);
+        (n == 4).then_some(()).ok_or(format!("{n} agents"))
+    })
+    .await;
+    let mut fleet = bob
+        .watch_fleet(WatchFleetRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = bob
+        .events(EventsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut screen = bob
+        .watch_screen(WatchScreenRequest {
+            agent: "globex/box2/reviewer".into(),
+            max_fps: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        screen.message().await.unwrap().is_some(),
+        "the screen streams"
+    );
+    // globex is taken away from bob.
+    std::fs::write(
+        &agg.authz,
+        grants("[operators.bob]\ntenants = [\"acme\"]\nverbs = [\"read\", \"watch\"]\n"),
+    )
+    .unwrap();
+    // The screen of a globex agent ends, denied.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), screen.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("ended without saying why"),
+            Ok(Err(s)) => break s,
+            Err(_) => panic!("the screen kept streaming after the revocation"),
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    // The fleet view drops globex's rows.
+    let removed = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), fleet.message())
+            .await
+            .expect("the view was not re-filtered")
+            .unwrap()
+            .unwrap();
+        if let Some(fleet_update::Update::Delta(d)) = m.update
+            && !d.removals.is_empty()
+        {
+            break d.removals;
+        }
+    };
+    assert!(
+        removed.iter().all(|k| k.tenant_id == "globex"),
+        "{removed:?}"
+    );
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    // bob loses everything: both remaining streams end, denied.
+    std::fs::write(&agg.authz, grants("")).unwrap();
+    for (what, status) in [
+        (
+            "fleet",
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), fleet.message()).await {
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Err(s)) => break s,
+                    other => panic!("fleet stream: {other:?}"),
+                }
+            },
+        ),
+        (
+            "events",
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), events.message()).await {
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Err(s)) => break s,
+                    other => panic!("events stream: {other:?}"),
+                }
+            },
+        ),
+    ] {
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{what}: {status:?}"
+        );
+    }
+    let revoked = agg
+        .audit_lines()
+        .into_iter()
+        .filter(|l| {
+            l["who"] == "spiffe://fleet.test/operator/bob"
+                && l["outcome"].as_str().unwrap().starts_with("revoked")
+        })
+        .count();
+    assert_eq!(revoked, 3, "one audit line per stream ended");
 }
