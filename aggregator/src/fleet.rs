@@ -184,6 +184,10 @@ impl FleetService {
 
     /// Who is calling and whether they may use `verb` at all.
     fn caller<T>(&self, req: &Request<T>, verb: Verb, target: &str) -> Result<Caller, Status> {
+        // From here on the handler writes this call's audit line itself.
+        if let Some(mark) = req.extensions().get::<crate::audit::Mark>() {
+            mark.set();
+        }
         let peer = peer_of(req);
         let name = match peer.and_then(|p| p.identity.as_ref()) {
             Some(Identity::Operator { trust_domain, name })

@@ -275,6 +275,9 @@ pub async fn run_with_state(
     }
     let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
+        .layer(audit::RefusedAtDecode {
+            audit: audit.clone(),
+        })
         .http2_keepalive_interval(Some(net::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(net::KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)

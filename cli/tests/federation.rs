@@ -1772,3 +1772,60 @@ async fn a_revoked_grant_ends_or_refilters_open_streams_at_once() {
         .count();
     assert_eq!(revoked, 3, "one audit line per stream ended");
 }
+
+/// A call no stub would make: bytes that are no protobuf, as operator
+/// alice over mTLS.
+const PY_GARBAGE: &str = r#"
+import grpc, sys
+ca, cert, key, addr = sys.argv[1:5]
+creds = grpc.ssl_channel_credentials(open(ca, "rb").read(), open(key, "rb").read(), open(cert, "rb").read())
+ch = grpc.secure_channel(addr, creds)
+try:
+    ch.unary_unary("/fleet.v1.Fleet/Send")(b"\xff\xff\xff\xff\x0f", timeout=10)
+    print("accepted")
+except grpc.RpcError as e:
+    print("code", e.code().name)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_refused_at_decode_is_audited_too() {
+    let python =
+        std::env::var("FLEET_TEST_PYTHON").unwrap_or_else(|_| "/opt/fleet-py/bin/python3".into());
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (cert, key) = pki.operator("alice");
+    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
+    agg.start();
+    let out = std::process::Command::new(python)
+        .args(["-c", PY_GARBAGE])
+        .arg(pki.ca())
+        .arg(cert)
+        .arg(key)
+        .arg(format!("localhost:{}", agg.port))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("code "), "{said}{}", stderr(&out));
+    let line = eventually("the refusal audited", Duration::from_secs(5), async || {
+        agg.audit_lines()
+            .into_iter()
+            .find(|l| l["verb"] == "send")
+            .ok_or_else(|| "no line".to_owned())
+    })
+    .await;
+    assert_eq!(line["who"], "spiffe://fleet.test/operator/alice", "{line}");
+    assert!(
+        line["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused at decode"),
+        "{line}"
+    );
+    assert_eq!(
+        agg.audit_lines()
+            .iter()
+            .filter(|l| l["verb"] == "send")
+            .count(),
+        1
+    );
+}
