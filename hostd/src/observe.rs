@@ -34,6 +34,10 @@ struct Seen {
     activity: i64,
     status: i32,
     at: Instant,
+    /// The capture came a whole second after the last activity began:
+    /// tmux's activity has one-second resolution, so a capture within that
+    /// second may have missed the rest of what was drawn in it.
+    settled: bool,
     last: Option<Observed>,
 }
 
@@ -68,12 +72,15 @@ pub async fn run(
             let due = seen.get(&row.name).is_none_or(|s| {
                 s.pid != row.pane_pid
                     || s.status != status
-                    || s.activity != row.last_activity_unix_ms && s.at.elapsed() >= MIN_GAP
+                    || (s.activity != row.last_activity_unix_ms || !s.settled)
+                        && s.at.elapsed() >= MIN_GAP
                     || s.at.elapsed() >= REFRESH
             });
             if !due {
                 continue;
             }
+            // What the capture shows is at least as new as this instant.
+            let began = crate::clock::now_ms();
             let snap = tokio::time::timeout(
                 CAPTURE_TIMEOUT,
                 crate::screen::snapshot(&tmux, &row.pane_id, false),
@@ -81,17 +88,20 @@ pub async fn run(
             .await;
             let Ok(Ok(snap)) = snap else { continue };
             let obs = verify::observe(&snap, spec.screen);
+            let settled = began >= row.last_activity_unix_ms + 1000;
             let entry = seen.entry(row.name.clone()).or_insert(Seen {
                 pid: row.pane_pid,
                 activity: row.last_activity_unix_ms,
                 status,
                 at: Instant::now(),
+                settled,
                 last: None,
             });
             entry.pid = row.pane_pid;
             entry.activity = row.last_activity_unix_ms;
             entry.status = status;
             entry.at = Instant::now();
+            entry.settled = settled;
             if entry.last.as_ref() != Some(&obs) {
                 entry.last = Some(obs.clone());
                 let sent = commands
