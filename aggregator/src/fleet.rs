@@ -123,6 +123,41 @@ impl FleetService {
     }
 }
 
+/// What an audit line of a denied call can say about its request.
+trait Facts {
+    fn trace_id(&self) -> String {
+        String::new()
+    }
+    fn bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+fn trace_of(traceparent: &str) -> String {
+    TraceParent::parse(traceparent).map_or_else(String::new, |t| t.trace_id)
+}
+
+impl Facts for SendRequest {
+    fn trace_id(&self) -> String {
+        trace_of(&self.traceparent)
+    }
+    fn bytes(&self) -> Option<u64> {
+        Some(self.text.len() as u64)
+    }
+}
+
+impl Facts for ControlRequest {
+    fn trace_id(&self) -> String {
+        trace_of(&self.traceparent)
+    }
+}
+
+impl Facts for WatchScreenRequest {}
+impl Facts for ListAgentsRequest {}
+impl Facts for ListHostsRequest {}
+impl Facts for WatchFleetRequest {}
+impl Facts for EventsRequest {}
+
 /// An authorized caller.
 #[derive(Clone)]
 struct Caller {
@@ -170,12 +205,14 @@ fn status_of(e: &fleet_proto::v1::CommandError) -> Status {
 }
 
 impl FleetService {
-    fn deny(&self, who: &str, verb: Verb, target: &str, why: String) -> Status {
+    fn deny(&self, who: &str, verb: Verb, target: &str, facts: &dyn Facts, why: String) -> Status {
         self.audit.write(Record {
             kind: "security",
             who: who.to_owned(),
             verb: verb.as_str().into(),
             target: target.to_owned(),
+            trace_id: facts.trace_id(),
+            bytes: facts.bytes(),
             outcome: format!("denied: {why}"),
             ..Default::default()
         });
@@ -183,7 +220,13 @@ impl FleetService {
     }
 
     /// Who is calling and whether they may use `verb` at all.
-    fn caller<T>(&self, req: &Request<T>, verb: Verb, target: &str) -> Result<Caller, Status> {
+    fn caller<T: Facts>(
+        &self,
+        req: &Request<T>,
+        verb: Verb,
+        target: &str,
+    ) -> Result<Caller, Status> {
+        let facts = req.get_ref();
         // From here on the handler writes this call's audit line itself.
         if let Some(mark) = req.extensions().get::<crate::audit::Mark>() {
             mark.set();
@@ -201,6 +244,7 @@ impl FleetService {
                     &who,
                     verb,
                     target,
+                    facts,
                     format!(
                         "{other} is not an operator of trust domain {}",
                         self.trust_domain
@@ -217,7 +261,13 @@ impl FleetService {
         .uri();
         let grants = self.authz.grants();
         let Some(grant) = grants.of(&name) else {
-            return Err(self.deny(&who, verb, target, format!("operator {name} has no grants")));
+            return Err(self.deny(
+                &who,
+                verb,
+                target,
+                facts,
+                format!("operator {name} has no grants"),
+            ));
         };
         if !grant.verbs.contains(&verb) {
             let has: Vec<&str> = grant.verbs.iter().map(|v| v.as_str()).collect();
@@ -225,6 +275,7 @@ impl FleetService {
                 &who,
                 verb,
                 target,
+                facts,
                 format!(
                     "operator {name} may not {} (granted: {})",
                     verb.as_str(),

@@ -1103,6 +1103,7 @@ async fn a_caller_that_gives_up_early_still_leaves_one_complete_audit_line_per_c
         .send(SendRequest {
             agent: "acme/box1/worker".into(),
             text: b"no".to_vec(),
+            traceparent: format!("00-{}-00f067aa0ba902b7-01", trace(7)),
             ..Default::default()
         })
         .await
@@ -1165,6 +1166,8 @@ async fn a_caller_that_gives_up_early_still_leaves_one_complete_audit_line_per_c
         .find(|l| l["who"] == "spiffe://fleet.test/operator/bob" && l["verb"] == "send")
         .expect("bob's denial");
     assert_eq!(denial["target"], "acme/box1/worker", "{denial}");
+    assert_eq!(denial["trace_id"], trace(7), "{denial}");
+    assert_eq!(denial["bytes"], 2, "{denial}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
