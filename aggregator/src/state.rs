@@ -199,6 +199,15 @@ pub enum Applied {
     Refused(String),
 }
 
+/// A change to a host's row alone.
+fn host_only(row: HostRow) -> Delta {
+    Delta {
+        upserts: vec![],
+        removals: vec![],
+        hosts: vec![row],
+    }
+}
+
 /// `Ok`, or `Dropped` naming the refused rows.
 fn settle(dropped: Vec<String>) -> Applied {
     if dropped.is_empty() {
@@ -308,14 +317,7 @@ impl State {
             let row = entry.row.clone();
             drop(inner);
             if flagged {
-                self.publish(
-                    &key.0,
-                    Delta {
-                        upserts: vec![],
-                        removals: vec![],
-                        hosts: vec![row],
-                    },
-                );
+                self.publish(&key.0, host_only(row));
                 self.host_event(&key, "duplicate-identity", why.clone());
             }
             return Err(why);
@@ -563,14 +565,7 @@ impl State {
         }
         drop(inner);
         for (key, row) in cleared {
-            self.publish(
-                &key.0,
-                Delta {
-                    upserts: vec![],
-                    removals: vec![],
-                    hosts: vec![row],
-                },
-            );
+            self.publish(&key.0, host_only(row));
         }
         for (key, delta) in expired {
             self.publish(&key.0, delta);

@@ -391,7 +391,8 @@ async fn run(cli: Cli) -> ExitCode {
         // Quiet, and a success, as for `grep … | head`.
         Err(e) if e.is_broken_pipe() => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("fleetctl: {e}");
+            // An error may quote what a peer or an agent said.
+            eprintln!("fleetctl: {}", render::printable(&e.to_string(), true));
             ExitCode::from(e.code())
         }
     }

@@ -1068,7 +1068,7 @@ async fn a_caller_that_gives_up_early_still_leaves_one_complete_audit_line_per_c
         dir: _dir,
         pki,
         agg,
-        box1: _box1,
+        box1,
         box2: _box2,
         ..
     } = two_hosts(&["alice", "bob"]).await;
@@ -1166,6 +1166,11 @@ async fn a_caller_that_gives_up_early_still_leaves_one_complete_audit_line_per_c
         .find(|l| l["who"] == "spiffe://fleet.test/operator/bob" && l["verb"] == "send")
         .expect("bob's denial");
     assert_eq!(denial["target"], "acme/box1/worker", "{denial}");
+    // The host was told: the verify loops nobody waits for stopped there.
+    box1.wait_event("send abandoned on the host", |e| {
+        e.kind == "send-abandoned" && e.agent == "worker"
+    })
+    .await;
     assert_eq!(denial["trace_id"], trace(7), "{denial}");
     assert_eq!(denial["bytes"], 2, "{denial}");
 }
@@ -1440,21 +1445,12 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_hostd_with_one_identity_is_refused_not_allowed_to_flap() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    pki.operator("alice");
-    let mut agg = Aggregator::new(dir.path(), &pki, GRANTS, "");
-    agg.start();
-    let mut box1 = linked_hostd(&pki, &agg, "acme", "box1", ROSTER_BOX1);
-    box1.start().await;
-    wait_ps(
-        &pki,
-        &agg,
-        "alice",
-        "box1 linked",
-        Duration::from_secs(30),
-        |d| all_connected(d, 1, 2),
-    );
+    let fed::OneHost {
+        dir: _dir,
+        pki,
+        agg,
+        host: mut box1,
+    } = fed::one_linked_host(&["read"], ROSTER_BOX1, &[]).await;
     // Another process with box1's certificate and its own boot epoch.
     for attempt in 0..3 {
         let (_tx, down) = raw_host(&pki, &agg, "acme", "box1", 4242 + attempt).await;
