@@ -179,7 +179,21 @@ impl HostLink for HostLinkService {
                         }
                         Applied::Ok | Applied::Stale | Applied::Superseded => {}
                     },
-                    host_message::Msg::Event(e) => state.host_forwarded_event(&key, link.id, e),
+                    host_message::Msg::Event(e) => {
+                        let agent: String = e.agent.escape_debug().take(80).collect();
+                        if !state.host_forwarded_event(&key, link.id, e) {
+                            audit.write(Record {
+                                kind: "security",
+                                who: who.clone(),
+                                verb: "event".into(),
+                                target: format!("{}/{}", key.0, key.1),
+                                outcome: format!(
+                                    "refused an event whose agent name is not a name: {agent}"
+                                ),
+                                ..Default::default()
+                            });
+                        }
+                    }
                     host_message::Msg::Result(r) => {
                         state.heard(&key, link.id);
                         link.deliver(r).await;

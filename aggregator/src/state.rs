@@ -504,23 +504,29 @@ impl State {
     }
 
     /// Records an event a host forwarded.
-    pub fn host_forwarded_event(&self, key: &HostKey, link_id: u64, mut ev: Event) {
+    /// Records an event a host forwarded; one naming an agent by what is
+    /// no name is dropped (`false`), like such a row.
+    pub fn host_forwarded_event(&self, key: &HostKey, link_id: u64, mut ev: Event) -> bool {
+        if !ev.agent.is_empty() && fleet_proto::name::check(&ev.agent).is_err() {
+            return false;
+        }
         {
             let mut inner = self.lock();
             let Some(e) = inner.hosts.get_mut(key) else {
-                return;
+                return true;
             };
             if e.link.as_ref().map(|l| l.id) != Some(link_id) {
-                return;
+                return true;
             }
             if ev.seq <= e.last_event_seq {
-                return;
+                return true;
             }
             e.last_event_seq = ev.seq;
         }
         ev.tenant_id.clone_from(&key.0);
         ev.host.clone_from(&key.1);
         self.events.record(ev);
+        true
     }
 
     /// The stream `link_id` ended: the host is unreachable at once (unless a

@@ -1354,6 +1354,19 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
         },
     ];
     tx.send(snapshot(7, 1, rows, false)).await.unwrap();
+    for (seq, agent) in [(1, format!("evil{hostile}")), (2, "ok0".to_owned())] {
+        tx.send(HostMessage {
+            msg: Some(host_message::Msg::Event(fleet_proto::v1::Event {
+                seq,
+                agent,
+                kind: "started".into(),
+                message: format!("said {hostile}"),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    }
     let doc = wait_ps(
         &pki,
         &agg,
@@ -1375,6 +1388,18 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\\x1b"));
+    // Events: the one naming no agent is refused; the other is printed
+    // with its escapes shown.
+    let out = fleetctl_as(&pki, &agg, "alice", &["events", "--no-follow"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("acme/box7/ok0") && !text.contains("evil"),
+        "{text}"
+    );
     eventually(
         "the refused row audited",
         Duration::from_secs(5),
