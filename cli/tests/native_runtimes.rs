@@ -227,8 +227,16 @@ impl Bed {
                 accepted.elapsed().as_millis()
             );
         }
-        assert!(hb(&row).turn.unwrap_or(0) >= 1, "{row:?}");
-        row
+        // The turn lands with the runtime's own event for the prompt, which
+        // may come just after the one that says busy (pi runs each hook as
+        // its own process).
+        if hb(&row).turn.unwrap_or(0) >= 1 {
+            return row;
+        }
+        self.wait_status("the turn counted", Duration::from_secs(3), |s, _, r| {
+            s == AgentStatus::Busy && hb(r).turn.unwrap_or(0) >= 1
+        })
+        .await
     }
 
     /// A paste left in the box (no Enter) is a stale draft: the next send
