@@ -437,16 +437,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
 
     // A hostd certificate for acme/box1 saying Hello as globex/box1.
     let (hcert, hkey) = pki.host("acme", "box1");
-    let me = fleet_proto::tls::Reloading::load(&hcert, &hkey).unwrap();
-    let dial = fleet_proto::net::Dial {
-        address: agg.address(),
-        tls: Some(Arc::new(
-            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
-                .unwrap(),
-        )),
-        server_name: None,
-    };
-    let channel = fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap();
+    let channel = channel_as(&pki, &agg, &hcert, &hkey);
     let hello = HostMessage {
         msg: Some(host_message::Msg::Hello(fleet_proto::v1::Hello {
             tenant_id: "globex".into(),
@@ -1049,7 +1040,17 @@ agents:
 /// A raw client as operator `name` (what fleetctl would never send).
 fn operator_channel(pki: &Pki, agg: &Aggregator, name: &str) -> tonic::transport::Channel {
     let (cert, key) = pki.pair(&format!("operator-{name}"));
-    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
+    channel_as(pki, agg, &cert, &key)
+}
+
+/// An mTLS channel to `agg` presenting `cert`/`key`, trusting the test CA.
+fn channel_as(
+    pki: &Pki,
+    agg: &Aggregator,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> tonic::transport::Channel {
+    let me = fleet_proto::tls::Reloading::load(cert, key).unwrap();
     let dial = fleet_proto::net::Dial {
         address: agg.address(),
         tls: Some(Arc::new(
@@ -1265,16 +1266,7 @@ async fn raw_host(
     Result<tonic::Streaming<fleet_proto::v1::AggregatorMessage>, tonic::Status>,
 ) {
     let (cert, key) = pki.host(tenant, host);
-    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
-    let dial = fleet_proto::net::Dial {
-        address: agg.address(),
-        tls: Some(Arc::new(
-            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
-                .unwrap(),
-        )),
-        server_name: None,
-    };
-    let channel = fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap();
+    let channel = channel_as(pki, agg, &cert, &key);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tx.send(HostMessage {
         msg: Some(host_message::Msg::Hello(fleet_proto::v1::Hello {
