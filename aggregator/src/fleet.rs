@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::audit::{Audit, Record};
 use crate::authz::{Authz, Grant, Verb};
-use crate::state::State;
+use crate::view::{Fold, View};
 
 /// The audit target of reads over everything the caller may see.
 const FLEET_WIDE: &str = "*";
@@ -43,7 +43,7 @@ const STREAM_BUFFER: usize = 256;
 
 #[derive(Clone)]
 pub struct FleetService {
-    pub state: Arc<State>,
+    pub view: View,
     pub authz: Arc<Authz>,
     pub audit: Audit,
     pub trust_domain: String,
@@ -298,12 +298,12 @@ impl FleetService {
     fn resolve(&self, caller: &Caller, addr: &str) -> Result<AgentRow, Status> {
         let parsed = Address::parse(addr)?;
         let sees = caller.sees();
-        let named = self.state.agents_named(&parsed.agent, &sees);
+        let named = self.view.agents_named(&parsed.agent, &sees);
         match address::resolve(&named, addr) {
             Ok(r) => Ok(r.clone()),
             Err(address::AddressError::NotFound { .. }) => {
                 // Only the not-found path pays for listing every candidate.
-                let all = self.state.agents(&sees);
+                let all = self.view.agents(&sees);
                 address::resolve(&all, addr).cloned().map_err(Into::into)
             }
             Err(e) => Err(e.into()),
@@ -326,7 +326,7 @@ impl FleetService {
     fn fits(&self, row: &AgentRow, req: &SendRequest) -> Result<(), Status> {
         use prost::Message;
         let key = (row.tenant_id.clone(), row.host.clone());
-        let Ok(link) = self.state.link(&key) else {
+        let Ok(link) = self.view.route(&key) else {
             // The relay reports an unreachable host.
             return Ok(());
         };
@@ -446,7 +446,7 @@ impl FleetService {
         gone: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<command_result::Result, Status> {
         let key = (row.tenant_id.clone(), row.host.clone());
-        let link = self.state.link(&key).map_err(Status::unavailable)?;
+        let link = self.view.route(&key).map_err(Status::from)?;
         let cmd = Command {
             id: 0,
             deadline_unix_ms: deadline_ms(timeout),
@@ -496,7 +496,7 @@ impl Fleet for FleetService {
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
-        let mut agents = self.state.agents(&caller.sees());
+        let mut agents = self.view.agents(&caller.sees());
         agents.sort_by(|a, b| {
             (&a.tenant_id, &a.host, &a.name).cmp(&(&b.tenant_id, &b.host, &b.name))
         });
@@ -512,7 +512,7 @@ impl Fleet for FleetService {
     ) -> Result<Response<ListHostsResponse>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
         Ok(Response::new(ListHostsResponse {
-            hosts: self.state.hosts(&caller.sees()),
+            hosts: self.view.hosts(&caller.sees()),
             generated_at_unix_ms: clock::now_ms(),
         }))
     }
@@ -525,17 +525,24 @@ impl Fleet for FleetService {
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
         let sees = caller.sees_now(&self.authz);
-        let (agents, hosts, mut changes) = self.state.subscribe(&sees);
-        let epoch = self.state.epoch;
+        let (snap, mut changes) = self.view.subscribe();
+        let versions = snap.versions();
+        let epoch = self.view.epoch;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let state = self.state.clone();
+        let view = self.view.clone();
         let mut grants = self.authz.subscribe();
         grants.mark_unchanged();
-        // Tenants this stream has shown rows of: when a reload hides one,
-        // its rows are removed from the caller's view at once.
-        let mut shown: std::collections::BTreeSet<String> =
-            agents.iter().map(|a| a.tenant_id.clone()).collect();
         tokio::spawn(async move {
+            let agents = snap.agents(&sees);
+            let hosts: Vec<_> = snap
+                .hosts(&sees)
+                .map(|h| fleet_proto::v1::HostRow::clone(&h.row))
+                .collect();
+            drop(snap);
+            // Tenants this stream has shown rows of: when a reload hides one,
+            // its rows are removed from the caller's view at once.
+            let mut shown: std::collections::BTreeSet<String> =
+                agents.iter().map(|a| a.tenant_id.clone()).collect();
             let mut seq = 0u64;
             let mut next = |update| {
                 let u = FleetUpdate {
@@ -558,8 +565,9 @@ impl Fleet for FleetService {
                 }
             }
             drop(agents);
+            let mut fold = Fold::default();
             loop {
-                let change = tokio::select! {
+                let batch = tokio::select! {
                     c = changes.recv() => c,
                     g = grants.changed() => {
                         if g.is_err() {
@@ -571,7 +579,7 @@ impl Fleet for FleetService {
                             continue;
                         }
                         shown.retain(|t| sees(t));
-                        let removals = state
+                        let removals = view
                             .agents(&|t: &str| hidden.iter().any(|h| h == t))
                             .into_iter()
                             .map(|r| fleet_proto::v1::AgentKey {
@@ -591,24 +599,38 @@ impl Fleet for FleetService {
                         continue;
                     }
                 };
-                match change {
-                    Ok(c) if sees(&c.tenant) => {
-                        shown.insert(c.tenant.clone());
-                        let u = next(fleet_update::Update::Delta(c.delta.clone()));
-                        if !offer(&tx, u).await {
+                // Everything already published rides in one message.
+                let mut got = batch;
+                loop {
+                    match got {
+                        Ok(b) => fold.add(&b, &versions, &sees, &mut shown),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx
+                                .send(Err(Status::resource_exhausted(
+                                    "client too slow for the fleet's change rate; call again to resync",
+                                )))
+                                .await;
                             return;
                         }
+                        Err(broadcast::error::RecvError::Closed) => return,
                     }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(
-                                "client too slow for the fleet's change rate; call again to resync",
-                            )))
-                            .await;
-                        return;
+                    if fold.len() >= SNAPSHOT_CHUNK {
+                        break;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    got = match changes.try_recv() {
+                        Ok(b) => Ok(b),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Err(broadcast::error::RecvError::Lagged(n))
+                        }
+                        Err(_) => break,
+                    };
+                }
+                if fold.is_empty() {
+                    continue;
+                }
+                let u = next(fleet_update::Update::Delta(fold.take()));
+                if !offer(&tx, u).await {
+                    return;
                 }
             }
         });
@@ -649,7 +671,7 @@ impl Fleet for FleetService {
                         && a.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
                 })
         };
-        let (backlog, live) = self.state.events.subscribe(req.after_seq);
+        let (backlog, live) = self.view.events.subscribe(req.after_seq);
         Ok(Response::new(self.revocable(
             fleet_proto::stream::events(backlog, live, req.follow, wanted),
             &caller,
@@ -747,7 +769,7 @@ impl Fleet for FleetService {
         };
         let target = full(&row);
         let key = (row.tenant_id.clone(), row.host.clone());
-        let link = match self.state.link(&key) {
+        let link = match self.view.route(&key) {
             Ok(l) => l,
             Err(why) => {
                 self.audit_command(
@@ -762,7 +784,7 @@ impl Fleet for FleetService {
                         ..Default::default()
                     },
                 );
-                return Err(Status::unavailable(why));
+                return Err(why.into());
             }
         };
         req.agent = row.name.clone();

@@ -10,7 +10,8 @@ pub mod authz;
 pub mod config;
 pub mod fleet;
 pub mod link;
-pub mod state;
+pub mod route;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ pub struct Options {
 
 /// A handle for tests and benchmarks: the merged view of a running
 /// aggregator.
-pub type Shared = Arc<state::State>;
+pub type Shared = view::View;
 
 /// Handshakes refused from one address within this window share one audit
 /// line (the first, then a count): a scanner cannot flood the audit.
@@ -193,36 +194,34 @@ pub async fn run_with_state(
             }
         });
     }
-    let state = state::State::new(&cfg.name, cfg.lease, cfg.event_backlog);
+    // One shard per core: ingest scales with them.
+    let shards = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let view = view::View::start(
+        &cfg.name,
+        cfg.lease,
+        cfg.event_backlog,
+        shards,
+        audit.clone(),
+    );
     if let Some(out) = state_out {
-        let _ = out.send(state.clone());
+        let _ = out.send(view.clone());
     }
     {
-        let state = state.clone();
-        let every = (cfg.lease / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                state.sweep();
-            }
-        });
-    }
-    {
-        let state = state.clone();
+        let view = view.clone();
         let every = cfg.stats;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let (hosts, connected, agents) = state.counts();
+                let (hosts, connected, agents) = view.counts();
+                let c = &view.counters;
                 tracing::info!(
                     target: "fleet_aggregator::stats",
                     hosts,
                     connected,
                     agents,
-                    updates_total = state.applied.load(std::sync::atomic::Ordering::Relaxed),
-                    rows_total = state.applied_rows.load(std::sync::atomic::Ordering::Relaxed),
+                    updates_total = c.applied.load(std::sync::atomic::Ordering::Relaxed),
+                    rows_total = c.applied_rows.load(std::sync::atomic::Ordering::Relaxed),
                     "stats"
                 );
             }
@@ -230,7 +229,7 @@ pub async fn run_with_state(
     }
     let dev = cfg.tls.is_none();
     let link = link::HostLinkService {
-        state: state.clone(),
+        view: view.clone(),
         audit: audit.clone(),
         trust_domain: cfg.trust_domain.clone(),
         dev,
@@ -238,7 +237,7 @@ pub async fn run_with_state(
         shutdown: opts.shutdown.clone(),
     };
     let fleet = fleet::FleetService {
-        state: state.clone(),
+        view,
         authz,
         audit: audit.clone(),
         trust_domain: cfg.trust_domain.clone(),

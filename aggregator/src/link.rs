@@ -1,28 +1,31 @@
 //! The `HostLink` service: one bidirectional stream per hostd. The stream
 //! may publish only for the tenant and host in the hostd's certificate.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fleet_proto::identity::Identity;
 use fleet_proto::net::peer_of;
 use fleet_proto::stream::Streamed;
 use fleet_proto::v1::host_link_server::HostLink;
-use fleet_proto::v1::{AggregatorMessage, HostMessage, Welcome, aggregator_message, host_message};
+use fleet_proto::v1::{
+    AggregatorMessage, CommandResult, HostMessage, Welcome, aggregator_message, host_message,
+};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{Audit, Record};
-use crate::state::{Applied, State};
+use crate::route::{Call, Limits, Route};
+use crate::view::View;
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct HostLinkService {
-    pub state: Arc<State>,
+    pub view: View,
     pub audit: Audit,
     pub trust_domain: String,
     /// Plaintext development listener: no certificates, Hello is trusted.
@@ -107,8 +110,10 @@ impl HostLink for HostLinkService {
             return Err(self.refuse(who, claimed, "bad tenant or host id in Hello".into()));
         }
         let (tx, rx) = mpsc::channel(1024);
-        let (link, events_after) = match self.state.attach(&hello, tx.clone()) {
-            Ok(l) => l,
+        let (route, mut ends) = Route::new(self.view.next_link(), tx.clone(), Limits::of(&hello));
+        let link = route.id;
+        let events_after = match self.view.attach(&hello, route, who.clone()).await {
+            Ok(after) => after,
             Err(why) => {
                 tracing::warn!(host = %claimed, %why, "duplicate host identity refused");
                 self.audit.write(Record {
@@ -125,24 +130,43 @@ impl HostLink for HostLinkService {
         let welcome = AggregatorMessage {
             msg: Some(aggregator_message::Msg::Welcome(Welcome {
                 beat_interval_ms: u32::try_from(self.beat.as_millis()).unwrap_or(u32::MAX),
-                lease_ms: u32::try_from(self.state.lease.as_millis()).unwrap_or(u32::MAX),
+                lease_ms: u32::try_from(self.view.lease.as_millis()).unwrap_or(u32::MAX),
                 events_after,
             })),
         };
         let _ = tx.send(welcome).await;
         drop(tx);
-        tracing::info!(host = %claimed, link = link.id, "host link up");
+        tracing::info!(host = %claimed, link, "host link up");
         let key = (hello.tenant_id, hello.host);
-        let state = self.state.clone();
-        let kill = link.kill.clone();
+        let view = self.view.clone();
         let audit = self.audit.clone();
         // How the link ends when the aggregator ends it for cause.
         let (end_tx, end_rx) = mpsc::channel::<Status>(1);
         tokio::spawn(async move {
+            // Where each running command's results go: this task's alone.
+            let mut pending: HashMap<u64, mpsc::Sender<CommandResult>> = HashMap::new();
             let why = loop {
                 let msg = tokio::select! {
+                    // Registrations first: a result never overtakes its own.
+                    biased;
+                    Some(call) = ends.calls.recv() => {
+                        match call {
+                            Call::Register { id, to } => {
+                                pending.insert(id, to);
+                            }
+                            Call::Forget(id) => {
+                                pending.remove(&id);
+                            }
+                        }
+                        continue;
+                    }
+                    Some(end) = ends.ending.recv() => {
+                        if let Some(status) = end.status {
+                            let _ = end_tx.try_send(status);
+                        }
+                        break end.why;
+                    }
                     m = inbound.next() => m,
-                    () = kill.notified() => break "replaced or lease expired".to_owned(),
                 };
                 let msg = match msg {
                     None => break "closed by the host".to_owned(),
@@ -151,37 +175,11 @@ impl HostLink for HostLinkService {
                     Some(Ok(HostMessage { msg: Some(m) })) => m,
                 };
                 match msg {
-                    host_message::Msg::Update(u) => match state.apply(&key, link.id, u) {
-                        Applied::Gap => link.resync("sequence gap"),
-                        Applied::Dropped(names) => audit.write(Record {
-                            kind: "security",
-                            who: who.clone(),
-                            verb: "update".into(),
-                            target: format!("{}/{}", key.0, key.1),
-                            outcome: format!(
-                                "refused {} row(s) whose agent name is not a name: {}",
-                                names.len(),
-                                names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                            ..Default::default()
-                        }),
-                        Applied::Refused(why) => {
-                            audit.write(Record {
-                                kind: "security",
-                                who: who.clone(),
-                                verb: "update".into(),
-                                target: format!("{}/{}", key.0, key.1),
-                                outcome: format!("refused: {why}; link ended"),
-                                ..Default::default()
-                            });
-                            let _ = end_tx.try_send(Status::resource_exhausted(why.clone()));
-                            break why;
-                        }
-                        Applied::Ok | Applied::Stale | Applied::Superseded => {}
-                    },
+                    host_message::Msg::Update(u) => view.apply(&key, link, u).await,
                     host_message::Msg::Event(e) => {
-                        let agent: String = e.agent.escape_debug().take(80).collect();
-                        if !state.host_forwarded_event(&key, link.id, e) {
+                        // Events name agents like rows do: checked alike.
+                        if !e.agent.is_empty() && fleet_proto::name::check(&e.agent).is_err() {
+                            let agent: String = e.agent.escape_debug().take(80).collect();
                             audit.write(Record {
                                 kind: "security",
                                 who: who.clone(),
@@ -192,19 +190,32 @@ impl HostLink for HostLinkService {
                                 ),
                                 ..Default::default()
                             });
+                        } else {
+                            view.host_event(&key, link, e).await;
                         }
                     }
                     host_message::Msg::Result(r) => {
-                        state.heard(&key, link.id);
-                        link.deliver(r).await;
+                        use fleet_proto::v1::command_result::Result as R;
+                        if matches!(r.result, Some(R::Frame(_))) {
+                            // A viewer that cannot keep up loses frames,
+                            // never the link.
+                            if let Some(to) = pending.get(&r.id) {
+                                let _ = to.try_send(r);
+                            }
+                            view.heard(&key, link).await;
+                        } else if let Some(to) = pending.remove(&r.id) {
+                            view.deliver(&key, link, r, to).await;
+                        } else {
+                            view.heard(&key, link).await;
+                        }
                     }
                     host_message::Msg::Beat(_) | host_message::Msg::Hello(_) => {
-                        state.heard(&key, link.id);
+                        view.heard(&key, link).await;
                     }
                 }
             };
-            tracing::info!(host = %format!("{}/{}", key.0, key.1), link = link.id, %why, "host link down");
-            state.detach(&key, link.id, &why);
+            tracing::info!(host = %format!("{}/{}", key.0, key.1), link, %why, "host link down");
+            view.detach(&key, link, why).await;
         });
         let out = ReceiverStream::new(rx)
             .map(Ok)
