@@ -40,6 +40,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Rows per snapshot message; a bigger view is chunked, never refused.
 pub const SNAPSHOT_CHUNK: usize = 5_000;
 const STREAM_BUFFER: usize = 256;
+/// How long a WatchFleet client may take no message before it is shed.
+const CLIENT_STALL: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct FleetService {
@@ -599,17 +601,23 @@ impl Fleet for FleetService {
                         continue;
                     }
                 };
-                // Everything already published rides in one message.
+                // Room in the client's buffer first; meanwhile published
+                // batches wait in the broadcast and then ride in one message.
+                // Shed when the client stalls or the broadcast overtook it.
+                let Ok(Ok(permit)) = tokio::time::timeout(CLIENT_STALL, tx.reserve()).await else {
+                    let _ = tx.try_send(Err(Status::resource_exhausted(
+                        "client too slow for the fleet's change rate; call again to resync",
+                    )));
+                    return;
+                };
                 let mut got = batch;
                 loop {
                     match got {
                         Ok(b) => fold.add(&b, &versions, &sees, &mut shown),
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx
-                                .send(Err(Status::resource_exhausted(
-                                    "client too slow for the fleet's change rate; call again to resync",
-                                )))
-                                .await;
+                            permit.send(Err(Status::resource_exhausted(
+                                "client too slow for the fleet's change rate; call again to resync",
+                            )));
                             return;
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
@@ -625,12 +633,8 @@ impl Fleet for FleetService {
                         Err(_) => break,
                     };
                 }
-                if fold.is_empty() {
-                    continue;
-                }
-                let u = next(fleet_update::Update::Delta(fold.take()));
-                if !offer(&tx, u).await {
-                    return;
+                if !fold.is_empty() {
+                    permit.send(Ok(next(fleet_update::Update::Delta(fold.take()))));
                 }
             }
         });

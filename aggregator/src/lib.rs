@@ -58,10 +58,6 @@ pub struct Options {
     pub ready: Option<oneshot::Sender<SocketAddr>>,
 }
 
-/// A handle for tests and benchmarks: the merged view of a running
-/// aggregator.
-pub type Shared = view::View;
-
 /// Handshakes refused from one address within this window share one audit
 /// line (the first, then a count): a scanner cannot flood the audit.
 const HANDSHAKE_WINDOW: Duration = Duration::from_secs(10);
@@ -126,15 +122,6 @@ const DRAIN: Duration = Duration::from_millis(800);
 
 /// Runs the aggregator until shutdown. `cfg` is already validated.
 pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
-    run_with_state(cfg, opts, None).await
-}
-
-/// [`run`], handing the merged view to `state_out` (benchmarks read counts).
-pub async fn run_with_state(
-    cfg: Config,
-    opts: Options,
-    state_out: Option<oneshot::Sender<Shared>>,
-) -> Result<(), AggregatorError> {
     let authz = authz::Authz::load(&cfg.authz).map_err(AggregatorError::Authz)?;
     let audit = audit::Audit::open(&cfg.audit_log).map_err(|source| AggregatorError::Audit {
         path: cfg.audit_log.clone(),
@@ -203,9 +190,6 @@ pub async fn run_with_state(
         shards,
         audit.clone(),
     );
-    if let Some(out) = state_out {
-        let _ = out.send(view.clone());
-    }
     {
         let view = view.clone();
         let every = cfg.stats;

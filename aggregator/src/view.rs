@@ -51,8 +51,13 @@ const BATCH: usize = 512;
 /// Queued commands per shard before links wait (their hosts then wait on
 /// TCP: backpressure, never memory).
 const QUEUE: usize = 8192;
-/// Published batches kept for operator streams that lag.
+/// Published batches kept for operator streams that lag (at one per
+/// `PUBLISH_EVERY` per shard: seconds of slack).
 const CHANGES: usize = 4096;
+/// A shard publishes at most this often (a command's final result is
+/// handed over after a publish at once): readers see a change this much
+/// later at worst, and a busy shard's publishes cost a fraction of ingest.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 
 // === published values ===
 
@@ -498,6 +503,8 @@ struct Shard {
     /// Hosts changed since the last publish, and what changed.
     dirty: Vec<HostKey>,
     changes: Vec<Change>,
+    /// A publish happened outside the loop's own (a delivery forced one).
+    published_now: bool,
 }
 
 impl Shard {
@@ -511,6 +518,7 @@ impl Shard {
             snapshot,
             dirty: Vec::new(),
             changes: Vec::new(),
+            published_now: false,
         }
     }
 
@@ -519,7 +527,10 @@ impl Shard {
         let mut sweep = tokio::time::interval(every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
+        let mut last = Instant::now();
         loop {
+            let due = last + PUBLISH_EVERY;
+            let waiting = self.waiting();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
@@ -530,8 +541,17 @@ impl Shard {
                     }
                 }
                 _ = sweep.tick() => self.sweep(),
+                () = tokio::time::sleep_until(due), if waiting => {}
             }
-            self.publish();
+            if self.published_now {
+                last = Instant::now();
+                self.published_now = false;
+            }
+            if self.waiting() && Instant::now() >= last + PUBLISH_EVERY {
+                self.publish();
+                last = Instant::now();
+                self.published_now = false;
+            }
         }
     }
 
@@ -572,12 +592,18 @@ impl Shard {
         }
     }
 
+    /// Whether anything changed since the last publish.
+    fn waiting(&self) -> bool {
+        !self.dirty.is_empty() || !self.changes.is_empty()
+    }
+
     /// Publishes what changed since the last publish: a new snapshot, then
     /// the batch (in that order: see [`View::subscribe`]).
     fn publish(&mut self) {
-        if self.dirty.is_empty() && self.changes.is_empty() {
+        if !self.waiting() {
             return;
         }
+        self.published_now = true;
         for key in self.dirty.drain(..) {
             if let Some(e) = self.hosts.get(&key) {
                 self.published.insert(key, e.shown.clone());

@@ -3,19 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod beat;
-pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod demo;
 pub mod events;
-pub mod fedbench;
 pub mod hook;
 pub mod init;
 pub mod offline;
 pub mod ps;
 pub mod render;
 pub mod send;
-pub mod soak;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -285,11 +282,6 @@ pub enum Verb {
     /// user unit (enabled and started) and linger (so it starts at boot).
     /// Idempotent; --dry-run prints the plan.
     Init(init::InitArgs),
-    /// Benchmarks (figures printed in one run, compared as ratios).
-    Bench {
-        #[command(subcommand)]
-        what: bench::What,
-    },
 }
 
 fn parse_status(s: &str) -> Result<fleet_proto::heartbeat::Status, String> {
@@ -336,7 +328,6 @@ impl Verb {
             Verb::Reset(_) => "reset",
             Verb::Certs { .. } => "certs",
             Verb::Init(_) => "init",
-            Verb::Bench { .. } => "bench",
         }
     }
 }
@@ -382,7 +373,6 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(exit::OK)
         }
         Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
-        Verb::Bench { what } => ok(bench::run(what).await),
         Verb::Certs { what } => certs::run(what).map(|()| exit::OK),
         Verb::Init(a) => init::run(a).map(|()| exit::OK),
     };

@@ -1,4 +1,4 @@
-//! `fleetctl bench soak`: a real hostd with N agents under a steady churn
+//! `fleet-bench soak`: a real hostd with N agents under a steady churn
 //! of operator work for M minutes — `ps`, verified sends, kills the
 //! supervisor must respawn, watch and event streams opened and dropped,
 //! roster reloads — then hostd's and the tmux server's RSS, open
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use fleet_proto::v1::{EventsRequest, ListAgentsRequest, PaneState, SendRequest, Verdict};
 
-use crate::bench::{Bed, rss_kb, wait_all_alive};
-use crate::{Failure, client};
+use crate::local::{Bed, rss_kb, wait_all_alive};
+use fleetctl::{Failure, client};
 
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {

@@ -1,4 +1,4 @@
-//! `fleetctl bench federation`: a real `fleet-aggregator` process over real
+//! `fleet-bench federation`: a real `fleet-aggregator` process over real
 //! mTLS, and in this process N simulated hosts, each running hostd's own
 //! link code (`fleet_hostd::link`) with its own host certificate and a table
 //! of synthetic agents. Prints, per N, in one run: aggregator RSS per link,
@@ -19,10 +19,10 @@ use fleet_proto::v1::{
 };
 use tokio::sync::watch;
 
-use crate::Failure;
-use crate::bench::{percentile, rss_kb};
-use crate::certs::{self, Ca, Kind};
-use crate::client::{self, Remote};
+use crate::local::{percentile, rss_kb, sibling};
+use fleetctl::Failure;
+use fleetctl::certs::{self, Ca, Kind};
+use fleetctl::client::{self, Remote};
 
 #[derive(Debug, clap::Args)]
 pub struct FedArgs {
@@ -102,11 +102,12 @@ fn raise_fd_limit() {
     let _ = setrlimit(Resource::Nofile, l);
 }
 
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
+/// Progress on stderr, so a long run shows where it is.
+fn phase(hosts: u32, what: &str) {
+    eprintln!(
+        "{} bench federation {hosts} hosts: {what}",
+        fleet_proto::clock::rfc3339(fleet_proto::clock::now_ms())
+    );
 }
 
 fn other(e: impl std::fmt::Display) -> Failure {
@@ -223,6 +224,12 @@ struct Sim {
 }
 
 impl Sim {
+    /// Whether the link has taken the last change (holds the current view
+    /// as its own): a change made before would be folded into the next.
+    fn taken(&self) -> bool {
+        Arc::strong_count(&self.tx.borrow()) > 1
+    }
+
     /// Changes agent `i` (status flips; observed_at marks the change time).
     fn change(&self, i: usize) {
         self.tx.send_modify(|v| {
@@ -347,6 +354,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_base = rss_kb(agg_pid);
 
+    phase(n, "linking");
     // The hosts: real link code, one certificate each.
     let (stop_tx, stop_rx) = watch::channel(false);
     let per = a.agents as usize;
@@ -433,11 +441,12 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_kb(agg_pid);
 
+    phase(n, "ps --json");
     // ps --json of the full view, as a separate fleetctl process.
     let mut ps = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let out = tokio::process::Command::new(std::env::current_exe()?)
+        let out = tokio::process::Command::new(sibling("fleetctl"))
             .arg("--aggregator")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--ca")
@@ -459,6 +468,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
         ps.push(t.elapsed().as_secs_f64() * 1000.0);
     }
 
+    phase(n, "steady changes");
     // Steady changes: change_rate of all agents per second, in 100 ms ticks.
     let per_tick = ((f64::from(n) * f64::from(a.agents) * a.change_rate) / 10.0).max(1.0);
     seen.lock().unwrap_or_else(|p| p.into_inner()).record = true;
@@ -483,22 +493,38 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
         std::mem::take(&mut s.latencies_ms)
     };
 
+    phase(n, "saturation");
     // Saturation: every host changes as fast as this process can make it;
     // the aggregator's own counters (its stats lines) say what it applied.
     let sat_from = time::OffsetDateTime::now_utc();
     let t0 = Instant::now();
+    // Each host is changed again as soon as its link has sent the last
+    // change: every change is an update, none is folded away unsent.
     let mut i = 0usize;
+    let mut made = 0usize;
     while t0.elapsed() < Duration::from_secs(a.saturate_secs) {
-        sims[i % sims.len()].change(i % per);
+        let s = &sims[i % sims.len()];
+        if s.taken() {
+            s.change((i / sims.len()) % per);
+            made += 1;
+        }
         i += 1;
         if i.is_multiple_of(64) {
             tokio::task::yield_now().await;
+        }
+        if i.is_multiple_of(sims.len()) {
+            // A whole round found no link ready: let them catch up.
+            if made == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            made = 0;
         }
     }
     let sat_to = time::OffsetDateTime::now_utc();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let ingest_per_s = ingest_rate(&agg.config.with_extension("log"), sat_from, sat_to);
 
+    phase(n, "kill -9 and restart");
     // kill -9 and restart: time until the whole view is back.
     let _ = agg.child.start_kill();
     let _ = agg.child.wait().await;

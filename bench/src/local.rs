@@ -1,4 +1,4 @@
-//! `fleetctl bench ps`: starts N idle agents under a real hostd on a
+//! `fleet-bench ps`: starts N idle agents under a real hostd on a
 //! throw-away tmux socket, then prints, in one run, `fleetctl ps --json`
 //! wall time, the naive per-agent tmux baseline, their ratio, and hostd's
 //! idle CPU and RSS.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use fleet_proto::v1::{ListAgentsRequest, PaneState};
 
-use crate::{Failure, client, demo};
+use fleetctl::{Failure, client, demo};
 
 #[derive(Debug, Subcommand)]
 pub enum What {
@@ -31,7 +31,7 @@ pub enum What {
         runtimes: Vec<String>,
     },
     /// Federation at scale: a real aggregator, N simulated hostd links.
-    Federation(crate::fedbench::FedArgs),
+    Federation(crate::federation::FedArgs),
     /// hostd under churn for minutes: RSS, descriptors and threads of hostd
     /// and the tmux server at the start and the end, with the ratio.
     Soak(crate::soak::SoakArgs),
@@ -49,6 +49,14 @@ pub enum What {
     },
 }
 
+/// A binary built beside this one (`cargo build --release --workspace`).
+pub fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 pub async fn run(what: What) -> Result<(), Failure> {
     match what {
         What::Send {
@@ -59,7 +67,7 @@ pub async fn run(what: What) -> Result<(), Failure> {
             bench_send(sends.max(1)).await?;
             bench_runtimes(runtime_sends.max(1), &runtimes).await
         }
-        What::Federation(a) => crate::fedbench::run(a).await,
+        What::Federation(a) => crate::federation::run(a).await,
         What::Soak(a) => crate::soak::run(a).await,
         What::Ps {
             agents,
@@ -170,7 +178,7 @@ async fn bench_size(n: u32, runs: u32, idle_secs: u64) -> Result<Figures, Failur
     wait_all_alive(&sock, n).await?;
 
     // ps --json end to end, as an operator runs it.
-    let exe = std::env::current_exe()?;
+    let exe = sibling("fleetctl");
     let mut times = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
@@ -417,7 +425,7 @@ async fn bench_send(sends: u32) -> Result<(), Failure> {
 /// (its turn counter advanced) against the time to screen evidence, each
 /// interrupted and back to idle before the next send.
 async fn bench_runtimes(sends: u32, only: &[String]) -> Result<(), Failure> {
-    use crate::offline;
+    use fleetctl::offline;
     if only.iter().any(|r| r == "none") {
         return Ok(());
     }
