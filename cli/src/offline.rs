@@ -215,7 +215,7 @@ pub const GEMINI: Offline = Offline {
 pub const AIDER: Offline = Offline {
     agent: "ai0",
     runtime: "aider",
-    args: "--model gpt-4o --model-metadata-file __HOME__/aider-model-metadata.json --no-git --no-check-update --no-show-release-notes --analytics-disable --no-show-model-warnings",
+    args: "--model gpt-4o --model-metadata-file __HOME__/aider-model-metadata.json --no-git --chat-history-file __HOME__/aider.chat.history.md --input-history-file __HOME__/aider.input.history --no-check-update --no-show-release-notes --analytics-disable --no-show-model-warnings",
     env: &[("OPENAI_API_KEY", "sk-dummy-offline")],
     seed: seed_aider,
     interrupt: &["C-c"],
