@@ -21,8 +21,8 @@ use std::time::Duration;
 use fleet_proto::clock;
 use fleet_proto::events::EventLog;
 use fleet_proto::v1::{
-    AgentKey, AgentRow, CommandResult, Delta, Event, FleetUpdate, Health, Hello, HostRow,
-    fleet_update,
+    AgentFlag, AgentKey, AgentRow, CommandResult, Delta, Event, EventKind, FleetUpdate, Health,
+    Hello, HostFlag, HostRow, fleet_update,
 };
 use imbl::{HashMap as PMap, OrdMap};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -30,16 +30,13 @@ use tokio::time::Instant;
 
 use crate::audit::{Audit, Record};
 use crate::route::Route;
+use fleet_proto::vocab::Flagged;
 
 /// `(tenant, host)`.
 pub type HostKey = (String, String);
 
-/// Flag on host and agent rows whose host stream is lost.
+/// A host's `link` while its stream is lost.
 pub const UNREACHABLE: &str = "unreachable";
-
-/// Host flag: a second hostd with this identity tried to link while the
-/// first was live.
-pub const DUPLICATE: &str = "duplicate-identity";
 
 /// Most agent rows one host may hold, pending snapshot included.
 pub const MAX_HOST_ROWS: usize = 100_000;
@@ -639,12 +636,13 @@ impl Shard {
         self.changed(key, change);
     }
 
-    fn event(&self, key: &HostKey, kind: &str, message: String) {
+    fn event(&self, key: &HostKey, kind: EventKind, message: String) {
         self.ctx.events.record(Event {
             ts_unix_ms: clock::now_ms(),
             tenant_id: key.0.clone(),
             host: key.1.clone(),
-            kind: kind.to_owned(),
+            kind: kind.word().to_owned(),
+            kind_code: kind as i32,
             message,
             ..Default::default()
         });
@@ -692,10 +690,10 @@ impl Shard {
                 key.0, key.1, entry.epoch, hello.boot_epoch
             );
             entry.duplicate_since = Some(now);
-            if !entry.shown.row.flags.iter().any(|f| f == DUPLICATE) {
-                entry.row().flags.push(DUPLICATE.into());
+            if !entry.shown.row.has(HostFlag::DuplicateIdentity) {
+                entry.row().flag(HostFlag::DuplicateIdentity);
                 self.host_changed(&key);
-                self.event(&key, "duplicate-identity", why.clone());
+                self.event(&key, EventKind::DuplicateIdentity, why.clone());
             }
             return Err(why);
         }
@@ -721,7 +719,7 @@ impl Shard {
         self.dirty.push(key.clone());
         self.event(
             &key,
-            "host-connected",
+            EventKind::HostConnected,
             format!(
                 "hostd {} connected (boot epoch {:x})",
                 hello.hostd_version, hello.boot_epoch
@@ -875,16 +873,17 @@ impl Shard {
                 h.tenant_id.clone_from(&key.0);
                 h.host.clone_from(&key.1);
                 // The aggregator's own flags are the aggregator's to set.
-                h.flags.retain(|f| f != DUPLICATE && f != UNREACHABLE);
+                h.unflag(HostFlag::DuplicateIdentity);
+                h.unflag(HostFlag::Unreachable);
                 if duplicate {
-                    h.flags.push(DUPLICATE.into());
+                    h.flag(HostFlag::DuplicateIdentity);
                 }
                 *row = h;
             }
             row.link = "connected".into();
             row.via = name;
             row.last_seen_unix_ms = clock::now_ms();
-            row.flags.retain(|f| f != UNREACHABLE);
+            row.unflag(HostFlag::Unreachable);
         }
         entry.seq = Some(update.seq);
         self.ctx.counters.applied.fetch_add(1, Ordering::Relaxed);
@@ -925,7 +924,11 @@ impl Shard {
         e.shown.route = None;
         let change = mark_unreachable(key, e);
         self.changed(key, change);
-        self.event(key, "host-unreachable", format!("host stream lost: {why}"));
+        self.event(
+            key,
+            EventKind::HostUnreachable,
+            format!("host stream lost: {why}"),
+        );
     }
 
     /// Expires leases: hosts not heard from within the lease become
@@ -941,7 +944,7 @@ impl Shard {
                 .is_some_and(|t| now.duration_since(t) > lease * 2)
             {
                 e.duplicate_since = None;
-                e.row().flags.retain(|f| f != DUPLICATE);
+                e.row().unflag(HostFlag::DuplicateIdentity);
                 cleared.push(key.clone());
             }
             if e.shown.route.is_some() && now.duration_since(e.last_heard) > lease {
@@ -958,7 +961,7 @@ impl Shard {
             self.changed(&key, change);
             self.event(
                 &key,
-                "host-unreachable",
+                EventKind::HostUnreachable,
                 format!("nothing heard for longer than the {lease:?} lease"),
             );
         }
@@ -986,9 +989,7 @@ fn settle(dropped: Vec<String>) -> Applied {
 fn mark_unreachable(key: &HostKey, e: &mut Entry) -> Change {
     let row = e.row();
     row.link = UNREACHABLE.into();
-    if !row.flags.iter().any(|f| f == UNREACHABLE) {
-        row.flags.push(UNREACHABLE.into());
-    }
+    row.flag(HostFlag::Unreachable);
     let since = row.last_seen_unix_ms;
     let reason = format!("host unreachable; last seen {}", clock::rfc3339(since));
     let mut upserts = Vec::with_capacity(e.shown.agents.len());
@@ -998,9 +999,7 @@ fn mark_unreachable(key: &HostKey, e: &mut Entry) -> Change {
             continue;
         };
         let r = Arc::make_mut(r);
-        if !r.flags.iter().any(|f| f == UNREACHABLE) {
-            r.flags.push(UNREACHABLE.into());
-        }
+        r.flag(AgentFlag::Unreachable);
         let hb = r.heartbeat.get_or_insert_with(Default::default);
         hb.health = Health::Unknown as i32;
         hb.reason.clone_from(&reason);
@@ -1266,7 +1265,7 @@ mod tests {
         settled(v).await;
         let h = &v.hosts(&|_| true)[0];
         assert_eq!(h.link, UNREACHABLE);
-        assert!(h.flags.iter().any(|f| f == UNREACHABLE));
+        assert!(h.has(HostFlag::Unreachable));
         let r = &all(v).await[0];
         let hb = r.heartbeat.as_ref().unwrap();
         assert_eq!(hb.health, Health::Unknown as i32);
@@ -1334,7 +1333,7 @@ mod tests {
         assert!(why.contains("another hostd"), "{why}");
         settled(v).await;
         let flags = &v.hosts(&|_| true)[0].flags;
-        assert!(flags.iter().any(|f| f == DUPLICATE), "{flags:?}");
+        assert!(flags.iter().any(|f| f == "duplicate-identity"), "{flags:?}");
         // The same process reconnecting (same epoch) takes over, and the
         // stream it replaces is ended.
         let (again, _) = attach(v, 1).await.unwrap();

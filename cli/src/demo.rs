@@ -1,6 +1,8 @@
 //! `fleetctl demo`: a working local fleet with no configuration — hostd in
 //! the background with an embedded roster — then the `ps` table.
 
+use fleet_proto::v1::AgentFlag;
+use fleet_proto::vocab::Flagged;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -176,7 +178,7 @@ pub async fn run(socket: &Path, stop: bool, timeout: u64) -> Result<(), Failure>
                 && (healthy || !NATIVE.contains(&a.name.as_str()))
                 && a.process.is_some()
                 // The canary shows drift once hostd's start-up grace passed.
-                && (a.name != "canary-pi" || a.flags.iter().any(|f| f == "drift"))
+                && (a.name != "canary-pi" || a.has(AgentFlag::Drift))
         });
         if (ready && !agents.agents.is_empty()) || Instant::now() > deadline {
             break agents;

@@ -119,6 +119,18 @@ pub struct Cli {
     pub command: Verb,
 }
 
+/// A help section listing words and their meanings, from the one table that
+/// names them (`fleet_proto::vocab`).
+fn vocab_help<'a>(title: &str, words: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let words: Vec<_> = words.collect();
+    let width = words.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
+    let mut out = format!("{title}:\n");
+    for (w, m) in words {
+        out.push_str(&format!("  {w:<width$}  {m}\n"));
+    }
+    out
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// One row per agent: pane, real process, idle time, heartbeat health and flags.
@@ -132,13 +144,12 @@ pub enum Verb {
     /// own hook, extension or plugin), observed (hostd read it off the
     /// screen by the runtime's rules, e.g. an interrupt no hook reports),
     /// fallback (only the process is known; status unknown). MODEL is what
-    /// the runtime reports about itself, else the roster's hint.
-    /// FLAGS: drift (the process is not what the roster's runtime runs as),
-    /// boot-enable (hostd's unit would not start at boot), unmanaged (a
-    /// session the roster does not name), in-mode (pane in copy mode).
+    /// the runtime reports about itself, else the roster's hint. FLAGS are
+    /// listed below, with the supervisor's state (respawn, gave-up).
     ///
     /// Narrow terminals drop the least important columns; --json always has
     /// every field (schema "fleet.ps/v1", see the README).
+    #[command(after_long_help = vocab_help("Flags", fleet_proto::v1::AgentFlag::ALL.iter().map(|f| (f.word(), f.meaning()))))]
     Ps {
         /// Machine-readable output (stable shape, tenant_id and host on every row).
         #[arg(long)]
@@ -148,7 +159,9 @@ pub enum Verb {
         watch: bool,
     },
     /// Stream lifecycle events: started, adopted, died, heartbeat
-    /// stale/healthy, roster reloaded/rejected, tmux server lost …
+    /// stale/healthy, roster reloaded/rejected, tmux server lost … (every
+    /// kind is listed below).
+    #[command(after_long_help = vocab_help("Kinds", fleet_proto::v1::EventKind::ALL.iter().map(|k| (k.word(), k.meaning()))))]
     Events {
         /// One JSON object per line.
         #[arg(long)]
@@ -169,6 +182,7 @@ pub enum Verb {
         kind: Vec<String>,
     },
     /// Host rows: tenant, host, hostd version, tmux, agent counts, unit state.
+    #[command(after_long_help = vocab_help("Flags", fleet_proto::v1::HostFlag::ALL.iter().map(|f| (f.word(), f.meaning()))))]
     Hosts {
         #[arg(long)]
         json: bool,

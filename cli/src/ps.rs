@@ -1,6 +1,8 @@
 //! `fleetctl ps`: the agent table, as text or as the stable JSON shape
 //! documented in the README (`fleet.ps/v1`).
 
+use fleet_proto::v1::{HostFlag, SupervisorState};
+use fleet_proto::vocab::Flagged;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -34,8 +36,11 @@ pub struct PsRow {
     pub idle_seconds: Option<f64>,
     pub heartbeat: PsHeartbeat,
     pub flags: Vec<String>,
-    /// What hostd's supervisor is doing about the agent ("" when nothing).
+    /// What hostd's supervisor is doing about the agent, as a sentence (""
+    /// when nothing).
     pub supervision: String,
+    /// The same as a word: respawn, gave-up, not-respawned ("" when nothing).
+    pub supervisor_state: &'static str,
     pub restarts: u32,
     pub last_event: String,
     pub exit_status: Option<i32>,
@@ -158,6 +163,11 @@ pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow {
         },
         flags: r.flags.clone(),
         supervision: r.supervision.clone(),
+        supervisor_state: r
+            .supervisor
+            .as_ref()
+            .and_then(|s| SupervisorState::try_from(s.state).ok())
+            .map_or("", SupervisorState::word),
         restarts: r.restarts,
         last_event: r.last_event.clone(),
         exit_status: r.exit_status,
@@ -307,17 +317,12 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
                 (r.heartbeat.status_source.to_owned(), Colour::Dim),
                 {
                     // The supervisor's state joins the flags as one word
-                    // (respawn, gave-up); --json has the sentence.
+                    // (respawn, gave-up); --json has the sentence too.
                     let mut flags = r.flags.clone();
-                    if let Some(word) = r
-                        .supervision
-                        .split([' ', '('])
-                        .next()
-                        .filter(|w| !w.is_empty())
-                    {
-                        flags.push(word.to_owned());
+                    if !r.supervisor_state.is_empty() {
+                        flags.push(r.supervisor_state.to_owned());
                     }
-                    let colour = if r.supervision.starts_with("gave-up") {
+                    let colour = if r.supervisor_state == SupervisorState::GaveUp.word() {
                         Colour::Red
                     } else if flags.is_empty() {
                         Colour::None
@@ -388,7 +393,7 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
         } else {
             out.write_all(text(&agents, now, Style::for_stdout()).as_bytes())?;
             for h in &hosts {
-                if h.flags.iter().any(|f| f == "boot-enable") {
+                if h.has(HostFlag::BootEnable) {
                     writeln!(
                         out,
                         "warning: {} is active but would not start at boot (enabled: {}, linger: {}); run `fleetctl init`",

@@ -119,3 +119,31 @@ fn every_verb_has_help_that_teaches() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn help_lists_every_flag_and_event_kind_with_its_meaning() {
+    use fleet_proto::v1::{AgentFlag, EventKind, HostFlag};
+    let help = |verb: &str| {
+        let out = Command::new(support::bin("fleetctl"))
+            .args([verb, "--help"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (ps, hosts, events) = (help("ps"), help("hosts"), help("events"));
+    for f in AgentFlag::ALL {
+        assert!(
+            ps.contains(f.word()) && ps.contains(f.meaning()),
+            "ps: {f:?}"
+        );
+    }
+    for f in HostFlag::ALL {
+        assert!(
+            hosts.contains(f.word()) && hosts.contains(f.meaning()),
+            "hosts: {f:?}"
+        );
+    }
+    for k in EventKind::ALL {
+        assert!(events.contains(k.word()), "events: {k:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //! Nothing here touches the agents: losing an aggregator only stops the
 //! stream.
 
+use fleet_proto::v1::EventKind;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +107,7 @@ pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>
                 if refused.as_deref() != Some(&why) {
                     source.events.emit(
                         "",
-                        "uplink-refused",
+                        EventKind::UplinkRefused,
                         format!(
                             "aggregator {} refused this hostd ({why}); trying again every {:?} or so until its certificate or grant is fixed",
                             dial.address, source.refused_retry
@@ -223,7 +224,7 @@ async fn session(
     if let Some(was) = refused.take() {
         source.events.emit(
             "",
-            "uplink-recovered",
+            EventKind::UplinkRecovered,
             format!("aggregator {address} accepts this hostd again (was: {was})"),
             &[("aggregator", address.to_owned())],
         );

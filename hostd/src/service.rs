@@ -1,6 +1,8 @@
 //! The `fleet.v1.Fleet` service as hostd serves it: every answer comes from
 //! the published [`View`] and the event log, never from a tmux round trip.
 
+use fleet_proto::v1::{AgentFlag, EventKind, HostFlag};
+use fleet_proto::vocab::Flagged;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +65,7 @@ impl Drop for Abandoned<'_> {
         if !self.done {
             self.events.emit(
                 self.agent,
-                "send-abandoned",
+                EventKind::SendAbandoned,
                 format!(
                     "the caller went away after {} ms; hostd stopped the send",
                     self.started.elapsed().as_millis()
@@ -119,7 +121,7 @@ impl FleetService {
             _ => Err(Status::failed_precondition(format!(
                 "{} has no tmux session{}; start it: fleetctl start {}",
                 row.name,
-                if row.flags.iter().any(|f| f == "stopped") {
+                if row.has(AgentFlag::Stopped) {
                     " (stopped by an operator)"
                 } else {
                     ""
@@ -168,7 +170,7 @@ impl FleetService {
     /// input and screen read would only wait out its timeout.
     fn tmux_answers(&self) -> Result<(), Status> {
         let view = self.view.borrow();
-        if view.host.flags.iter().any(|f| f == "tmux-unresponsive") {
+        if view.host.has(HostFlag::TmuxUnresponsive) {
             return Err(Status::unavailable(format!(
                 "tmux server on socket {} is not answering (host flag tmux-unresponsive); try again when it does",
                 view.host.tmux_socket
@@ -233,7 +235,7 @@ impl FleetService {
                 );
                 self.events.emit(
                     &row.name,
-                    "send-failed",
+                    EventKind::SendFailed,
                     msg.clone(),
                     &[("trace_id", opts.trace_id.clone())],
                 );
@@ -266,7 +268,7 @@ impl FleetService {
                 let verdict = Verdict::try_from(r.verdict).map_or("unknown", |v| v.as_str_name());
                 self.events.emit(
                     &row.name,
-                    "sent",
+                    EventKind::Sent,
                     format!(
                         "{} bytes: {} {}",
                         r.bytes,
@@ -284,7 +286,7 @@ impl FleetService {
             Err(e) => {
                 self.events.emit(
                     &row.name,
-                    "send-failed",
+                    EventKind::SendFailed,
                     e.to_string(),
                     &[("trace_id", opts.trace_id.clone())],
                 );
@@ -541,7 +543,7 @@ impl FleetService {
             let outcome = format!("sent {reset:?}: {}", Verdict::word_of(receipt.verdict));
             self.events.emit(
                 &row.name,
-                "reset",
+                EventKind::Reset,
                 format!("{outcome} (by {operator})"),
                 &[("operator", operator)],
             );

@@ -5,6 +5,8 @@
 //! actions ([`Supervisor::decide`]); [`run`] carries them out and feeds the
 //! outcomes back.
 
+use fleet_proto::v1::{AgentFlag, EventKind, HostFlag, SupervisorState};
+use fleet_proto::vocab::Flagged;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,9 +102,7 @@ fn healthy(r: &AgentRow) -> bool {
 }
 
 fn managed(r: &AgentRow) -> bool {
-    !r.flags
-        .iter()
-        .any(|f| f == "unmanaged" || f == "unreachable")
+    !r.has(AgentFlag::Unmanaged) && !r.has(AgentFlag::Unreachable)
 }
 
 /// Alive and running its runtime's own program: text typed now reaches the
@@ -124,11 +124,11 @@ fn ready(r: &AgentRow) -> bool {
                 .iter()
                 .any(|e| *e == p.name || *e == argv0)
     });
-    r.pane == PaneState::Alive as i32 && own && !r.flags.iter().any(|f| f == "drift")
+    r.pane == PaneState::Alive as i32 && own && !r.has(AgentFlag::Drift)
 }
 
 fn stopped(r: &AgentRow) -> bool {
-    r.flags.iter().any(|f| f == "stopped")
+    r.has(AgentFlag::Stopped)
 }
 
 fn idle_ms(r: &AgentRow, now: i64) -> i64 {
@@ -459,24 +459,23 @@ impl Supervisor {
     }
 
     /// A word or two for `ps` about what supervision is doing with `agent`.
-    pub fn state_of(&self, agent: &str, now: i64) -> String {
-        let Some(st) = self.agents.get(agent) else {
-            return String::new();
+    pub fn state_of(&self, agent: &str) -> Option<fleet_proto::v1::Supervision> {
+        let st = self.agents.get(agent)?;
+        let deaths = u32::try_from(st.deaths.len()).unwrap_or(u32::MAX);
+        let (state, next) = if st.gave_up {
+            (SupervisorState::GaveUp, 0)
+        } else if let Some(at) = st.respawn_at {
+            (SupervisorState::RespawnPending, at)
+        } else if st.refused {
+            (SupervisorState::Refused, 0)
+        } else {
+            return None;
         };
-        if st.gave_up {
-            return format!("gave-up ({} deaths): need human", st.deaths.len());
-        }
-        if let Some(at) = st.respawn_at {
-            return format!(
-                "respawn in {:.1}s (death {})",
-                (at - now).max(0) as f64 / 1000.0,
-                st.deaths.len()
-            );
-        }
-        if st.refused {
-            return "not respawned: pane id unreadable".into();
-        }
-        String::new()
+        Some(fleet_proto::v1::Supervision {
+            state: state as i32,
+            deaths,
+            next_attempt_unix_ms: next,
+        })
     }
 }
 
@@ -491,7 +490,7 @@ pub async fn run(
         Supervisor::remembering(&crate::records::read(&run_dir, crate::records::SUPERVISOR));
     let mut remembered = sup.memory();
     let (done_tx, mut done_rx) = mpsc::channel::<(Action, Option<Verdict>)>(64);
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut shown: BTreeMap<String, fleet_proto::v1::Supervision> = BTreeMap::new();
     loop {
         let roster: Arc<Roster> = svc.roster.borrow().clone();
         let tick = roster.supervision.tick;
@@ -504,9 +503,7 @@ pub async fn run(
         }
         let view: Arc<View> = svc.view.borrow().clone();
         let now = clock::now_ms();
-        sup.set_tmux_down(
-            !view.host.tmux_running || view.host.flags.iter().any(|f| f == "tmux-unresponsive"),
-        );
+        sup.set_tmux_down(!view.host.tmux_running || view.host.has(HostFlag::TmuxUnresponsive));
         for action in sup.decide(&view.agents, &roster, now) {
             tracing::debug!(?action, "supervisor decided");
             if let Some(failed) = carry_out(&svc, &commands, action, &done_tx).await {
@@ -524,19 +521,12 @@ pub async fn run(
             .await;
         }
         // What `ps` shows, republished only when it changed.
-        let now = clock::now_ms();
-        let states: BTreeMap<String, String> = view
+        let states: BTreeMap<String, fleet_proto::v1::Supervision> = view
             .agents
             .iter()
-            .map(|r| (r.name.clone(), sup.state_of(&r.name, now)))
-            .filter(|(_, s)| !s.is_empty())
+            .filter_map(|r| Some((r.name.clone(), sup.state_of(&r.name)?)))
             .collect();
-        let coarse = |m: &BTreeMap<String, String>| -> Vec<(String, String)> {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.split(" in ").next().unwrap_or(v).to_owned()))
-                .collect()
-        };
-        if coarse(&states) != coarse(&shown) {
+        if states != shown {
             shown = states.clone();
             let _ = commands.send(Command::Supervision { states }).await;
         }
@@ -554,7 +544,7 @@ async fn carry_out(
         Action::Respawn { agent, reason } => {
             svc.events.emit(
                 agent,
-                "respawning",
+                EventKind::Respawning,
                 format!("respawning: {reason}"),
                 &[("by", "supervisor".into())],
             );
@@ -574,29 +564,29 @@ async fn carry_out(
                 Err(_) => Err("hostd is shutting down".into()),
             };
             if let Err(e) = outcome {
-                svc.events.emit(agent, "respawn-failed", e, &[]);
+                svc.events.emit(agent, EventKind::RespawnFailed, e, &[]);
                 return Some(agent.clone());
             }
         }
         Action::GiveUp { agent, reason } => {
             svc.events.emit(
                 agent,
-                "need-human",
+                EventKind::NeedHuman,
                 reason.clone(),
                 &[("by", "supervisor".into())],
             );
         }
         Action::Refuse { agent, reason } => {
             svc.events
-                .emit(agent, "respawn-refused", reason.clone(), &[]);
+                .emit(agent, EventKind::RespawnRefused, reason.clone(), &[]);
         }
         Action::Poke { agent, text }
         | Action::Digest { agent, text }
         | Action::Alert { agent, text } => {
             let kind = match &action {
-                Action::Poke { .. } => "poke",
-                Action::Digest { .. } => "digest",
-                _ => "alert",
+                Action::Poke { .. } => EventKind::Poke,
+                Action::Digest { .. } => EventKind::Digest,
+                _ => EventKind::Alert,
             };
             let (svc, agent, text, done) = (svc.clone(), agent.clone(), text.clone(), done.clone());
             // The event is written when the send ends; say when it was decided.
@@ -608,7 +598,7 @@ async fn carry_out(
                         svc.events.emit(
                             &agent,
                             kind,
-                            format!("{kind} {}: {}", v.word(), r.detail),
+                            format!("{} {}: {}", kind.word(), v.word(), r.detail),
                             &[
                                 ("verdict", v.word().into()),
                                 ("trace_id", r.trace_id.clone()),
@@ -622,7 +612,7 @@ async fn carry_out(
                         svc.events.emit(
                             &agent,
                             kind,
-                            format!("{kind} failed: {}", s.message()),
+                            format!("{} failed: {}", kind.word(), s.message()),
                             &[],
                         );
                         None
@@ -729,7 +719,9 @@ mod tests {
         for t in [11_000, 20_000, 100_000] {
             assert!(respawns(&at(&[dead("w1")], t)).is_empty());
         }
-        assert!(s.state_of("w1", 100_000).starts_with("gave-up"));
+        let gave_up = s.state_of("w1").unwrap();
+        assert_eq!(gave_up.state, SupervisorState::GaveUp as i32);
+        assert!(fleet_proto::vocab::describe(&gave_up, 100_000).starts_with("gave-up (4 deaths)"));
         // An operator starts it by hand: a fresh start, death 1 again.
         s.decide(&[alive("w1")], &r, 200_000);
         s.decide(&[dead("w1")], &r, 201_000);
@@ -797,7 +789,7 @@ mod tests {
         let r = roster("supervision:\n  respawn:\n    initial_delay_secs: 0\n");
         let mut s = Supervisor::default();
         let mut stopped = row("w1", PaneState::Missing, AgentStatus::Ok, 0);
-        stopped.flags.push("stopped".into());
+        stopped.flag(AgentFlag::Stopped);
         let mut no_id = dead("w2");
         no_id.pane_id.clear();
         let a = s.decide(&[stopped.clone(), no_id.clone()], &r, 0);
@@ -1012,11 +1004,11 @@ mod fast_deaths {
         let mut d2 = dead("w1");
         d2.pane_pid = 101;
         assert!(s.decide(std::slice::from_ref(&d2), &r, 1010).is_empty());
-        assert!(
-            s.state_of("w1", 1010)
-                .starts_with("respawn in 2.0s (death 2)"),
-            "{}",
-            s.state_of("w1", 1010)
+        let pending = s.state_of("w1").unwrap();
+        assert_eq!(pending.state, SupervisorState::RespawnPending as i32);
+        assert_eq!(
+            fleet_proto::vocab::describe(&pending, 1010),
+            "respawn in 2.0s (death 2)"
         );
         assert_eq!(s.decide(std::slice::from_ref(&d2), &r, 3010).len(), 1);
     }

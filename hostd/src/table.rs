@@ -2,6 +2,8 @@
 //! roster's agents, folds tmux notifications, pane exits, heartbeat files and
 //! /proc into rows, and publishes every change as an immutable [`View`].
 
+use fleet_proto::v1::{AgentFlag, EventKind, HostFlag};
+use fleet_proto::vocab::Flagged;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,7 +51,7 @@ pub enum Command {
     },
     /// What the supervisor is doing per agent (shown in `ps`).
     Supervision {
-        states: std::collections::BTreeMap<String, String>,
+        states: std::collections::BTreeMap<String, fleet_proto::v1::Supervision>,
     },
     /// A link to an aggregator changed state.
     Uplink(fleet_proto::v1::Uplink),
@@ -266,7 +268,7 @@ pub struct Table {
     tmux_down_since: Option<Instant>,
     stopped: std::collections::BTreeSet<String>,
     /// The supervisor's state per agent, for the rows.
-    supervision: std::collections::BTreeMap<String, String>,
+    supervision: std::collections::BTreeMap<String, fleet_proto::v1::Supervision>,
     roster_tx: watch::Sender<Arc<Roster>>,
     /// `fleetctl`, the native status writer runtimes' hooks run.
     fleetctl: Option<PathBuf>,
@@ -374,7 +376,7 @@ impl Table {
         };
         table.events.emit(
             "",
-            "roster-loaded",
+            EventKind::RosterLoaded,
             format!(
                 "{} agents from {}",
                 table.roster.agents.len(),
@@ -534,7 +536,7 @@ impl Table {
         self.unresponsive = Some(Instant::now());
         self.events.emit(
             "",
-            "tmux-unresponsive",
+            EventKind::TmuxUnresponsive,
             format!(
                 "tmux server on socket {} is not answering ({e}); deaths are still seen, commands fail until it answers",
                 self.tmux.socket()
@@ -548,7 +550,7 @@ impl Table {
         if let Some(since) = self.unresponsive.take() {
             self.events.emit(
                 "",
-                "tmux-responsive",
+                EventKind::TmuxResponsive,
                 format!(
                     "tmux server on socket {} answers again after {:.1}s",
                     self.tmux.socket(),
@@ -581,7 +583,7 @@ impl Table {
         if self.tmux.ensure_server(&holder).await? {
             self.events.emit(
                 "",
-                "tmux-server-started",
+                EventKind::TmuxServerStarted,
                 format!("tmux server started on socket {}", self.tmux.socket()),
                 &[("socket", self.tmux.socket().to_owned())],
             );
@@ -610,7 +612,7 @@ impl Table {
         }
         self.events.emit(
             "",
-            "tmux-server-lost",
+            EventKind::TmuxServerLost,
             format!(
                 "tmux server on socket {} is gone; recreating the roster's agents",
                 self.tmux.socket()
@@ -658,7 +660,7 @@ impl Table {
                 if !roster_names.contains(name) {
                     self.events.emit(
                         name,
-                        "unmanaged-found",
+                        EventKind::UnmanagedFound,
                         "session on the fleet socket that the roster does not name",
                         &[],
                     );
@@ -676,8 +678,12 @@ impl Table {
                     agent.process = None;
                     if managed {
                         agent.last_event = "session-gone".into();
-                        self.events
-                            .emit(name, "session-gone", "tmux session disappeared", &[]);
+                        self.events.emit(
+                            name,
+                            EventKind::SessionGone,
+                            "tmux session disappeared",
+                            &[],
+                        );
                     } else {
                         gone.push(name.clone());
                     }
@@ -686,7 +692,7 @@ impl Table {
                     agent.last_event = "adopted".into();
                     self.events.emit(
                         name,
-                        "adopted",
+                        EventKind::Adopted,
                         format!("adopted running session (pid {})", p.pane_pid),
                         &[("pid", p.pane_pid.to_string()), ("pane", p.pane_id.clone())],
                     );
@@ -811,7 +817,7 @@ impl Table {
                 for name in need {
                     self.events.emit(
                         &name,
-                        "sigchld-nudge",
+                        EventKind::SigchldNudge,
                         "pane is dead without an exit status; sent SIGCHLD to the tmux server",
                         &[("server_pid", server.to_string())],
                     );
@@ -853,7 +859,7 @@ impl Table {
             A::Attach => {
                 self.events.emit(
                     name,
-                    "attach",
+                    EventKind::Attach,
                     format!("{operator} took the session over interactively"),
                     &who,
                 );
@@ -910,12 +916,12 @@ impl Table {
             A::Reset | A::Unspecified => return Err("not a table action".into()),
         };
         let kind = match action {
-            A::Stop => "stop",
-            A::Start => "start",
-            _ => "restart",
+            A::Stop => EventKind::Stop,
+            A::Start => EventKind::Start,
+            _ => EventKind::Restart,
         };
         if let Some(a) = self.agents.get_mut(name) {
-            a.last_event = kind.into();
+            a.last_event = kind.word().into();
         }
         self.events
             .emit(name, kind, format!("{outcome} (by {operator})"), &who);
@@ -982,7 +988,8 @@ impl Table {
             }
             Ok(None) => {}
             Err(e) => {
-                self.events.emit(&name, "native-off", e.to_string(), &[]);
+                self.events
+                    .emit(&name, EventKind::NativeOff, e.to_string(), &[]);
             }
         }
         (command, env)
@@ -1025,7 +1032,7 @@ impl Table {
                 agent.launched = Some(Instant::now());
                 self.events.emit(
                     &name,
-                    "started",
+                    EventKind::Started,
                     format!("started {} (pid {})", spec.runtime, created.pane_pid),
                     &[
                         ("pid", created.pane_pid.to_string()),
@@ -1039,7 +1046,8 @@ impl Table {
                 self.tmux_failed(&e);
                 let agent = self.agents.entry(name.clone()).or_default();
                 agent.last_event = "start-failed".into();
-                self.events.emit(&name, "start-failed", e.to_string(), &[]);
+                self.events
+                    .emit(&name, EventKind::StartFailed, e.to_string(), &[]);
                 return Err(e.to_string());
             }
         }
@@ -1114,7 +1122,7 @@ impl Table {
                 self.roster_loaded_at = clock::now_ms();
                 self.events.emit(
                     "",
-                    "roster-reloaded",
+                    EventKind::RosterReloaded,
                     format!(
                         "roster reloaded ({why}): {} agents, added [{}], removed [{}] (removed agents keep running, unmanaged)",
                         self.roster.agents.len(),
@@ -1130,7 +1138,7 @@ impl Table {
                 tracing::warn!(error = %e, "roster rejected; keeping the last good one");
                 self.events.emit(
                     "",
-                    "roster-rejected",
+                    EventKind::RosterRejected,
                     format!(
                         "{}; keeping the last good roster",
                         at_most(&e.to_string(), 1024)
@@ -1249,7 +1257,7 @@ impl Table {
             Some(Ok(())) => {
                 self.events.emit(
                     "",
-                    "run-dir-recreated",
+                    EventKind::RunDirRecreated,
                     format!(
                         "the run directory {} was gone; recreated it",
                         self.cfg.run_dir.display()
@@ -1258,7 +1266,7 @@ impl Table {
                 );
             }
             Some(Err(e)) => {
-                self.events.emit("", "run-dir-missing", e, &[]);
+                self.events.emit("", EventKind::RunDirMissing, e, &[]);
             }
             None => {}
         }
@@ -1335,17 +1343,20 @@ impl Table {
                 && prev != health
             {
                 let (kind, msg) = match health {
-                    Health::Healthy => ("heartbeat-healthy", "heartbeat is fresh again".to_owned()),
+                    Health::Healthy => (
+                        EventKind::HeartbeatHealthy,
+                        "heartbeat is fresh again".to_owned(),
+                    ),
                     Health::Stale => (
-                        "heartbeat-stale",
+                        EventKind::HeartbeatStale,
                         format!(
                             "no heartbeat for more than 3 x {}",
                             format_secs(scan.interval)
                         ),
                     ),
-                    _ => ("heartbeat-unknown", why.clone()),
+                    _ => (EventKind::HeartbeatUnknown, why.clone()),
                 };
-                agent.last_event = kind.into();
+                agent.last_event = kind.word().into();
                 self.events.emit(&scan.name, kind, msg, &[]);
             }
             agent.health = Some(health);
@@ -1403,10 +1414,14 @@ impl Table {
             name: name.to_owned(),
             restarts: agent.restarts,
             last_event: agent.last_event.clone(),
-            supervision: self.supervision.get(name).cloned().unwrap_or_default(),
+            supervision: self
+                .supervision
+                .get(name)
+                .map(|s| fleet_proto::vocab::describe(s, clock::now_ms()))
+                .unwrap_or_default(),
+            supervisor: self.supervision.get(name).cloned(),
             ..Default::default()
         };
-        let mut flags = Vec::new();
         if let Some(spec) = spec {
             row.runtime = spec.runtime.clone();
             row.class = spec.class.clone();
@@ -1420,7 +1435,7 @@ impl Table {
                 row.model_source = "roster-hint".into();
             }
         } else {
-            flags.push("unmanaged".to_owned());
+            row.flag(AgentFlag::Unmanaged);
         }
         row.pane = match &agent.pane {
             None => PaneState::Missing,
@@ -1435,7 +1450,7 @@ impl Table {
             row.exit_status = p.dead_status;
             row.exit_signal = p.dead_signal;
             if p.in_mode {
-                flags.push("in-mode".to_owned());
+                row.flag(AgentFlag::InMode);
             }
         }
         if let Some(proc) = &agent.process {
@@ -1447,16 +1462,15 @@ impl Table {
             let drift = spec.is_some_and(|s| !proc::matches_runtime(proc, &s.process_names))
                 && agent.launched.is_none_or(|t| t.elapsed() >= DRIFT_GRACE);
             if drift {
-                flags.push("drift".to_owned());
+                row.flag(AgentFlag::Drift);
             }
         }
         if boot_gap {
-            flags.push("boot-enable".to_owned());
+            row.flag(AgentFlag::BootEnable);
         }
         if self.stopped.contains(name) {
-            flags.push("stopped".to_owned());
+            row.flag(AgentFlag::Stopped);
         }
-        row.flags = flags;
         let interval = spec
             .and_then(|s| s.heartbeat_interval)
             .unwrap_or(self.cfg.heartbeat_interval);
@@ -1524,7 +1538,7 @@ impl Table {
         let count = |f: &dyn Fn(&AgentRow) -> bool| {
             u32::try_from(rows.iter().filter(|r| f(r)).count()).unwrap_or(u32::MAX)
         };
-        HostRow {
+        let mut row = HostRow {
             tenant_id: self.cfg.tenant.clone(),
             host: self.cfg.host.clone(),
             uid: self.cfg.uid,
@@ -1541,21 +1555,21 @@ impl Table {
                     .is_some_and(|h| h.health == Health::Healthy as i32)
             }),
             unit: Some(self.unit.clone()),
-            flags: [
-                (boot_gap, "boot-enable"),
-                (self.unresponsive.is_some(), "tmux-unresponsive"),
-            ]
-            .into_iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, f)| f.to_owned())
-            .collect(),
             roster_path: self.roster.path.display().to_string(),
             roster_loaded_at_unix_ms: self.roster_loaded_at,
             last_seen_unix_ms: clock::now_ms(),
             link: "local".into(),
             via: String::new(),
             uplinks: self.uplinks.values().cloned().collect(),
+            ..Default::default()
+        };
+        if boot_gap {
+            row.flag(HostFlag::BootEnable);
         }
+        if self.unresponsive.is_some() {
+            row.flag(HostFlag::TmuxUnresponsive);
+        }
+        row
     }
 }
 
@@ -1575,7 +1589,7 @@ fn model_flag(command: &str) -> Option<String> {
 
 /// `drift` raised or cleared: both are events.
 fn flag_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &AgentRow) {
-    let had = |r: &AgentRow| r.flags.iter().any(|f| f == "drift");
+    let had = |r: &AgentRow| r.has(AgentFlag::Drift);
     let before = prev.is_some_and(had);
     let process = row
         .process
@@ -1585,7 +1599,7 @@ fn flag_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &Age
     if had(row) && !before {
         events.emit(
             name,
-            "drift",
+            EventKind::Drift,
             format!(
                 "runs {process:?}, but runtime {} runs as one of [{}]",
                 row.runtime,
@@ -1599,7 +1613,7 @@ fn flag_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &Age
         } else {
             format!("now runs {process:?}")
         };
-        events.emit(name, "drift-cleared", why, &[("process", process)]);
+        events.emit(name, EventKind::DriftCleared, why, &[("process", process)]);
     }
 }
 
@@ -1622,7 +1636,7 @@ fn status_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &A
     if status == AgentStatus::Busy && (was_status != AgentStatus::Busy || hb.turn > was_turn) {
         events.emit(
             name,
-            "turn-started",
+            EventKind::TurnStarted,
             format!(
                 "turn {} started ({source})",
                 if turn.is_empty() { "?" } else { &turn }
@@ -1638,7 +1652,7 @@ fn status_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &A
         };
         events.emit(
             name,
-            "turn-ended",
+            EventKind::TurnEnded,
             format!("turn ended ({source}){detail}"),
             &fields,
         );
@@ -1651,14 +1665,14 @@ fn status_events(events: &EventLog, name: &str, prev: Option<&AgentRow>, row: &A
         };
         events.emit(
             name,
-            "waiting-for-human",
+            EventKind::WaitingForHuman,
             format!("waiting for a human: {what}"),
             &[("source", source), ("question", what.clone())],
         );
     } else if was_status == AgentStatus::Waiting && status != AgentStatus::Waiting {
         events.emit(
             name,
-            "waiting-cleared",
+            EventKind::WaitingCleared,
             "no longer waiting for a human",
             &fields,
         );
@@ -1690,7 +1704,7 @@ async fn sweep_watchers(tmux: &Tmux, events: &EventLog) {
             let _ = tmux.run(["kill-session", "-t", &tmux::exact(name)]).await;
             events.emit(
                 "",
-                "watcher-swept",
+                EventKind::WatcherSwept,
                 format!("removed orphaned watch session {name}"),
                 &[],
             );
@@ -1702,7 +1716,7 @@ fn announce_death(events: &EventLog, name: &str, agent: &mut Agent, how: String)
     let pid = agent.pane.as_ref().map(|p| p.pane_pid).unwrap_or_default();
     events.emit(
         name,
-        "died",
+        EventKind::Died,
         format!("pane process {pid} ended: {how}"),
         &[("pid", pid.to_string()), ("how", how.clone())],
     );

@@ -3,6 +3,7 @@
 //! than one agent is an error listing the candidates; it never picks one.
 
 use crate::v1::AgentRow;
+use crate::vocab::Flagged;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
@@ -91,7 +92,7 @@ pub fn resolve<'a>(rows: &'a [AgentRow], address: &str) -> Result<&'a AgentRow, 
         [] => {
             let mut candidates: Vec<String> = rows
                 .iter()
-                .filter(|r| !r.flags.iter().any(|f| f == "unmanaged"))
+                .filter(|r| !r.has(crate::v1::AgentFlag::Unmanaged))
                 .map(|r| {
                     if a.host.is_some() {
                         full(r)

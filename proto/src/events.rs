@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::v1::Event;
+use crate::v1::{Event, EventKind};
 use tokio::sync::broadcast;
 
 use crate::clock;
@@ -45,19 +45,20 @@ impl EventLog {
     pub fn emit(
         &self,
         agent: &str,
-        kind: &str,
+        kind: EventKind,
         message: impl Into<String>,
         fields: &[(&str, String)],
     ) -> Event {
         let message = message.into();
-        tracing::info!(agent, kind, %message, "event");
+        tracing::info!(agent, kind = kind.word(), %message, "event");
         self.record(Event {
             seq: 0,
             ts_unix_ms: clock::now_ms(),
             tenant_id: self.tenant.clone(),
             host: self.host.clone(),
             agent: agent.to_owned(),
-            kind: kind.to_owned(),
+            kind: kind.word().to_owned(),
+            kind_code: kind as i32,
             message,
             fields: fields
                 .iter()
@@ -70,7 +71,8 @@ impl EventLog {
 
     /// Records an event made elsewhere (a host's, forwarded to an
     /// aggregator), giving it this log's next sequence number.
-    pub fn record(&self, mut ev: Event) -> Event {
+    pub fn record(&self, ev: Event) -> Event {
+        let mut ev = ev.with_kind_code();
         let mut b = self.lock();
         ev.seq = b.next_seq;
         b.next_seq += 1;
@@ -113,7 +115,7 @@ mod tests {
     fn backlog_is_bounded_and_ordered() {
         let log = EventLog::new("t", "h", 10);
         for i in 0..25 {
-            log.emit("a", "started", format!("n{i}"), &[]);
+            log.emit("a", EventKind::Started, format!("n{i}"), &[]);
         }
         let (backlog, _) = log.subscribe(0);
         assert_eq!(backlog.len(), 10);
@@ -126,9 +128,9 @@ mod tests {
     #[tokio::test]
     async fn live_follows_backlog_without_gap() {
         let log = EventLog::new("t", "h", 10);
-        log.emit("a", "started", "x", &[]);
+        log.emit("a", EventKind::Started, "x", &[]);
         let (backlog, mut rx) = log.subscribe(0);
-        log.emit("a", "died", "y", &[("pid", "1".into())]);
+        log.emit("a", EventKind::Died, "y", &[("pid", "1".into())]);
         let next = rx.recv().await.unwrap();
         assert_eq!(backlog.last().unwrap().seq + 1, next.seq);
         assert_eq!(next.fields.get("pid").map(String::as_str), Some("1"));

@@ -14,6 +14,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod vocab;
 
 /// Generated code for package `fleet.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
