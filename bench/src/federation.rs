@@ -19,7 +19,7 @@ use fleet_proto::v1::{
 };
 use tokio::sync::watch;
 
-use crate::local::{percentile, rss_kb, sibling};
+use crate::local::{percentile, program, rss_kb, sibling};
 use fleetctl::Failure;
 use fleetctl::certs::{self, Ca, Kind};
 use fleetctl::client::{self, Remote};
@@ -258,7 +258,7 @@ async fn start_aggregator(config: &Path, port: u16) -> Result<tokio::process::Ch
         .create(true)
         .append(true)
         .open(config.with_extension("log"))?;
-    let child = tokio::process::Command::new(sibling("fleet-aggregator"))
+    let child = program(sibling("fleet-aggregator"))
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
@@ -446,7 +446,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
     let mut ps = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let out = tokio::process::Command::new(sibling("fleetctl"))
+        let out = program(sibling("fleetctl"))
             .arg("--aggregator")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--ca")

@@ -3,6 +3,7 @@
 //! wall time, the naive per-agent tmux baseline, their ratio, and hostd's
 //! idle CPU and RSS.
 
+use fleet_hostd::tmux::{Tmux, exact};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -47,6 +48,13 @@ pub enum What {
         #[arg(long, default_value_t = 20)]
         idle_secs: u64,
     },
+}
+
+/// A program the benchmarks run: Fleet's own binaries and `unshare`; tmux
+/// goes through `fleet_hostd::tmux` like everywhere else.
+#[allow(clippy::disallowed_methods)]
+pub fn program(path: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    tokio::process::Command::new(path)
 }
 
 /// A binary built beside this one (`cargo build --release --workspace`).
@@ -136,7 +144,7 @@ impl Bed {
         if offline {
             let hostd = cmd.as_std().get_program().to_owned();
             let args: Vec<_> = cmd.as_std().get_args().map(ToOwned::to_owned).collect();
-            cmd = tokio::process::Command::new("unshare");
+            cmd = program("unshare");
             cmd.arg("-n").arg(hostd).args(args).stdin(Stdio::null());
         }
         let hostd = cmd
@@ -158,8 +166,8 @@ impl Bed {
 impl Drop for Bed {
     fn drop(&mut self) {
         let _ = self.hostd.start_kill();
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket_name, "kill-server"])
+        let _ = Tmux::new("tmux", &self.socket_name)
+            .interactive(["kill-server"])
             .stderr(Stdio::null())
             .status();
     }
@@ -182,7 +190,7 @@ async fn bench_size(n: u32, runs: u32, idle_secs: u64) -> Result<Figures, Failur
     let mut times = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let out = tokio::process::Command::new(&exe)
+        let out = program(&exe)
             .arg("--socket")
             .arg(&sock)
             .args(["ps", "--json"])
@@ -252,21 +260,17 @@ pub(crate) async fn wait_all_alive(sock: &Path, n: u32) -> Result<(), Failure> {
 }
 
 async fn naive_row(socket: &str, name: &str, run_dir: &Path) {
-    let out = tokio::process::Command::new("tmux")
-        .args([
-            "-L",
-            socket,
+    let out = Tmux::new("tmux", socket)
+        .run([
             "display-message",
             "-p",
             "-t",
-            &format!("={name}:"),
+            &exact(name),
             "#{pane_pid}\t#{pane_dead}\t#{pane_current_command}\t#{window_activity}",
         ])
-        .output()
         .await;
     let pid = out
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.split('\t').next().map(str::to_owned))
         .unwrap_or_default();
     let _ = std::fs::read_to_string(format!("/proc/{pid}/stat"));
@@ -386,13 +390,8 @@ async fn bench_send(sends: u32) -> Result<(), Failure> {
         .await?
         .into_inner();
     let _ = stream.message().await?;
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .args(["-L", &bed.socket_name])
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-    };
+    let server = Tmux::new("tmux", &bed.socket_name);
+    let tmux = |args: &[&str]| server.interactive(args).stdout(Stdio::null()).status();
     let mut lat = Vec::new();
     for i in 0..30 {
         let mark = format!("w{i}x");
@@ -570,10 +569,8 @@ async fn wait_status(
 /// together read as one Alt-Escape).
 async fn interrupt(socket: &str, agent: &str, keys: &[&str]) {
     for k in keys {
-        let _ = tokio::process::Command::new("tmux")
-            .args(["-L", socket, "send-keys", "-t", &format!("={agent}:"), k])
-            .stdout(Stdio::null())
-            .status()
+        let _ = Tmux::new("tmux", socket)
+            .run(["send-keys", "-t", &exact(agent), k])
             .await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -75,12 +75,11 @@ pub async fn run(a: SoakArgs) -> Result<(), Failure> {
     let sock = bed.dir.path().join("hostd.sock");
     let hostd = bed.hostd.id().unwrap_or_default();
     wait_all_alive(&sock, n).await?;
-    let tmux: u32 = tokio::process::Command::new("tmux")
-        .args(["-L", &bed.socket_name, "display-message", "-p", "#{pid}"])
-        .output()
+    let tmux: u32 = fleet_hostd::tmux::Tmux::new("tmux", &bed.socket_name)
+        .run(["display-message", "-p", "#{pid}"])
         .await
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .and_then(|o| o.trim().parse().ok())
         .unwrap_or(0);
     let mut c = client::connect(&sock).await?;
     // Settle: first beats written, first screens observed.

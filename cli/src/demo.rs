@@ -80,6 +80,8 @@ pub fn hostd_exe() -> PathBuf {
 
 /// `fleet-hostd` for `roster`, with its heartbeat files in `dir/run`, serving
 /// `socket` and owning the tmux server `tmux_socket`; standard input closed.
+// fleet-hostd, never tmux.
+#[allow(clippy::disallowed_methods)]
 pub fn hostd_command(
     roster: &Path,
     dir: &Path,
@@ -215,10 +217,8 @@ async fn stop_demo(dir: &Path, socket: &Path) -> Result<(), Failure> {
         }
         let _ = std::fs::remove_file(&pid_file);
     }
-    let _ = tokio::process::Command::new("tmux")
-        .args(["-L", &tmux_socket(), "kill-server"])
-        .stderr(Stdio::null())
-        .status()
+    let _ = fleet_hostd::tmux::Tmux::new("tmux", tmux_socket())
+        .run(["kill-server"])
         .await;
     println!("demo fleet stopped");
     Ok(())

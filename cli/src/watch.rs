@@ -1,8 +1,8 @@
 //! `fleetctl watch` (read-only by construction) and `fleetctl attach` (the
 //! one verb that can type), plus start/stop/restart/reset.
 
+use fleet_hostd::tmux::{Tmux, exact};
 use std::io::{IsTerminal, Write};
-use std::process::Command;
 
 use fleet_proto::v1::{
     ControlAction, ControlRequest, ListHostsRequest, ScreenFrame, WatchScreenRequest,
@@ -86,26 +86,21 @@ pub async fn watch(
 /// removed on detach (hostd sweeps it if this process is killed).
 fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
     let session = format!("{agent}-watch-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(tmux_socket)
-            .args(args)
-            .status()
-    };
+    let server = Tmux::new("tmux", tmux_socket);
+    let tmux = |args: &[&str]| server.interactive(args).status();
     // Marked in the same command list that creates it: hostd knows a
     // watcher by this option, never by its name.
     let made = tmux(&[
         "new-session",
         "-d",
         "-t",
-        &format!("={agent}"),
+        &exact(agent),
         "-s",
         &session,
         ";",
         "set-option",
         "-t",
-        &format!("={session}:"),
+        &exact(&session),
         "@fleet-watcher",
         "1",
     ])?;
@@ -115,8 +110,8 @@ fn watch_interactive(tmux_socket: &str, agent: &str) -> Result<(), Failure> {
         )));
     }
     eprintln!("watching {agent} read-only (typing does nothing; detach with C-b d)");
-    let status = tmux(&["attach-session", "-r", "-t", &format!("={session}")]);
-    let _ = tmux(&["kill-session", "-t", &format!("={session}")]);
+    let status = tmux(&["attach-session", "-r", "-t", &exact(&session)]);
+    let _ = tmux(&["kill-session", "-t", &exact(&session)]);
     status?;
     Ok(())
 }
@@ -151,8 +146,8 @@ pub async fn attach(server: &client::Server, agent: &str) -> Result<(), Failure>
         "taking over {} INTERACTIVELY: everything you type goes to the agent. Detach with C-b d.",
         r.agent
     );
-    let status = Command::new("tmux")
-        .args(["-L", &r.tmux_socket, "attach-session", "-t", &r.tmux_target])
+    let status = Tmux::new("tmux", &r.tmux_socket)
+        .interactive(["attach-session", "-t", &r.tmux_target])
         .status()?;
     if !status.success() {
         return Err(Failure::Other(format!("tmux attach ended with {status}")));

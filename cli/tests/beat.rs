@@ -1,4 +1,6 @@
 //! `fleetctl beat`, the native writer for runtimes with hooks.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -1,6 +1,8 @@
 //! `fleetctl certs`: a development CA and the three kinds of certificate,
 //! checked by parsing what was written (x509-parser) and verifying each
 //! signature against the CA.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

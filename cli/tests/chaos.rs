@@ -1,6 +1,8 @@
 //! The chaos suite: a bad day and a careless (or hostile) agent, with real
 //! tmux, real processes and real sockets. hostd never hangs and never gives
 //! up silently.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -2,6 +2,8 @@
 //! certificates from `fleetctl certs`, the real `fleet-aggregator` binary on
 //! a loopback port, real hostds with their own tenant/host certificates and
 //! tmux servers, and `fleetctl` as different operators.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

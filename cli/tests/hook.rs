@@ -3,6 +3,8 @@
 //! and nothing it is given (no heartbeat file, a FIFO in its place, a
 //! missing directory, garbage on stdin, stdin never closed) can block or
 //! fail the runtime.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

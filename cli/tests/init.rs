@@ -2,6 +2,8 @@
 //! bus, so systemd is a stateful fake: in-process through hostd's `Runner`,
 //! and as real `systemctl`/`loginctl` scripts shared with a running hostd so
 //! its boot-enable flag can be seen to clear.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

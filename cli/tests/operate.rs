@@ -1,5 +1,7 @@
 //! Operating agents: `send --verify` against real programs in real tmux,
 //! `watch`, `attach`, and start/stop/restart/reset.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -1,5 +1,7 @@
 //! The README is the front door: its two commands are the ones CI and this
 //! test run, and the demo command really brings up a fleet.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

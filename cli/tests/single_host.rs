@@ -1,5 +1,7 @@
 //! The single-host fleet end to end: real hostd, real tmux, real processes,
 //! real Unix socket. Every wait polls a condition with a deadline.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

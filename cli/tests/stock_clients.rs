@@ -2,6 +2,8 @@
 //! grpcurl 1.8 (reflection v1alpha only; sends the socket path as
 //! `:authority`) and Python grpcio (sends its %-encoding) on hostd's Unix
 //! socket, and grpcurl on the aggregator's mTLS port.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -88,6 +88,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // a child to watch exit: `sleep`
     async fn reports_a_child_exit_promptly() {
         let (mut exits, mut rx) = Exits::new();
         let mut child = tokio::process::Command::new("sleep")

@@ -377,7 +377,7 @@ pub fn parse(text: &str, path: &Path, format: Format, home: &Path) -> Result<Ros
     };
     let raw: RawRoster = match format {
         Format::Yaml => {
-            let de = serde_yaml::Deserializer::from_str(text);
+            let de = serde_yaml_ng::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let key = path_string(e.path());
                 let mut line = e
@@ -387,11 +387,11 @@ pub fn parse(text: &str, path: &Path, format: Format, home: &Path) -> Result<Ros
                     .or_else(|| index.line(&key));
                 let mut message = clean_message(&e.inner().to_string());
                 if line.is_none() && message.contains("more than one document") {
-                    // serde_yaml gives this one no location: find it.
+                    // the YAML parser gives this one no location: find it.
                     line = Some(second_document(text));
                     message = "a second YAML document starts here (a stray `---`, or a line indented less than the first); a roster is one document".into();
                 }
-                // serde_yaml prefixes the (parent) path; the key says it already.
+                // the YAML parser prefixes the (parent) path; the key says it already.
                 let message = match message.split_once(": ") {
                     Some((p, rest)) if !p.is_empty() && key.starts_with(p) => rest.to_owned(),
                     _ => message,

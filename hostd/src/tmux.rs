@@ -1,6 +1,8 @@
 //! The one module that talks to tmux: one-shot commands run with an argv
 //! (never through a shell), and one persistent control-mode client that
 //! answers queries and reports changes.
+// The one place tmux is spawned (clippy.toml disallows it elsewhere).
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,19 @@ impl Tmux {
 
     pub fn socket(&self) -> &str {
         &self.socket
+    }
+
+    /// A blocking `tmux -L <socket> <args…>` that shares this process's
+    /// terminal: for the verbs that hand it to a person (`attach`,
+    /// `watch`). Unbounded on purpose: it lasts as long as they stay.
+    pub fn interactive<I, S>(&self, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("-L").arg(&self.socket).args(args);
+        cmd
     }
 
     /// Runs `tmux -L <socket> <args…>` and returns stdout. Arguments go to

@@ -1,4 +1,6 @@
 //! /proc inspection against real processes and real tmux panes.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};

@@ -1,4 +1,6 @@
 //! The tmux layer against a real tmux server on a throw-away socket.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,5 +1,7 @@
 //! Heartbeat protocol v1: parsing never panics, health follows the 3 ×
 //! interval rule, writes are atomic.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime};

@@ -1,4 +1,6 @@
 //! The demo agent as a program: prompts on stdin, native beats on disk.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! A real single-host fleet for tests: the real `fleet-hostd` binary on a
 //! throw-away tmux socket, socket and heartbeat files in a temp dir, and a
 //! client. Everything is torn down on drop.
+// Tests run real programs (tmux included) as a person would.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
