@@ -54,7 +54,7 @@ const CHANGES: usize = 4096;
 /// A shard publishes at most this often (a command's final result is
 /// handed over after a publish at once): readers see a change this much
 /// later at worst, and a busy shard's publishes cost a fraction of ingest.
-const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+const PUBLISH_EVERY: Duration = Duration::from_millis(2);
 
 // === published values ===
 
@@ -71,7 +71,9 @@ pub struct Host {
 #[derive(Clone, Debug, Default)]
 pub struct ShardSnapshot {
     pub version: u64,
-    pub hosts: PMap<HostKey, Host>,
+    /// Keys and values behind one pointer each: a publish copies a few
+    /// map nodes, and a node's entries are then two counts each to copy.
+    pub hosts: PMap<Arc<HostKey>, Arc<Host>>,
 }
 
 /// What changed about one host in one batch.
@@ -107,7 +109,7 @@ impl Snapshot {
             .iter()
             .flat_map(|s| s.hosts.iter())
             .filter(move |(k, _)| visible(&k.0))
-            .map(|(_, h)| h)
+            .map(|(_, h)| &**h)
     }
 
     /// Every agent row of the tenants `visible` admits.
@@ -118,7 +120,9 @@ impl Snapshot {
     }
 
     pub fn host(&self, key: &HostKey) -> Option<&Host> {
-        self.shards.iter().find_map(|s| s.hosts.get(key))
+        self.shards
+            .iter()
+            .find_map(|s| s.hosts.get(key).map(|h| &**h))
     }
 
     /// The version each shard's snapshot is at (a subscriber skips the
@@ -376,7 +380,7 @@ impl View {
     /// The current stream of a host, or why there is none.
     pub fn route(&self, key: &HostKey) -> Result<Route, NoRoute> {
         let snap = self.shard(key).snapshot.borrow().clone();
-        match snap.hosts.get(key) {
+        match snap.hosts.get(key).map(|h| &**h) {
             Some(Host { route: Some(r), .. }) => Ok(r.clone()),
             Some(h) => Err(NoRoute::Unreachable(key.clone(), h.row.last_seen_unix_ms)),
             None => Err(NoRoute::Unknown(key.clone())),
@@ -494,7 +498,7 @@ struct Shard {
     index: usize,
     ctx: Arc<Ctx>,
     hosts: HashMap<HostKey, Entry>,
-    published: PMap<HostKey, Host>,
+    published: PMap<Arc<HostKey>, Arc<Host>>,
     version: u64,
     snapshot: watch::Sender<Arc<ShardSnapshot>>,
     /// Hosts changed since the last publish, and what changed.
@@ -601,9 +605,12 @@ impl Shard {
             return;
         }
         self.published_now = true;
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
         for key in self.dirty.drain(..) {
             if let Some(e) = self.hosts.get(&key) {
-                self.published.insert(key, e.shown.clone());
+                self.published
+                    .insert(Arc::new(key), Arc::new(e.shown.clone()));
             }
         }
         self.version += 1;
@@ -868,7 +875,6 @@ impl Shard {
         };
         {
             let duplicate = entry.duplicate_since.is_some();
-            let row = entry.row();
             if let Some(mut h) = host {
                 h.tenant_id.clone_from(&key.0);
                 h.host.clone_from(&key.1);
@@ -878,8 +884,10 @@ impl Shard {
                 if duplicate {
                     h.flag(HostFlag::DuplicateIdentity);
                 }
-                *row = h;
+                // A new row, not a copy of the published one to overwrite.
+                entry.shown.row = Arc::new(h);
             }
+            let row = entry.row();
             row.link = "connected".into();
             row.via = name;
             row.last_seen_unix_ms = clock::now_ms();

@@ -44,6 +44,11 @@ pub struct FedArgs {
     /// Host links started per second (staggered start).
     #[arg(long, default_value_t = 2000)]
     pub start_rate: u32,
+    /// Another `fleet-aggregator` binary (an older build, say) to measure
+    /// in the same run, each size right after this build's: the rows are
+    /// labelled `this` and `other`.
+    #[arg(long, value_name = "PATH")]
+    pub compare: Option<PathBuf>,
 }
 
 struct Figures {
@@ -61,7 +66,8 @@ struct Figures {
 pub async fn run(a: FedArgs) -> Result<(), Failure> {
     raise_fd_limit();
     println!(
-        "{:>6} {:>7} {:>9} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9} {:>10} {:>11}",
+        "{:>6} {:>6} {:>7} {:>9} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9} {:>10} {:>11}",
+        "build",
         "hosts",
         "agents",
         "link_s",
@@ -74,22 +80,29 @@ pub async fn run(a: FedArgs) -> Result<(), Failure> {
         "restart_s",
         "unreach"
     );
+    let mut builds = vec![("this", sibling("fleet-aggregator"))];
+    if let Some(other) = &a.compare {
+        builds.push(("other", other.clone()));
+    }
     for n in &a.hosts {
-        let f = one_size(*n, &a).await?;
-        println!(
-            "{:>6} {:>7} {:>9.2} {:>9.1} {:>12.1} {:>14.0} {:>9.1} {:>9.1} {:>9.1} {:>10.2} {:>11}",
-            n,
-            u64::from(*n) * u64::from(a.agents),
-            f.connect_s,
-            f.rss_total_mb,
-            f.rss_per_link_kb,
-            f.ingest_per_s,
-            f.ps_ms,
-            f.lat_p50_ms,
-            f.lat_p99_ms,
-            f.restart_s,
-            f.wrongly_unreachable
-        );
+        for (label, bin) in &builds {
+            let f = one_size(*n, &a, bin).await?;
+            println!(
+                "{:>6} {:>6} {:>7} {:>9.2} {:>9.1} {:>12.1} {:>14.0} {:>9.1} {:>9.1} {:>9.1} {:>10.2} {:>11}",
+                label,
+                n,
+                u64::from(*n) * u64::from(a.agents),
+                f.connect_s,
+                f.rss_total_mb,
+                f.rss_per_link_kb,
+                f.ingest_per_s,
+                f.ps_ms,
+                f.lat_p50_ms,
+                f.lat_p99_ms,
+                f.restart_s,
+                f.wrongly_unreachable
+            );
+        }
     }
     Ok(())
 }
@@ -253,12 +266,16 @@ struct AggProc {
     port: u16,
 }
 
-async fn start_aggregator(config: &Path, port: u16) -> Result<tokio::process::Child, Failure> {
+async fn start_aggregator(
+    bin: &Path,
+    config: &Path,
+    port: u16,
+) -> Result<tokio::process::Child, Failure> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(config.with_extension("log"))?;
-    let child = program(sibling("fleet-aggregator"))
+    let child = program(bin)
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
@@ -310,7 +327,7 @@ async fn wait_until(
     }
 }
 
-async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
+async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
     let dir = tempfile::Builder::new()
         .prefix("fleet-fedbench")
         .tempdir()?;
@@ -346,7 +363,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
         ),
     )?;
     let mut agg = AggProc {
-        child: start_aggregator(&config, port).await?,
+        child: start_aggregator(bin, &config, port).await?,
         config,
         port,
     };
@@ -536,7 +553,7 @@ async fn one_size(n: u32, a: &FedArgs) -> Result<Figures, Failure> {
         s.unreachable = 0;
     }
     let t_restart = Instant::now();
-    agg.child = start_aggregator(&agg.config, agg.port).await?;
+    agg.child = start_aggregator(bin, &agg.config, agg.port).await?;
     wait_until(
         &seen,
         Duration::from_secs(120),
