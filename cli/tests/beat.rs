@@ -87,25 +87,25 @@ fn usage_errors_exit_2_and_write_nothing() {
     assert!(!hb.exists());
 }
 
+/// `bin verb --help`, which must succeed; its text.
+fn help(bin: &str, verb: &str) -> String {
+    let out = Command::new(support::bin(bin))
+        .args([verb, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{bin} {verb} --help");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn every_verb_has_help_that_teaches() {
     for verb in ["ps", "events", "hosts", "beat", "demo"] {
-        let out = Command::new(support::bin("fleetctl"))
-            .args([verb, "--help"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{verb}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = help("fleetctl", verb);
         assert!(text.contains("Usage: fleetctl"), "{verb}: {text}");
     }
     // The benchmarks are their own binary and teach the same way.
     for what in ["ps", "send", "soak", "federation"] {
-        let out = Command::new(support::bin("fleet-bench"))
-            .args([what, "--help"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{what}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = help("fleet-bench", what);
         assert!(text.contains("Usage: fleet-bench"), "{what}: {text}");
     }
     let out = Command::new(support::bin("fleetctl"))
@@ -125,14 +125,11 @@ fn every_verb_has_help_that_teaches() {
 #[test]
 fn help_lists_every_flag_and_event_kind_with_its_meaning() {
     use fleet_proto::v1::{AgentFlag, EventKind, HostFlag};
-    let help = |verb: &str| {
-        let out = Command::new(support::bin("fleetctl"))
-            .args([verb, "--help"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let (ps, hosts, events) = (help("ps"), help("hosts"), help("events"));
+    let (ps, hosts, events) = (
+        help("fleetctl", "ps"),
+        help("fleetctl", "hosts"),
+        help("fleetctl", "events"),
+    );
     for f in AgentFlag::ALL {
         assert!(
             ps.contains(f.word()) && ps.contains(f.meaning()),
