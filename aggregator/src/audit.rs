@@ -188,7 +188,7 @@ where
         req.extensions_mut().insert(mark.clone());
         let who = req
             .extensions()
-            .get::<fleet_proto::net::Peer>()
+            .get::<fleet_net::transport::Peer>()
             .map(|p| match &p.identity {
                 Some(id) => id.uri(),
                 None => p.addr.map_or_else(|| "unknown".into(), |a| a.to_string()),

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleet_net::transport::peer_of;
 use fleet_proto::address::{self, Address};
 use fleet_proto::clock;
 use fleet_proto::identity::Identity;
-use fleet_proto::net::peer_of;
 use fleet_proto::stream::{Streamed, offer};
 use fleet_proto::trace::TraceParent;
 use fleet_proto::v1::fleet_server::Fleet;

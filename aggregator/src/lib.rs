@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_proto::net::{self, Security};
+use fleet_net::transport::{self as net, Security};
 use fleet_proto::v1::fleet_server::FleetServer;
 use fleet_proto::v1::host_link_server::HostLinkServer;
 use tokio::sync::{oneshot, watch};
@@ -32,7 +32,7 @@ pub const MAX_ENCODE: usize = 256 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
     #[error("{0}")]
-    Tls(#[from] fleet_proto::tls::TlsError),
+    Tls(#[from] fleet_net::tls::TlsError),
     #[error("authz: {0}")]
     Authz(String),
     #[error("audit log {path}: {source}")]
@@ -130,7 +130,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     let security = match &cfg.tls {
         Some(t) => {
             let a = audit.clone();
-            let (me, trust) = fleet_proto::tls::load_watched(
+            let (me, trust) = fleet_net::tls::load_watched(
                 &t.cert,
                 &t.key,
                 &t.ca,
@@ -147,7 +147,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
                     });
                 },
             )?;
-            let server = fleet_proto::tls::server_config(trust, me)?;
+            let server = fleet_net::tls::server_config(trust, me)?;
             Security::Mtls(Arc::new(server))
         }
         None => {
@@ -280,6 +280,6 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });
-    fleet_proto::net::drained(served, opts.shutdown, DRAIN).await?;
+    fleet_net::transport::drained(served, opts.shutdown, DRAIN).await?;
     Ok(())
 }

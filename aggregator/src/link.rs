@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use fleet_net::transport::peer_of;
 use fleet_proto::identity::Identity;
-use fleet_proto::net::peer_of;
 use fleet_proto::stream::Streamed;
 use fleet_proto::v1::host_link_server::HostLink;
 use fleet_proto::v1::{

@@ -48,7 +48,7 @@ struct Args {
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    fleet_proto::tls::install_crypto_provider();
+    fleet_net::tls::install_crypto_provider();
     let args = Args::parse();
     let flags = FileConfig {
         listen: args.listen,

@@ -377,7 +377,7 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
     let per = a.agents as usize;
     let mut sims = Vec::with_capacity(n as usize);
     let mut pending = Vec::with_capacity(n as usize);
-    let trust = fleet_proto::tls::Trust::load(&d.join("ca.pem")).map_err(other)?;
+    let trust = fleet_net::tls::Trust::load(&d.join("ca.pem")).map_err(other)?;
     for i in 0..n {
         let (t, h) = (format!("t{}", i % 10), format!("h{i:05}"));
         let issued = ca.issue(
@@ -387,9 +387,9 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
             },
             2,
         )?;
-        let me = fleet_proto::tls::Reloading::from_pem(&issued.cert_pem, &issued.key_pem)
+        let me = fleet_net::tls::Reloading::from_pem(&issued.cert_pem, &issued.key_pem)
             .map_err(other)?;
-        let tls = fleet_proto::tls::client_config(trust.clone(), me).map_err(other)?;
+        let tls = fleet_net::tls::client_config(trust.clone(), me).map_err(other)?;
         let view = View {
             agents: (0..a.agents).map(|k| agent_row(&t, &h, k)).collect(),
             host: HostRow {
@@ -418,7 +418,7 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
             report: None,
             refused_retry: std::time::Duration::from_secs(30),
         };
-        let dial = fleet_proto::net::Dial {
+        let dial = fleet_net::transport::Dial {
             address: format!("127.0.0.1:{port}"),
             tls: Some(Arc::new(tls)),
             server_name: None,

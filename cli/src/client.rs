@@ -120,17 +120,17 @@ pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure>
                 .into(),
         ));
     };
-    let tls_err = |e: fleet_proto::tls::TlsError| Failure::Usage(e.to_string());
-    let me = fleet_proto::tls::Reloading::load(cert, key).map_err(tls_err)?;
-    let trust = fleet_proto::tls::Trust::load(ca).map_err(tls_err)?;
-    let cfg = fleet_proto::tls::client_config(trust, me).map_err(tls_err)?;
-    let dial = fleet_proto::net::Dial {
+    let tls_err = |e: fleet_net::tls::TlsError| Failure::Usage(e.to_string());
+    let me = fleet_net::tls::Reloading::load(cert, key).map_err(tls_err)?;
+    let trust = fleet_net::tls::Trust::load(ca).map_err(tls_err)?;
+    let cfg = fleet_net::tls::client_config(trust, me).map_err(tls_err)?;
+    let dial = fleet_net::transport::Dial {
         address: address.clone(),
         tls: Some(Arc::new(cfg)),
         server_name: r.server_name.clone(),
     };
     let channel =
-        fleet_proto::net::channel(&dial, Duration::from_secs(5)).map_err(Failure::Usage)?;
+        fleet_net::transport::channel(&dial, Duration::from_secs(5)).map_err(Failure::Usage)?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     // One cheap call so a refused handshake is reported as such, here.
     if let Err(s) = health

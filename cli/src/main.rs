@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    fleet_proto::tls::install_crypto_provider();
+    fleet_net::tls::install_crypto_provider();
     // A runtime's hook must never fail or print: take the fast path before
     // clap could reject anything, and before any runtime or telemetry.
     let args: Vec<String> = std::env::args().collect();

@@ -377,7 +377,7 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another() {
-    fleet_proto::tls::install_crypto_provider();
+    fleet_net::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     pki.operator("alice");
@@ -417,7 +417,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     );
 
     // No client certificate at all.
-    let roots = fleet_proto::tls::load_roots(&pki.ca()).unwrap();
+    let roots = fleet_net::tls::load_roots(&pki.ca()).unwrap();
     let cfg = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -571,10 +571,9 @@ fn fed_issue_aggregator(pki: &Pki) {
 /// The certificate a fresh connection is served.
 async fn server_cert(pki: &Pki, agg: &Aggregator) -> Vec<u8> {
     let (cert, key) = pki.pair("operator-alice");
-    let me = fleet_proto::tls::Reloading::load(&cert, &key).unwrap();
+    let me = fleet_net::tls::Reloading::load(&cert, &key).unwrap();
     let cfg =
-        fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
-            .unwrap();
+        fleet_net::tls::client_config(fleet_net::tls::Trust::load(&pki.ca()).unwrap(), me).unwrap();
     let tcp = tokio::net::TcpStream::connect(agg.address()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
@@ -1052,16 +1051,16 @@ fn channel_as(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> tonic::transport::Channel {
-    let me = fleet_proto::tls::Reloading::load(cert, key).unwrap();
-    let dial = fleet_proto::net::Dial {
+    let me = fleet_net::tls::Reloading::load(cert, key).unwrap();
+    let dial = fleet_net::transport::Dial {
         address: agg.address(),
         tls: Some(Arc::new(
-            fleet_proto::tls::client_config(fleet_proto::tls::Trust::load(&pki.ca()).unwrap(), me)
+            fleet_net::tls::client_config(fleet_net::tls::Trust::load(&pki.ca()).unwrap(), me)
                 .unwrap(),
         )),
         server_name: None,
     };
-    fleet_proto::net::channel(&dial, Duration::from_secs(5)).unwrap()
+    fleet_net::transport::channel(&dial, Duration::from_secs(5)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ fn files(ext: &str) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    for c in ["proto", "hostd", "aggregator", "cli", "bench"] {
+    for c in ["proto", "net", "hostd", "aggregator", "cli", "bench"] {
         walk(&root().join(c), ext, &mut out);
     }
     out.sort();

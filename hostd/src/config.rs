@@ -561,13 +561,13 @@ fn resolve_link(
         }
         // The certificate decides what this hostd may publish as: catch a
         // mismatch here rather than as a refused link later.
-        let ck = fleet_proto::tls::load_certified_key(&p.cert, &p.key)
+        let ck = fleet_net::tls::load_certified_key(&p.cert, &p.key)
             .map_err(|e| invalid("tls.cert", e.to_string()))?;
         let leaf = ck
             .cert
             .first()
             .ok_or_else(|| invalid("tls.cert", "empty chain".into()))?;
-        match fleet_proto::tls::peer_identity(leaf) {
+        match fleet_net::tls::peer_identity(leaf) {
             Ok(fleet_proto::identity::Identity::Host {
                 tenant: t, host: h, ..
             }) if t == tenant && h == host => {}

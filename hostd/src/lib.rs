@@ -66,7 +66,7 @@ pub enum HostdError {
         path: std::path::PathBuf,
     },
     #[error("{0}")]
-    Tls(fleet_proto::tls::TlsError),
+    Tls(fleet_net::tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -229,18 +229,18 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
     let tls = match &cfg.link.tls {
         Some(t) => {
             let (me, trust) =
-                fleet_proto::tls::load_watched(&t.cert, &t.key, &t.ca, TLS_RELOAD, |what, e| {
+                fleet_net::tls::load_watched(&t.cert, &t.key, &t.ca, TLS_RELOAD, |what, e| {
                     tracing::error!(error = %e, "{what} reload refused; keeping the current one");
                 })
                 .map_err(HostdError::Tls)?;
             Some(Arc::new(
-                fleet_proto::tls::client_config(trust, me).map_err(HostdError::Tls)?,
+                fleet_net::tls::client_config(trust, me).map_err(HostdError::Tls)?,
             ))
         }
         None => None,
     };
     for a in &cfg.link.aggregators {
-        let dial = fleet_proto::net::Dial {
+        let dial = fleet_net::transport::Dial {
             address: a.clone(),
             tls: tls.clone(),
             server_name: cfg.link.server_name.clone(),
@@ -296,7 +296,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         .serve_with_incoming_shutdown(incoming::incoming(listener, connections), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });
-    let served = fleet_proto::net::drained(served, opts.shutdown.clone(), DRAIN).await;
+    let served = fleet_net::transport::drained(served, opts.shutdown.clone(), DRAIN).await;
     let _ = std::fs::remove_file(&cfg.socket);
     let _ = tokio::time::timeout(DRAIN, owner).await;
     served?;

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_net::backoff::Backoff;
+use fleet_net::transport::{self as net, Dial};
 use fleet_proto::events::EventLog;
-use fleet_proto::net::{self, Dial};
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
@@ -65,12 +66,13 @@ impl Source {
     }
 }
 
+/// The links' schedule: from `BACKOFF_FIRST` doubling to `BACKOFF_MAX`,
+/// full jitter (a fleet of hostds never retries in lockstep).
+pub const LINK_BACKOFF: Backoff = Backoff::fixed(BACKOFF_FIRST, BACKOFF_MAX, 1.0);
+
 /// The wait before attempt `n` (0-based): uniform in [0, min(max, first·2ⁿ)].
 pub fn backoff(n: u32) -> Duration {
-    let cap = BACKOFF_FIRST
-        .saturating_mul(1u32 << n.min(16))
-        .min(BACKOFF_MAX);
-    cap.mul_f64(rand::random::<f64>())
+    LINK_BACKOFF.delay(n)
 }
 
 /// Runs the link to one aggregator until `shutdown`.

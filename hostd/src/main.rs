@@ -67,7 +67,7 @@ struct Args {
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    fleet_proto::tls::install_crypto_provider();
+    fleet_net::tls::install_crypto_provider();
     let args = Args::parse();
     let env = Environment::current();
     let flags = FileConfig {

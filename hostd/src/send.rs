@@ -161,16 +161,20 @@ pub fn sanitize(raw: &[u8], limit: usize) -> Result<Clean, SendError> {
     })
 }
 
-/// Poll interval that starts short and backs off (tens of ms).
-struct Backoff(Duration);
+/// Polling a screen: from 8 ms doubling to 100 ms, exact.
+const POLL: fleet_net::backoff::Backoff =
+    fleet_net::backoff::Backoff::fixed(Duration::from_millis(8), Duration::from_millis(100), 0.0);
+
+/// Poll waits that start short and back off (tens of ms).
+struct Backoff(u32);
 
 impl Backoff {
     fn new() -> Self {
-        Self(Duration::from_millis(8))
+        Self(0)
     }
     async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 3 / 2).min(Duration::from_millis(100));
+        tokio::time::sleep(POLL.delay(self.0)).await;
+        self.0 = self.0.saturating_add(1);
     }
 }
 

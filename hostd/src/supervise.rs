@@ -227,10 +227,7 @@ impl Supervisor {
                     });
                     continue;
                 }
-                let delay = policy
-                    .initial_delay
-                    .saturating_mul(1u32 << (n - 1).min(20))
-                    .min(policy.max_delay);
+                let delay = policy.backoff.delay(n - 1);
                 st.respawn_at = Some(now + ms(delay));
             }
             if st.gave_up || !policy.enabled {

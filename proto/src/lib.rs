@@ -8,11 +8,9 @@ pub mod events;
 pub mod heartbeat;
 pub mod identity;
 pub mod name;
-pub mod net;
 pub mod paths;
 pub mod stream;
 pub mod telemetry;
-pub mod tls;
 pub mod trace;
 pub mod vocab;
 

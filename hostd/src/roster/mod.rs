@@ -45,6 +45,8 @@ pub struct RespawnPolicy {
     /// Wait before the first respawn; doubled per death in the window.
     pub initial_delay: Duration,
     pub max_delay: Duration,
+    /// `initial_delay` doubled per death up to `max_delay`, validated.
+    pub backoff: fleet_net::backoff::Backoff,
 }
 
 impl Default for RespawnPolicy {
@@ -55,6 +57,11 @@ impl Default for RespawnPolicy {
             window: Duration::from_secs(600),
             initial_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            backoff: fleet_net::backoff::Backoff::fixed(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+                0.0,
+            ),
         }
     }
 }

@@ -272,6 +272,7 @@ pub(super) fn respawn_policy(
             (0.0, 86_400.0),
             at,
         )?,
+        backoff: base.backoff,
     };
     if !(1..=1000).contains(&p.max_deaths) {
         return Err(at(
@@ -279,13 +280,15 @@ pub(super) fn respawn_policy(
             format!("{} is outside 1..=1000", p.max_deaths),
         ));
     }
-    if p.max_delay < p.initial_delay {
-        return Err(at(
-            &k("max_delay_secs"),
-            "must be at least initial_delay_secs".into(),
-        ));
-    }
-    Ok(p)
+    // The one validated schedule: doubling from the first delay to the cap.
+    let backoff =
+        fleet_net::backoff::Backoff::try_new(p.initial_delay, p.max_delay, 0.0).map_err(|_| {
+            at(
+                &k("max_delay_secs"),
+                "must be at least initial_delay_secs".into(),
+            )
+        })?;
+    Ok(RespawnPolicy { backoff, ..p })
 }
 
 pub(super) fn resolve_supervision(

@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::identity::Identity;
 use crate::tls;
+use fleet_proto::identity::Identity;
 
 /// A handshake that has not finished after this long is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fleet_net::tls::{self, Reload, Reloading, Trust};
 use fleet_proto::identity::Identity;
-use fleet_proto::tls::{self, Reload, Reloading, Trust};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -22,7 +22,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::identity::{Identity, IdentityError};
+use fleet_proto::identity::{Identity, IdentityError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
