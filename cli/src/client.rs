@@ -82,6 +82,15 @@ pub struct Remote {
     pub server_name: Option<String>,
 }
 
+/// What this invocation talks to: `hostd` or `aggregator` (see [`peer`]).
+static PEER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The server this invocation talks to, for error messages (`hostd` until
+/// a [`Server`] is made).
+pub fn peer() -> &'static str {
+    PEER.get().copied().unwrap_or("hostd")
+}
+
 /// Where the verbs go.
 #[derive(Debug, Clone)]
 pub enum Server {
@@ -91,10 +100,17 @@ pub enum Server {
 
 impl Server {
     pub fn new(socket: Option<&Path>, remote: &Remote) -> Self {
-        match &remote.aggregator {
+        let server = match &remote.aggregator {
             Some(_) if socket.is_none() => Server::Aggregator(remote.clone()),
             _ => Server::Local(socket_path(socket)),
-        }
+        };
+        // Errors are worded for the server this invocation talks to.
+        let _ = PEER.set(if server.is_aggregator() {
+            "aggregator"
+        } else {
+            "hostd"
+        });
+        server
     }
 
     pub fn is_aggregator(&self) -> bool {

@@ -70,16 +70,23 @@ impl Failure {
     }
 }
 
+/// One line for a server's answer, sorted by its code (never by its text),
+/// naming the server this invocation talks to.
 fn describe_status(s: &tonic::Status) -> String {
     use tonic::Code;
+    let peer = client::peer();
     let what = match s.code() {
-        Code::PermissionDenied => "refused",
-        Code::Unauthenticated => "not authenticated",
-        Code::NotFound => "not found",
-        Code::InvalidArgument => "invalid request",
-        Code::Unavailable => "hostd unavailable",
-        Code::ResourceExhausted => "too slow for the server; run again",
-        _ => "server error",
+        Code::PermissionDenied => format!("refused by the {peer}"),
+        Code::Unauthenticated => format!("not authenticated to the {peer}"),
+        Code::NotFound => "not found".to_owned(),
+        Code::InvalidArgument => "invalid request".to_owned(),
+        // Through an aggregator the message names what is unavailable (a
+        // host, its link); from hostd it is hostd itself.
+        Code::Unavailable if peer == "aggregator" => "unavailable".to_owned(),
+        Code::Unavailable => "hostd unavailable".to_owned(),
+        Code::ResourceExhausted => format!("too slow for the {peer}; run again"),
+        Code::DeadlineExceeded => format!("no answer from the {peer} in time"),
+        _ => format!("{peer} error"),
     };
     format!("{what}: {}", s.message())
 }

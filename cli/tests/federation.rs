@@ -266,7 +266,7 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
         let out = fleetctl_as(&pki, &agg, "bob", &args, &[]);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(
-            stderr(&out).contains("refused: operator bob may not"),
+            stderr(&out).contains("refused by the aggregator: operator bob may not"),
             "{args:?}: {}",
             stderr(&out)
         );
