@@ -504,8 +504,8 @@ struct Shard {
     /// Hosts changed since the last publish, and what changed.
     dirty: Vec<HostKey>,
     changes: Vec<Change>,
-    /// A publish happened outside the loop's own (a delivery forced one).
-    published_now: bool,
+    /// When this shard last published (a delivery publishes at once too).
+    last_publish: Instant,
 }
 
 impl Shard {
@@ -519,7 +519,7 @@ impl Shard {
             snapshot,
             dirty: Vec::new(),
             changes: Vec::new(),
-            published_now: false,
+            last_publish: Instant::now(),
         }
     }
 
@@ -528,9 +528,8 @@ impl Shard {
         let mut sweep = tokio::time::interval(every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
-        let mut last = Instant::now();
         loop {
-            let due = last + PUBLISH_EVERY;
+            let due = self.last_publish + PUBLISH_EVERY;
             let waiting = self.waiting();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -544,14 +543,8 @@ impl Shard {
                 _ = sweep.tick() => self.sweep(),
                 () = tokio::time::sleep_until(due), if waiting => {}
             }
-            if self.published_now {
-                last = Instant::now();
-                self.published_now = false;
-            }
-            if self.waiting() && Instant::now() >= last + PUBLISH_EVERY {
+            if self.waiting() && Instant::now() >= self.last_publish + PUBLISH_EVERY {
                 self.publish();
-                last = Instant::now();
-                self.published_now = false;
             }
         }
     }
@@ -604,7 +597,7 @@ impl Shard {
         if !self.waiting() {
             return;
         }
-        self.published_now = true;
+        self.last_publish = Instant::now();
         self.dirty.sort_unstable();
         self.dirty.dedup();
         for key in self.dirty.drain(..) {
