@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::sync::Arc;
 
+use fleet_net::reload::Watched;
 use serde::Deserialize;
 
 /// What an operator may do.
@@ -66,31 +66,56 @@ pub struct Grants {
     pub operators: BTreeMap<String, Grant>,
 }
 
+/// Why a grants file was refused: always names the file, and the key
+/// where there is one.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GrantsError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: operators.{name}: not a valid operator name")]
+    Operator { path: String, name: String },
+    #[error("{path}: operators.{name}.tenants: {tenant:?} is not a tenant id")]
+    Tenant {
+        path: String,
+        name: String,
+        tenant: String,
+    },
+}
+
 impl Grants {
-    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
-        let g: Grants = toml::from_str(text)
-            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    pub fn parse(text: &str, path: &Path) -> Result<Self, GrantsError> {
+        let path = || path.display().to_string();
+        let g: Grants = toml::from_str(text).map_err(|e| GrantsError::Syntax {
+            path: path(),
+            message: e.to_string().trim().to_owned(),
+        })?;
         for (name, grant) in &g.operators {
             if !fleet_proto::identity::check_label(name) {
-                return Err(format!(
-                    "{}: operators.{name}: not a valid operator name",
-                    path.display()
-                ));
+                return Err(GrantsError::Operator {
+                    path: path(),
+                    name: name.clone(),
+                });
             }
             for t in &grant.tenants {
                 if t != "*" && !fleet_proto::identity::check_label(t) {
-                    return Err(format!(
-                        "{}: operators.{name}.tenants: {t:?} is not a tenant id",
-                        path.display()
-                    ));
+                    return Err(GrantsError::Tenant {
+                        path: path(),
+                        name: name.clone(),
+                        tenant: t.clone(),
+                    });
                 }
             }
         }
         Ok(g)
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, GrantsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GrantsError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Self::parse(&text, path)
     }
 
@@ -104,50 +129,34 @@ impl Grants {
 #[derive(Debug)]
 pub struct Authz {
     path: PathBuf,
-    current: RwLock<(Arc<Grants>, Option<SystemTime>)>,
+    current: Watched<Grants>,
     /// Bumped on every reload that put new grants in force: open streams
     /// re-check themselves.
     changed: tokio::sync::watch::Sender<u64>,
 }
 
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
 impl Authz {
-    pub fn load(path: &Path) -> Result<Arc<Self>, String> {
-        let stamp = mtime(path);
-        let g = Grants::load(path)?;
+    pub fn load(path: &Path) -> Result<Arc<Self>, GrantsError> {
+        let current = Watched::load(vec![path.to_owned()], || Grants::load(path))?;
         Ok(Arc::new(Self {
             path: path.to_owned(),
-            current: RwLock::new((Arc::new(g), stamp)),
+            current,
             changed: tokio::sync::watch::Sender::new(0),
         }))
     }
 
     pub fn grants(&self) -> Arc<Grants> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.current.get()
     }
 
     /// Re-reads a changed file. `Ok(true)` when new grants are in force; on
     /// error the old ones stay.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let stamp = mtime(&self.path);
-        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
-            return Ok(false);
+    pub fn reload_if_changed(&self) -> Result<bool, GrantsError> {
+        let reloaded = self.current.reload(|| Grants::load(&self.path))?;
+        if reloaded {
+            self.changed.send_modify(|n| *n += 1);
         }
-        let loaded = Grants::load(&self.path);
-        {
-            let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-            cur.1 = stamp;
-            cur.0 = Arc::new(loaded?);
-        }
-        self.changed.send_modify(|n| *n += 1);
-        Ok(true)
+        Ok(reloaded)
     }
 
     /// Fires after each reload that changed the grants in force.
@@ -189,11 +198,12 @@ mod tests {
     fn bad_grants_say_where() {
         let p = Path::new("authz.toml");
         let e = Grants::parse("[operators.a]\ntenants=[\"x\"]\nverbs=[\"fly\"]\n", p).unwrap_err();
+        let e = e.to_string();
         assert!(e.starts_with("authz.toml:") && e.contains("fly"), "{e}");
         let e = Grants::parse("[operators.a]\ntenants=[\"../x\"]\nverbs=[]\n", p).unwrap_err();
-        assert!(e.contains("not a tenant id"), "{e}");
+        assert!(e.to_string().contains("not a tenant id"), "{e}");
         let e = Grants::parse("[operators.a]\ntenants=[]\nverbs=[]\nextra=1\n", p).unwrap_err();
-        assert!(e.contains("extra"), "{e}");
+        assert!(e.to_string().contains("extra"), "{e}");
     }
 
     #[test]
@@ -203,7 +213,7 @@ mod tests {
         std::fs::write(&p, "[operators.a]\ntenants=[\"t\"]\nverbs=[\"read\"]\n").unwrap();
         let a = Authz::load(&p).unwrap();
         std::fs::write(&p, "[operators.a\n").unwrap();
-        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
         std::fs::File::options()
             .write(true)
             .open(&p)
@@ -213,7 +223,7 @@ mod tests {
         assert!(a.reload_if_changed().is_err());
         assert!(a.grants().of("a").is_some());
         std::fs::write(&p, "[operators.b]\ntenants=[\"t\"]\nverbs=[\"read\"]\n").unwrap();
-        let later = SystemTime::now() + std::time::Duration::from_secs(10);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
         std::fs::File::options()
             .write(true)
             .open(&p)

@@ -659,22 +659,9 @@ impl Fleet for FleetService {
         };
         let caller = self.caller(&req, Verb::Read, &target)?;
         let req = req.into_inner();
-        let filter = if req.agent.is_empty() {
-            None
-        } else {
-            Some(Address::parse(&req.agent)?)
-        };
+        let filter = fleet_proto::stream::EventFilter::new(&req)?;
         let sees = caller.sees_now(&self.authz);
-        let kinds = req.kinds.clone();
-        let wanted = move |e: &Event| {
-            sees(&e.tenant_id)
-                && (kinds.is_empty() || kinds.contains(&e.kind))
-                && filter.as_ref().is_none_or(|a| {
-                    a.agent == e.agent
-                        && a.host.as_ref().is_none_or(|h| *h == e.host)
-                        && a.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
-                })
-        };
+        let wanted = move |e: &Event| sees(&e.tenant_id) && filter.matches(e);
         let (backlog, live) = self.view.events.subscribe(req.after_seq);
         Ok(Response::new(self.revocable(
             fleet_proto::stream::events(backlog, live, req.follow, wanted),

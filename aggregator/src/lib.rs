@@ -34,7 +34,7 @@ pub enum AggregatorError {
     #[error("{0}")]
     Tls(#[from] fleet_net::tls::TlsError),
     #[error("authz: {0}")]
-    Authz(String),
+    Authz(#[from] authz::GrantsError),
     #[error("audit log {path}: {source}")]
     Audit {
         path: std::path::PathBuf,
@@ -122,7 +122,7 @@ const DRAIN: Duration = Duration::from_millis(800);
 
 /// Runs the aggregator until shutdown. `cfg` is already validated.
 pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
-    let authz = authz::Authz::load(&cfg.authz).map_err(AggregatorError::Authz)?;
+    let authz = authz::Authz::load(&cfg.authz)?;
     let audit = audit::Audit::open(&cfg.audit_log).map_err(|source| AggregatorError::Audit {
         path: cfg.audit_log.clone(),
         source,
@@ -159,25 +159,19 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         let authz = authz.clone();
         let audit = audit.clone();
         let every = cfg.reload;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match authz.reload_if_changed() {
-                    Ok(true) => tracing::info!("operator grants reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "grants reload refused; keeping the current grants");
-                        audit.write(audit::Record {
-                            kind: "security",
-                            who: "aggregator".into(),
-                            verb: "reload".into(),
-                            target: "authz".into(),
-                            outcome: format!("refused: {e}"),
-                            ..Default::default()
-                        });
-                    }
-                }
+        fleet_net::reload::every(every, move || match authz.reload_if_changed() {
+            Ok(true) => tracing::info!("operator grants reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "grants reload refused; keeping the current grants");
+                audit.write(audit::Record {
+                    kind: "security",
+                    who: "aggregator".into(),
+                    verb: "reload".into(),
+                    target: "authz".into(),
+                    outcome: format!("refused: {e}"),
+                    ..Default::default()
+                });
             }
         });
     }

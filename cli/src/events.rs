@@ -18,7 +18,7 @@ pub async fn run(
     kinds: Vec<String>,
 ) -> Result<(), Failure> {
     if let Some(a) = &agent {
-        fleet_proto::name::check(a).map_err(|e| Failure::Usage(e.to_string()))?;
+        fleet_proto::address::Address::parse(a).map_err(|e| Failure::Usage(e.to_string()))?;
     }
     let mut client = client::open(server).await?;
     let mut stream = client

@@ -176,7 +176,8 @@ pub enum Verb {
         /// Print the retained backlog and exit instead of following.
         #[arg(long)]
         no_follow: bool,
-        /// Only events about this agent.
+        /// Only events about this agent: AGENT, HOST/AGENT or
+        /// TENANT/HOST/AGENT (the same address `send` takes).
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,
         /// Only events after this sequence number.

@@ -584,15 +584,9 @@ impl FleetService {
     }
 
     fn events_stream(&self, req: EventsRequest) -> Result<Response<Streamed<Event>>, Status> {
-        if !req.agent.is_empty() {
-            fleet_proto::name::check(&req.agent)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
+        let filter = fleet_proto::stream::EventFilter::new(&req)?;
         let (backlog, live) = self.events.subscribe(req.after_seq);
-        let wanted = move |e: &Event| {
-            (req.agent.is_empty() || e.agent == req.agent)
-                && (req.kinds.is_empty() || req.kinds.contains(&e.kind))
-        };
+        let wanted = move |e: &Event| filter.matches(e);
         Ok(Response::new(self.until_stop(fleet_proto::stream::events(
             backlog, live, req.follow, wanted,
         ))))

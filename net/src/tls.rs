@@ -6,8 +6,9 @@
 //! from its one SPIFFE URI SAN.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::sync::Arc;
+
+use crate::reload::Watched;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
@@ -101,71 +102,11 @@ pub trait Reload: Send + Sync + 'static {
     where
         Self: Sized,
     {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match self.reload_if_changed() {
-                    Ok(true) => tracing::info!("tls files reloaded"),
-                    Ok(false) => {}
-                    Err(e) => on_error(&e),
-                }
-            }
+        crate::reload::every(every, move || match self.reload_if_changed() {
+            Ok(true) => tracing::info!("tls files reloaded"),
+            Ok(false) => {}
+            Err(e) => on_error(&e),
         })
-    }
-}
-
-/// A value read from files and read again when they change; a failed
-/// reload keeps the last good value. Connections already established are
-/// never touched: only new handshakes see a new value.
-#[derive(Debug)]
-struct Watched<T> {
-    files: Vec<PathBuf>,
-    current: RwLock<(Arc<T>, Option<SystemTime>)>,
-}
-
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-impl<T> Watched<T> {
-    /// `files` empty: held in memory, never reloaded.
-    fn new(files: Vec<PathBuf>, value: T) -> Self {
-        let stamp = Self::stamp(&files);
-        Self {
-            files,
-            current: RwLock::new((Arc::new(value), stamp)),
-        }
-    }
-
-    fn stamp(files: &[PathBuf]) -> Option<SystemTime> {
-        files.iter().map(|f| mtime(f)).max().flatten()
-    }
-
-    fn get(&self) -> Arc<T> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
-    }
-
-    /// Calls `load` if the files changed: `Ok(true)` when its value is now
-    /// in use, its error (once per change) otherwise.
-    fn reload(&self, load: impl FnOnce() -> Result<T, TlsError>) -> Result<bool, TlsError> {
-        if self.files.is_empty() {
-            return Ok(false);
-        }
-        let stamp = Self::stamp(&self.files);
-        if stamp == self.current.read().unwrap_or_else(|p| p.into_inner()).1 {
-            return Ok(false);
-        }
-        let loaded = load();
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        // Remember the attempt either way, so a bad file is reported once.
-        cur.1 = stamp;
-        cur.0 = Arc::new(loaded?);
-        Ok(true)
     }
 }
 
@@ -179,11 +120,13 @@ pub struct Reloading {
 
 impl Reloading {
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
-        let ck = load_certified_key(cert, key)?;
+        let current = Watched::load(vec![cert.to_owned(), key.to_owned()], || {
+            load_certified_key(cert, key)
+        })?;
         Ok(Arc::new(Self {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            current: Watched::new(vec![cert.to_owned(), key.to_owned()], ck),
+            current,
         }))
     }
 
@@ -279,7 +222,7 @@ impl Trust {
     pub fn load(ca: &Path) -> Result<Arc<Self>, TlsError> {
         Ok(Arc::new(Self {
             ca: ca.to_owned(),
-            current: Watched::new(vec![ca.to_owned()], Verifiers::load(ca)?),
+            current: Watched::load(vec![ca.to_owned()], || Verifiers::load(ca))?,
             algorithms: provider().signature_verification_algorithms,
         }))
     }

@@ -72,10 +72,15 @@ impl Address {
         })
     }
 
+    /// Whether this address names the agent `tenant/host/agent`.
+    pub fn names(&self, tenant: &str, host: &str, agent: &str) -> bool {
+        agent == self.agent
+            && self.host.as_ref().is_none_or(|h| h == host)
+            && self.tenant.as_ref().is_none_or(|t| t == tenant)
+    }
+
     fn matches(&self, r: &AgentRow) -> bool {
-        r.name == self.agent
-            && self.host.as_ref().is_none_or(|h| *h == r.host)
-            && self.tenant.as_ref().is_none_or(|t| *t == r.tenant_id)
+        self.names(&r.tenant_id, &r.host, &r.name)
     }
 }
 

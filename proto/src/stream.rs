@@ -74,6 +74,37 @@ pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
     }
 }
 
+/// What an `Events` reader asked for, applied the same way by hostd and
+/// the aggregator: `agent` is an address (`AGENT`, `HOST/AGENT` or
+/// `TENANT/HOST/AGENT`; empty = every agent and host-level events) and
+/// `kinds` kind words (empty = all).
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    agent: Option<crate::address::Address>,
+    kinds: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn new(req: &crate::v1::EventsRequest) -> Result<Self, crate::address::AddressError> {
+        let agent = match req.agent.as_str() {
+            "" => None,
+            a => Some(crate::address::Address::parse(a)?),
+        };
+        Ok(Self {
+            agent,
+            kinds: req.kinds.clone(),
+        })
+    }
+
+    pub fn matches(&self, e: &crate::v1::Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && self
+                .agent
+                .as_ref()
+                .is_none_or(|a| a.names(&e.tenant_id, &e.host, &e.agent))
+    }
+}
+
 /// The `Events` stream: `backlog` (already after the caller's `after_seq`)
 /// then, when `follow`, live events — both filtered by `wanted`. A reader
 /// that falls behind the broadcast is told so and cut off.
@@ -145,7 +176,43 @@ pub fn snapshot_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{AgentRow, HostRow};
+    use crate::v1::{AgentRow, Event, EventsRequest, HostRow};
+
+    #[test]
+    fn one_event_filter_reads_every_address_form() {
+        let e = |t: &str, h: &str, a: &str, k: &str| Event {
+            tenant_id: t.into(),
+            host: h.into(),
+            agent: a.into(),
+            kind: k.into(),
+            ..Default::default()
+        };
+        let f = |agent: &str, kinds: &[&str]| {
+            EventFilter::new(&EventsRequest {
+                agent: agent.into(),
+                kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let died = e("acme", "h1", "coder", "died");
+        assert!(f("", &[]).matches(&died));
+        assert!(f("coder", &[]).matches(&died));
+        assert!(f("h1/coder", &["died"]).matches(&died));
+        assert!(f("acme/h1/coder", &[]).matches(&died));
+        assert!(!f("h2/coder", &[]).matches(&died));
+        assert!(!f("globex/h1/coder", &[]).matches(&died));
+        assert!(!f("coder", &["started"]).matches(&died));
+        assert!(!f("coder", &[]).matches(&e("acme", "h1", "", "roster-reloaded")));
+        assert!(f("", &[]).matches(&e("acme", "h1", "", "roster-reloaded")));
+        for bad in ["a:b", "a/b/c/d", "../x/y"] {
+            let req = EventsRequest {
+                agent: bad.into(),
+                ..Default::default()
+            };
+            assert!(EventFilter::new(&req).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn snapshots_are_chunked_with_hosts_on_the_last() {
