@@ -17,7 +17,7 @@ use fleet_proto::v1::{
     AgentRow, Command, ControlAction, ControlRequest, ControlResult, Event, EventsRequest,
     FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
     ScreenFrame, SendReceipt, SendRequest, Verdict, WatchFleetRequest, WatchScreenRequest, command,
-    command_result, fleet_update,
+    command_result,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,9 +33,6 @@ const FLEET_WIDE: &str = "*";
 
 /// Outcome of a command whose caller gave up before the answer.
 const CALLER_GONE: &str = "caller gone: the host was told to stop the command";
-
-/// Longest wait an operator may ask for (hostd clamps the same).
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Rows per snapshot message; a bigger view is chunked, never refused.
 pub const SNAPSHOT_CHUNK: usize = 5_000;
@@ -545,24 +542,10 @@ impl Fleet for FleetService {
             // its rows are removed from the caller's view at once.
             let mut shown: std::collections::BTreeSet<String> =
                 agents.iter().map(|a| a.tenant_id.clone()).collect();
-            let mut seq = 0u64;
-            let mut next = |update| {
-                let u = FleetUpdate {
-                    epoch,
-                    seq,
-                    update: Some(update),
-                    generated_at_unix_ms: clock::now_ms(),
-                };
-                seq += 1;
-                u
-            };
+            let mut frames = fleet_proto::stream::Frames::new(epoch);
             // The snapshot, in chunks; hosts ride with the last one.
-            for snap in fleet_proto::stream::snapshot_chunks(&agents, hosts, SNAPSHOT_CHUNK) {
-                if tx
-                    .send(Ok(next(fleet_update::Update::Snapshot(snap))))
-                    .await
-                    .is_err()
-                {
+            for u in frames.snapshot(&agents, hosts, SNAPSHOT_CHUNK) {
+                if tx.send(Ok(u)).await.is_err() {
                     return;
                 }
             }
@@ -590,11 +573,11 @@ impl Fleet for FleetService {
                                 name: r.name,
                             })
                             .collect();
-                        let u = next(fleet_update::Update::Delta(fleet_proto::v1::Delta {
+                        let u = frames.delta(fleet_proto::v1::Delta {
                             upserts: vec![],
                             removals,
                             hosts: vec![],
-                        }));
+                        });
                         if !offer(&tx, u).await {
                             return;
                         }
@@ -634,7 +617,7 @@ impl Fleet for FleetService {
                     };
                 }
                 if !fold.is_empty() {
-                    permit.send(Ok(next(fleet_update::Update::Delta(fold.take()))));
+                    permit.send(Ok(frames.delta(fold.take())));
                 }
             }
         });
@@ -685,17 +668,8 @@ impl Fleet for FleetService {
                 return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
             }
         };
-        // Waits are clamped as hostd clamps them: nobody waits longer.
-        let ms = |v: u32, d: u64| {
-            Duration::from_millis(if v == 0 { d } else { u64::from(v) }).min(MAX_WAIT)
-        };
-        let timeout = ms(req.verify_timeout_ms, 6000)
-            + if req.when_idle {
-                ms(req.when_idle_timeout_ms, 30_000)
-            } else {
-                Duration::ZERO
-            }
-            + Duration::from_secs(10);
+        // The host's own waits bound the relay, plus room for the trip.
+        let timeout = fleet_proto::waits::Waits::of(&req).total() + Duration::from_secs(10);
         req.agent = row.name.clone();
         req.traceparent = tp.to_string();
         // What the host would refuse is refused here: a message its link

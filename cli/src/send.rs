@@ -30,9 +30,9 @@ pub struct SendArgs {
     /// Wait for the agent's verdict (exit code = verdict).
     #[arg(long)]
     pub verify: bool,
-    /// Verification deadline after Enter.
-    #[arg(long, value_name = "DUR", default_value = "6s", value_parser = parse_duration)]
-    pub verify_timeout: Duration,
+    /// Verification deadline after Enter [default: the server's, 6s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub verify_timeout: Option<Duration>,
     /// Paste only; leave the text as a draft.
     #[arg(long)]
     pub no_enter: bool,
@@ -47,9 +47,10 @@ pub struct SendArgs {
     #[arg(long)]
     pub clear_draft: bool,
     /// Bound on waiting for the agent's input queue and for a starting
-    /// runtime's input box.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
-    pub queue_timeout: Duration,
+    /// runtime's input box [default: the server's, 30s]. Every wait is
+    /// clamped to 10m.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub queue_timeout: Option<Duration>,
     /// Print the receipt as JSON.
     #[arg(long)]
     pub json: bool,
@@ -147,20 +148,21 @@ fn read_text(a: &SendArgs) -> Result<Vec<u8>, Failure> {
 pub async fn run(server: &client::Server, a: SendArgs) -> Result<u8, Failure> {
     let text = read_text(&a)?;
     let mut c = client::open(server).await?;
-    let timeout_ms = u32::try_from(a.verify_timeout.as_millis()).unwrap_or(u32::MAX);
+    // Unset waits go as zero: the server's defaults (`fleet_proto::waits`).
+    let field = |d: Option<Duration>| d.map_or(0, fleet_proto::waits::field);
     let receipt = c
         .send(SendRequest {
             agent: a.agent.clone(),
             text,
             verify: a.verify,
-            verify_timeout_ms: timeout_ms,
+            verify_timeout_ms: field(a.verify_timeout),
             no_enter: a.no_enter,
             when_idle: a.when_idle,
             when_idle_timeout_ms: 0,
             strict: a.strict,
             traceparent: crate::traceparent(),
             clear_draft: a.clear_draft,
-            queue_timeout_ms: u32::try_from(a.queue_timeout.as_millis()).unwrap_or(u32::MAX),
+            queue_timeout_ms: field(a.queue_timeout),
         })
         .await?
         .into_inner();

@@ -13,11 +13,12 @@ use std::time::Duration;
 use fleet_net::backoff::Backoff;
 use fleet_net::transport::{self as net, Dial};
 use fleet_proto::events::EventLog;
+use fleet_proto::stream::Frames;
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
     AggregatorMessage, Command, CommandError, CommandResult, FleetUpdate, Hello, HostMessage,
-    LinkBeat, aggregator_message, command, command_result, fleet_update, host_message,
+    LinkBeat, aggregator_message, command, command_result, host_message,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::AbortHandle;
@@ -142,28 +143,19 @@ pub async fn run(dial: Dial, source: Source, mut shutdown: watch::Receiver<bool>
     }
 }
 
-fn update(epoch: u64, seq: &mut u64, u: fleet_update::Update) -> HostMessage {
-    *seq += 1;
+fn up(u: FleetUpdate) -> HostMessage {
     HostMessage {
-        msg: Some(host_message::Msg::Update(FleetUpdate {
-            epoch,
-            seq: *seq,
-            update: Some(u),
-            generated_at_unix_ms: clock::now_ms(),
-        })),
+        msg: Some(host_message::Msg::Update(u)),
     }
 }
 
 async fn send_snapshot(
-    up: &mpsc::Sender<HostMessage>,
-    epoch: u64,
-    seq: &mut u64,
+    tx: &mpsc::Sender<HostMessage>,
+    frames: &mut Frames,
     view: &View,
 ) -> Result<(), String> {
-    let parts =
-        fleet_proto::stream::snapshot_chunks(&view.agents, vec![view.host.clone()], SNAPSHOT_CHUNK);
-    for snap in parts {
-        up.send(update(epoch, seq, fleet_update::Update::Snapshot(snap)))
+    for u in frames.snapshot(&view.agents, vec![view.host.clone()], SNAPSHOT_CHUNK) {
+        tx.send(up(u))
             .await
             .map_err(|_| "stream closed".to_owned())?;
     }
@@ -174,13 +166,12 @@ async fn send_snapshot(
 async fn send_changes(
     view: &mut watch::Receiver<Arc<View>>,
     prev: &mut Arc<View>,
-    up: &mpsc::Sender<HostMessage>,
-    epoch: u64,
-    seq: &mut u64,
+    tx: &mpsc::Sender<HostMessage>,
+    frames: &mut Frames,
 ) -> Result<(), String> {
     let next = view.borrow_and_update().clone();
     if let Some(d) = diff(prev, &next) {
-        up.send(update(epoch, seq, fleet_update::Update::Delta(d)))
+        tx.send(up(frames.delta(d)))
             .await
             .map_err(|_| "stream closed".to_owned())?;
     }
@@ -231,11 +222,10 @@ async fn session(
             &[("aggregator", address.to_owned())],
         );
     }
-    let epoch = source.hello.boot_epoch;
-    let mut seq = 0u64;
+    let mut frames = Frames::new(source.hello.boot_epoch);
     let mut view = source.view.clone();
     let mut prev = view.borrow_and_update().clone();
-    send_snapshot(&up, epoch, &mut seq, &prev).await?;
+    send_snapshot(&up, &mut frames, &prev).await?;
     let (backlog, mut live) = source.events.subscribe(welcome.events_after);
     for e in backlog {
         up.send(HostMessage {
@@ -256,13 +246,13 @@ async fn session(
                 if changed.is_err() {
                     return Ok(());
                 }
-                send_changes(&mut view, &mut prev, &up, epoch, &mut seq).await?;
+                send_changes(&mut view, &mut prev, &up, &mut frames).await?;
             }
             Some(r) = results_rx.recv() => {
                 // The change a command made goes up before its answer, so the
                 // operator's next read already shows it.
                 if view.has_changed().unwrap_or(false) {
-                    send_changes(&mut view, &mut prev, &up, epoch, &mut seq).await?;
+                    send_changes(&mut view, &mut prev, &up, &mut frames).await?;
                 }
                 up.send(r).await.map_err(closed)?;
             }
@@ -299,7 +289,7 @@ async fn session(
                     aggregator_message::Msg::Resync(r) => {
                         tracing::info!(reason = %r.reason, "aggregator asked for a snapshot");
                         prev = view.borrow_and_update().clone();
-                        send_snapshot(&up, epoch, &mut seq, &prev).await?;
+                        send_snapshot(&up, &mut frames, &prev).await?;
                     }
                     aggregator_message::Msg::Welcome(_) => {}
                 }
@@ -394,7 +384,7 @@ fn time_left(deadline_unix_ms: i64, now_ms: i64) -> Result<Option<Duration>, ()>
         return Err(());
     }
     Ok(Some(
-        Duration::from_millis(ms.unsigned_abs()).min(crate::service::MAX_WAIT),
+        Duration::from_millis(ms.unsigned_abs()).min(fleet_proto::waits::MAX_WAIT),
     ))
 }
 
@@ -496,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_peer_supplied_deadline_is_clamped_and_never_overflows() {
-        let max = crate::service::MAX_WAIT;
+        let max = fleet_proto::waits::MAX_WAIT;
         assert_eq!(time_left(0, 1_000), Ok(None));
         assert_eq!(time_left(i64::MIN, 1_000), Ok(None));
         assert_eq!(time_left(i64::MAX, 1_000), Ok(Some(max)));

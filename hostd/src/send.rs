@@ -70,18 +70,18 @@ pub struct Options {
 }
 
 impl Options {
-    /// A verified send with the defaults: 6 s to a verdict after Enter, no
-    /// idle wait, a stale draft refused, 30 s for a starting runtime.
+    /// A verified send with the defaults (`fleet_proto::waits`): no idle
+    /// wait, a stale draft refused.
     pub fn verified(trace_id: String) -> Self {
         Self {
             verify: true,
-            verify_timeout: Duration::from_secs(6),
+            verify_timeout: fleet_proto::waits::VERIFY,
             no_enter: false,
             when_idle: None,
             strict: false,
             trace_id,
             clear_draft: false,
-            ready_timeout: Duration::from_secs(30),
+            ready_timeout: fleet_proto::waits::QUEUE,
         }
     }
 }

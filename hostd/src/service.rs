@@ -3,16 +3,15 @@
 
 use fleet_proto::v1::{AgentFlag, EventKind, HostFlag};
 use fleet_proto::vocab::Flagged;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::{
-    AgentKey, AgentRow, ControlAction, ControlRequest, ControlResult, Delta, Event, EventsRequest,
+    AgentRow, ControlAction, ControlRequest, ControlResult, Delta, Event, EventsRequest,
     FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
-    PaneState, ScreenFrame, SendReceipt, SendRequest, Snapshot, Verdict, WatchFleetRequest,
-    WatchScreenRequest, fleet_update,
+    PaneState, ScreenFrame, SendReceipt, SendRequest, Verdict, WatchFleetRequest,
+    WatchScreenRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -75,11 +74,6 @@ impl Drop for Abandoned<'_> {
         }
     }
 }
-
-/// Default bound on waiting for an agent's input queue and start-up.
-pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest caller-supplied wait hostd honours (verify, when-idle, queue).
-pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 // === errors at the edge ===
 
@@ -183,7 +177,8 @@ impl FleetService {
     pub async fn deliver_to(&self, agent: &str, text: &[u8]) -> Result<SendReceipt, Status> {
         let row = self.live_row(agent)?;
         let opts = send::Options::verified(fleet_proto::trace::TraceParent::fresh().trace_id);
-        self.deliver(&row, text, opts, QUEUE_TIMEOUT).await
+        self.deliver(&row, text, opts, fleet_proto::waits::QUEUE)
+            .await
     }
 
     /// The verified send path shared by `Send` and `Control(RESET)`.
@@ -330,20 +325,12 @@ impl Fleet for FleetService {
         let mut view = self.view.clone();
         let epoch = self.epoch;
         tokio::spawn(async move {
-            let mut seq = 0u64;
+            let mut frames = fleet_proto::stream::Frames::new(epoch);
             let mut prev = view.borrow_and_update().clone();
-            let first = FleetUpdate {
-                epoch,
-                seq,
-                update: Some(fleet_update::Update::Snapshot(Snapshot {
-                    agents: prev.agents.clone(),
-                    hosts: vec![prev.host.clone()],
-                    more: false,
-                })),
-                generated_at_unix_ms: clock::now_ms(),
-            };
-            if tx.send(Ok(first)).await.is_err() {
-                return;
+            for first in frames.snapshot(&prev.agents, vec![prev.host.clone()], usize::MAX) {
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
             }
             // The watch channel keeps only the newest view, so a slow client
             // skips intermediate states instead of growing a queue.
@@ -352,14 +339,7 @@ impl Fleet for FleetService {
                 let delta = diff(&prev, &next);
                 prev = next;
                 let Some(delta) = delta else { continue };
-                seq += 1;
-                let update = FleetUpdate {
-                    epoch,
-                    seq,
-                    update: Some(fleet_update::Update::Delta(delta)),
-                    generated_at_unix_ms: clock::now_ms(),
-                };
-                if !offer(&tx, update).await {
+                if !offer(&tx, frames.delta(delta)).await {
                     return;
                 }
             }
@@ -375,17 +355,13 @@ impl Fleet for FleetService {
         fleet_proto::telemetry::adopt(&span, &req.traceparent);
         let _entered = span.enter();
         let row = self.live_row(&req.agent)?;
-        // Caller-supplied waits are clamped: nobody waits longer than
-        // MAX_WAIT for an answer.
-        let ms = |v: u32, d: u64| {
-            Duration::from_millis(if v == 0 { d } else { u64::from(v) }).min(MAX_WAIT)
-        };
-        let queue = ms(req.queue_timeout_ms, QUEUE_TIMEOUT.as_millis() as u64);
+        let waits = fleet_proto::waits::Waits::of(&req);
+        let queue = waits.queue;
         let opts = send::Options {
             verify: req.verify,
-            verify_timeout: ms(req.verify_timeout_ms, 6000),
+            verify_timeout: waits.verify,
             no_enter: req.no_enter,
-            when_idle: req.when_idle.then(|| ms(req.when_idle_timeout_ms, 30_000)),
+            when_idle: waits.when_idle,
             strict: req.strict,
             trace_id: trace_id(&req.traceparent),
             clear_draft: req.clear_draft,
@@ -538,7 +514,7 @@ impl FleetService {
                 ..send::Options::verified(trace_id(&req.traceparent))
             };
             let receipt = self
-                .deliver(&row, reset.as_bytes(), opts, QUEUE_TIMEOUT)
+                .deliver(&row, reset.as_bytes(), opts, fleet_proto::waits::QUEUE)
                 .await?;
             let outcome = format!("sent {reset:?}: {}", Verdict::word_of(receipt.verdict));
             self.events.emit(
@@ -599,39 +575,5 @@ impl FleetService {
 
 /// Rows that changed or vanished between two views; `None` when nothing did.
 pub fn diff(prev: &View, next: &View) -> Option<Delta> {
-    let old: HashMap<&str, &AgentRow> = prev.agents.iter().map(|r| (r.name.as_str(), r)).collect();
-    let upserts: Vec<AgentRow> = next
-        .agents
-        .iter()
-        .filter(|r| old.get(r.name.as_str()) != Some(r))
-        .cloned()
-        .collect();
-    let new: std::collections::HashSet<&str> =
-        next.agents.iter().map(|r| r.name.as_str()).collect();
-    let removals: Vec<AgentKey> = prev
-        .agents
-        .iter()
-        .filter(|r| !new.contains(r.name.as_str()))
-        .map(|r| AgentKey {
-            tenant_id: r.tenant_id.clone(),
-            host: r.host.clone(),
-            name: r.name.clone(),
-        })
-        .collect();
-    let mut host_prev = prev.host.clone();
-    host_prev.last_seen_unix_ms = next.host.last_seen_unix_ms;
-    let hosts = if host_prev == next.host {
-        vec![]
-    } else {
-        vec![next.host.clone()]
-    };
-    if upserts.is_empty() && removals.is_empty() && hosts.is_empty() {
-        None
-    } else {
-        Some(Delta {
-            upserts,
-            removals,
-            hosts,
-        })
-    }
+    fleet_proto::stream::diff((&prev.agents, &prev.host), (&next.agents, &next.host))
 }

@@ -13,6 +13,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod trace;
 pub mod vocab;
+pub mod waits;
 
 /// Generated code for package `fleet.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -173,6 +173,95 @@ pub fn snapshot_chunks(
     parts
 }
 
+/// The framing of one `WatchFleet` or `HostLink` stream: every message
+/// carries the sender's epoch and the next sequence number (from 0) and is
+/// stamped when it is made. Both daemons number their streams with this.
+#[derive(Debug)]
+pub struct Frames {
+    epoch: u64,
+    seq: u64,
+}
+
+impl Frames {
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, seq: 0 }
+    }
+
+    /// The next message, carrying `update`.
+    pub fn next(&mut self, update: crate::v1::fleet_update::Update) -> crate::v1::FleetUpdate {
+        let u = crate::v1::FleetUpdate {
+            epoch: self.epoch,
+            seq: self.seq,
+            update: Some(update),
+            generated_at_unix_ms: crate::clock::now_ms(),
+        };
+        self.seq += 1;
+        u
+    }
+
+    /// A snapshot as numbered messages of at most `chunk` rows.
+    pub fn snapshot(
+        &mut self,
+        agents: &[crate::v1::AgentRow],
+        hosts: Vec<crate::v1::HostRow>,
+        chunk: usize,
+    ) -> Vec<crate::v1::FleetUpdate> {
+        snapshot_chunks(agents, hosts, chunk)
+            .into_iter()
+            .map(|s| self.next(crate::v1::fleet_update::Update::Snapshot(s)))
+            .collect()
+    }
+
+    pub fn delta(&mut self, d: crate::v1::Delta) -> crate::v1::FleetUpdate {
+        self.next(crate::v1::fleet_update::Update::Delta(d))
+    }
+}
+
+/// What changed between one host's two views: rows that changed or
+/// appeared, rows that vanished, and the host row when it changed in more
+/// than its last-seen time. `None` when nothing did.
+pub fn diff(
+    (prev_agents, prev_host): (&[crate::v1::AgentRow], &crate::v1::HostRow),
+    (next_agents, next_host): (&[crate::v1::AgentRow], &crate::v1::HostRow),
+) -> Option<crate::v1::Delta> {
+    use std::collections::{HashMap, HashSet};
+    let old: HashMap<&str, &crate::v1::AgentRow> =
+        prev_agents.iter().map(|r| (r.name.as_str(), r)).collect();
+    let upserts: Vec<crate::v1::AgentRow> = next_agents
+        .iter()
+        .filter(|r| old.get(r.name.as_str()) != Some(r))
+        .cloned()
+        .collect();
+    let new: HashSet<&str> = next_agents.iter().map(|r| r.name.as_str()).collect();
+    let removals: Vec<crate::v1::AgentKey> = prev_agents
+        .iter()
+        .filter(|r| !new.contains(r.name.as_str()))
+        .map(|r| crate::v1::AgentKey {
+            tenant_id: r.tenant_id.clone(),
+            host: r.host.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    let moved = crate::v1::HostRow {
+        last_seen_unix_ms: next_host.last_seen_unix_ms,
+        ..prev_host.clone()
+    };
+    let hosts = if moved == *next_host {
+        vec![]
+    } else {
+        vec![next_host.clone()]
+    };
+    if upserts.is_empty() && removals.is_empty() && hosts.is_empty() {
+        None
+    } else {
+        Some(crate::v1::Delta {
+            upserts,
+            removals,
+            hosts,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
