@@ -17,6 +17,16 @@ ensure_nextest() {
   cargo install --locked cargo-nextest
 }
 
+# cargo-deny, for the dependency policy in deny.toml (licences, duplicate
+# versions, sources). Pinned: a new release may change what it reports.
+# Building it takes about 6-7 minutes on 2 cores.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null && return 0
+  echo "installing cargo-deny $CARGO_DENY_VERSION…" >&2
+  cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
+}
+
 # The six real runtimes for the acceptance tests (npm and PyPI, pinned).
 ensure_agent_tuis() {
   bash "$(dirname "${BASH_SOURCE[0]}")/agents/setup.sh"

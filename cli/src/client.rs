@@ -1,6 +1,7 @@
 //! Connecting to a `Fleet` server: the local hostd over its Unix socket, or
 //! a fleet-aggregator over mTLS with an operator certificate.
 
+use fleet_net::transport::DialError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,8 +146,8 @@ pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure>
         tls: Some(Arc::new(cfg)),
         server_name: r.server_name.clone(),
     };
-    let channel =
-        fleet_net::transport::channel(&dial, Duration::from_secs(5)).map_err(Failure::Usage)?;
+    let channel = fleet_net::transport::channel(&dial, Duration::from_secs(5))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     // One cheap call so a refused handshake is reported as such, here.
     if let Err(s) = health
@@ -155,46 +156,65 @@ pub async fn connect_remote(r: &Remote) -> Result<FleetClient<Channel>, Failure>
         })
         .await
     {
-        let detail = std::error::Error::source(&s)
-            .map(|e| {
-                let mut msg = e.to_string();
-                let mut cur = e.source();
-                while let Some(inner) = cur {
-                    // Wrappers often repeat their source's text.
-                    let text = inner.to_string();
-                    if !msg.contains(&text) {
-                        msg = format!("{msg}: {text}");
-                    }
-                    cur = inner.source();
-                }
-                msg
-            })
-            .unwrap_or_else(|| s.message().to_owned());
+        let dial = std::error::Error::source(&s).and_then(DialError::find);
+        let detail = match dial {
+            Some(d) => d.to_string(),
+            None => {
+                std::error::Error::source(&s).map_or_else(|| s.message().to_owned(), error_chain)
+            }
+        };
         return Err(Failure::Unavailable(format!(
             "cannot reach fleet-aggregator at {address}: {detail}{}",
-            connect_hint(&detail)
+            connect_hint(dial)
         )));
     }
     Ok(FleetClient::new(channel).max_decoding_message_size(MAX_DECODE))
 }
 
-/// What an operator should check, from the error of a failed first call.
-fn connect_hint(detail: &str) -> &'static str {
-    if detail.contains("invalid peer certificate") {
-        "\n  this client does not trust the aggregator's certificate: check --ca, and \
-         --server-name when the address is not a name in that certificate"
-    } else if detail.contains("Connection refused") {
-        "\n  nothing listens there: is fleet-aggregator running, and is the address right?"
-    } else if detail.contains("lookup") || detail.contains("resolve") {
-        "\n  the aggregator's name does not resolve: check the address"
-    } else if detail.contains("timed out") {
-        "\n  no answer: check the address and any firewall between"
-    } else {
+/// An error and its sources in one line (wrappers often repeat their
+/// source's text: said once).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        cur = inner.source();
+    }
+    msg
+}
+
+/// What an operator should check, from why the first call failed.
+fn connect_hint(dial: Option<&DialError>) -> &'static str {
+    match dial {
+        Some(DialError::Untrusted(_)) => {
+            "\n  this client does not trust the aggregator's certificate: check --ca, and \
+             --server-name when the address is not a name in that certificate"
+        }
+        Some(DialError::Refused { .. }) => {
+            "\n  nothing listens there: is fleet-aggregator running, and is the address right?"
+        }
+        Some(DialError::Resolve { .. }) => {
+            "\n  the aggregator's name does not resolve: check the address"
+        }
+        Some(DialError::Timeout { .. } | DialError::Connect { .. }) => {
+            "\n  no answer: check the address and any firewall between"
+        }
+        Some(DialError::NotAggregator(_) | DialError::Identity(_) | DialError::NoCertificate) => {
+            "\n  something other than a fleet aggregator answered: check the address"
+        }
         // Under TLS 1.3 the server checks the client's certificate after
         // the client thinks the handshake is done, so a refusal shows as an
         // alert, a closed connection or a broken pipe, whichever comes first.
-        "\n  the aggregator closed the connection, as it does when it refused this client's \
+        Some(
+            DialError::Handshake(_) | DialError::Address { .. } | DialError::ServerName { .. },
+        )
+        | None => {
+            "\n  the aggregator closed the connection, as it does when it refused this client's \
          certificate (its audit log says why): is --cert issued by a CA in the \
          aggregator's bundle, and still valid?"
+        }
     }
 }

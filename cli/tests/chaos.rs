@@ -183,7 +183,7 @@ async fn a_killed_session_or_last_pane_is_a_death_and_is_respawned() {
 }
 
 /// Waits (bounded) for a child to exit; `None` if it is still running.
-fn exits_within(
+async fn exits_within(
     child: &mut std::process::Child,
     within: Duration,
 ) -> Option<std::process::ExitStatus> {
@@ -195,7 +195,7 @@ fn exits_within(
         if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -277,7 +277,7 @@ async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_se
     }
     let t = Instant::now();
     support::kill(agg.child.as_ref().unwrap().id(), Signal::TERM);
-    let status = exits_within(agg.child.as_mut().unwrap(), Duration::from_secs(2));
+    let status = exits_within(agg.child.as_mut().unwrap(), Duration::from_secs(2)).await;
     assert!(
         status.is_some(),
         "the aggregator lingers with streams open:\n{}",
@@ -286,7 +286,7 @@ async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_se
     eprintln!("aggregator exited {:?} after SIGTERM", t.elapsed());
     for c in &mut agg_clients {
         assert!(
-            exits_within(c, Duration::from_secs(5)).is_some(),
+            exits_within(c, Duration::from_secs(5)).await.is_some(),
             "an aggregator client hangs"
         );
     }
@@ -300,10 +300,11 @@ async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_se
         "relinked",
         Duration::from_secs(30),
         |d| fed::hosts(d).iter().any(|h| h["link"] == "connected"),
-    );
+    )
+    .await;
     let t = Instant::now();
     box1.signal_hostd(Signal::TERM);
-    let status = exits_within(box1.hostd.as_mut().unwrap(), Duration::from_secs(2));
+    let status = exits_within(box1.hostd.as_mut().unwrap(), Duration::from_secs(2)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "hostd lingers with streams open ({status:?}):\n{}",
@@ -316,7 +317,7 @@ async fn sigterm_with_streams_open_ends_them_and_both_daemons_exit_within_two_se
     );
     for c in &mut local_clients {
         assert!(
-            exits_within(c, Duration::from_secs(5)).is_some(),
+            exits_within(c, Duration::from_secs(5)).await.is_some(),
             "a local client hangs"
         );
     }
@@ -624,7 +625,7 @@ agents:
     // 100 SIGHUPs within a second: one reload (or two), not 100.
     for _ in 0..100 {
         f.signal_hostd(Signal::HUP);
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     f.wait_event("a reload", |e| e.kind == "roster-reloaded")
         .await;
@@ -696,8 +697,10 @@ async fn hosts_shows_each_uplink_and_why_it_fails() {
     use support::fed::{self, Aggregator, Pki};
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    // Configured, never started: nobody answers on its port.
-    let agg = Aggregator::new(dir.path(), &pki, "", "");
+    // Started and killed: nobody answers on its port any more.
+    let mut agg = Aggregator::new(dir.path(), &pki, "", "");
+    agg.start();
+    agg.kill();
     let mut f = fed::linked_hostd(&pki, &agg, "acme", "box1", TWO_SHELLS);
     f.start().await;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -125,7 +125,8 @@ async fn two_hosts(operators: &[&str]) -> Bed {
         "both hosts, every agent healthy",
         Duration::from_secs(30),
         |d| all_connected(d, 2, 4),
-    );
+    )
+    .await;
     Bed {
         dir,
         pki,
@@ -174,7 +175,8 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
         "bob's view",
         Duration::from_secs(5),
         |d| agents(d).len() == 2,
-    );
+    )
+    .await;
     assert_eq!(keys(&doc), ["acme/box1/coder0", "acme/box1/worker"]);
 
     // A short address matching two hosts is an error listing both.
@@ -393,7 +395,8 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
         "box9 linked",
         Duration::from_secs(30),
         |d| all_connected(d, 1, 2),
-    );
+    )
+    .await;
 
     // A certificate from another CA.
     let other = Pki::new(&dir.path().join("other"));
@@ -620,7 +623,8 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
         "the view after a restart",
         Duration::from_secs(20),
         |d| all_connected(d, 2, 4),
-    );
+    )
+    .await;
     eprintln!("full view back {:?} after the restart", t0.elapsed());
     assert_eq!(
         (pids(box1.agents().await), pids(box2.agents().await)),
@@ -642,7 +646,8 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
                 .iter()
                 .any(|h| h["host"] == "box1" && h["link"] == "unreachable")
         },
-    );
+    )
+    .await;
     let box1_rows: Vec<_> = agents(&doc)
         .into_iter()
         .filter(|r| r["host"] == "box1")
@@ -699,12 +704,12 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
         "box1 back",
         Duration::from_secs(30),
         |d| all_connected(d, 2, 4),
-    );
+    )
+    .await;
     assert!(
         !box1.events().await.iter().any(|e| e.kind == "sent"),
         "a command was queued and replayed"
     );
-    let _ = fed::free_port();
 }
 
 mod otlp {
@@ -786,7 +791,8 @@ async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
         "box1 linked",
         Duration::from_secs(30),
         |d| all_connected(d, 1, 2),
-    );
+    )
+    .await;
 
     let out = fleetctl_as(
         &pki,
@@ -856,7 +862,8 @@ async fn two_aggregators_side_by_side_each_have_the_whole_view() {
             "the view on each aggregator",
             Duration::from_secs(30),
             |d| all_connected(d, 1, 2),
-        );
+        )
+        .await;
     }
     // Losing one aggregator disturbs neither the other nor the agents.
     let pids: Vec<u32> = box1.agents().await.iter().map(|r| r.pane_pid).collect();
@@ -876,7 +883,8 @@ async fn two_aggregators_side_by_side_each_have_the_whole_view() {
         "b still connected",
         Duration::from_secs(5),
         |d| all_connected(d, 1, 2),
-    );
+    )
+    .await;
     assert_eq!(
         box1.agents()
             .await
@@ -1205,7 +1213,8 @@ async fn what_a_host_would_refuse_is_refused_before_it_can_break_the_link() {
         "linked",
         Duration::from_secs(30),
         |d| all_connected(d, 2, 4),
-    );
+    )
+    .await;
     let mut c = FleetClient::new(operator_channel(&pki, &agg, "alice"));
     let send = |agent: &str, n: usize| SendRequest {
         agent: agent.into(),
@@ -1238,7 +1247,8 @@ async fn what_a_host_would_refuse_is_refused_before_it_can_break_the_link() {
         "still linked",
         Duration::from_secs(5),
         |d| all_connected(d, 2, 4),
-    );
+    )
+    .await;
     assert_eq!(hosts(&doc).len(), 2);
     let audit = agg.audit_lines();
     for (target, bytes) in [
@@ -1367,7 +1377,8 @@ async fn a_host_can_neither_inject_into_a_terminal_nor_grow_the_aggregator() {
         "box7's rows",
         Duration::from_secs(10),
         |d| !agents(d).is_empty(),
-    );
+    )
+    .await;
     let names: Vec<String> = agents(&doc)
         .iter()
         .map(|a| a["name"].as_str().unwrap().to_owned())
@@ -1489,7 +1500,8 @@ async fn a_second_hostd_with_one_identity_is_refused_not_allowed_to_flap() {
                 .iter()
                 .any(|f| f == "duplicate-identity")
         },
-    );
+    )
+    .await;
     // The first keeps its link and its rows: nothing flapped.
     assert!(all_connected(&doc, 1, 2), "{doc:#}");
     assert_eq!(keys(&doc), ["acme/box1/coder0", "acme/box1/worker"]);
@@ -1513,7 +1525,8 @@ async fn a_second_hostd_with_one_identity_is_refused_not_allowed_to_flap() {
         "box1 back",
         Duration::from_secs(30),
         |d| all_connected(d, 1, 2),
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1544,7 +1557,8 @@ async fn a_refused_hostd_backs_off_says_so_once_and_recovers_when_fixed() {
         "linked",
         Duration::from_secs(30),
         |d| all_connected(d, 1, 2),
-    );
+    )
+    .await;
     // Its certificate is swapped for another host's (re-read within 5 s);
     // after an aggregator restart every Hello is refused.
     std::fs::copy(&other_cert, &cert).unwrap();

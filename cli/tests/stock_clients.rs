@@ -109,7 +109,8 @@ async fn grpcurl_lists_the_aggregator_over_mtls_by_reflection_v1alpha() {
         "sh0 listed",
         Duration::from_secs(30),
         |d| fed::agents(d).len() == 1,
-    );
+    )
+    .await;
     let (cert, key) = pki.pair("operator-alice");
     let ca = pki.ca().display().to_string();
     let (cert, key) = (cert.display().to_string(), key.display().to_string());

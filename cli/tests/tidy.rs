@@ -1,6 +1,9 @@
 //! House rules, checked rather than stated (rust-analyzer's tidy test):
 //! every source file says what it owns in a `//!` doc; no test is ignored
-//! or expects a panic (check the `Err` instead); every crate takes the
+//! or expects a panic (check the `Err` instead); a test file with async
+//! tests never blocks its runtime in a sleep, and no test picks a port by
+//! binding and releasing one (servers bind port 0 and say what they got);
+//! every crate takes the
 //! workspace's lints and its dependencies' versions from the workspace, so
 //! each is versioned once.
 #![allow(clippy::expect_used)]
@@ -70,6 +73,33 @@ fn no_test_is_ignored_or_expects_a_panic() {
         }
     }
     assert!(hits.is_empty(), "{hits:#?}");
+}
+
+#[test]
+fn async_tests_never_sleep_the_thread_and_no_test_races_for_a_port() {
+    // Spelled in parts so this file does not find itself.
+    let blocking = concat!("thread::", "sleep");
+    let racing = concat!("fn free_", "port");
+    let mut hits = Vec::new();
+    let mut seen = 0;
+    for p in files("rs") {
+        if !p.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let is_async = text.contains("async fn");
+        for (n, line) in text.lines().enumerate() {
+            if (is_async && line.contains(blocking)) || line.contains(racing) {
+                hits.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(seen > 10, "no test files found");
+    assert!(
+        hits.is_empty(),
+        "wait with tokio::time::sleep in a deadline loop (support::eventually), and let servers bind port 0: {hits:#?}"
+    );
 }
 
 #[test]

@@ -225,26 +225,94 @@ impl Dial {
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why a dial failed, as a type a client can match on (it reaches the
+/// caller inside tonic's error chain: see [`DialError::find`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("bad address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+    #[error("bad server name {name:?}: {reason}")]
+    ServerName { name: String, reason: String },
+    #[error("{address} does not resolve: {source}")]
+    Resolve {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("nothing listens at {address}: {source}")]
+    Refused {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("no answer from {address} within {after:?}")]
+    Timeout { address: String, after: Duration },
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    /// The server's certificate is not trusted (CA or name).
+    #[error("the server's certificate is not trusted: {0}")]
+    Untrusted(rustls::Error),
+    /// The handshake broke off: the server refused or closed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("the server sent no certificate")]
+    NoCertificate,
+    #[error("the server is {0}, not a fleet aggregator")]
+    NotAggregator(String),
+    #[error("server certificate: {0}")]
+    Identity(String),
+}
+
+impl DialError {
+    /// The dial error somewhere in `err`'s source chain, if one is there.
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DialError> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(d) = e.downcast_ref::<DialError>() {
+                return Some(d);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
 /// A lazily connecting channel to `dial`; every (re)connect checks that the
-/// server presents the aggregator identity.
-pub fn channel(dial: &Dial, connect_timeout: Duration) -> Result<Channel, String> {
+/// server presents the aggregator identity, and gives up after
+/// `connect_timeout`.
+pub fn channel(dial: &Dial, connect_timeout: Duration) -> Result<Channel, DialError> {
     let uri = format!("http://{}", dial.host_port());
     let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("bad address {:?}: {e}", dial.address))?
-        .connect_timeout(connect_timeout)
+        .map_err(|e| DialError::Address {
+            address: dial.address.clone(),
+            reason: e.to_string(),
+        })?
+        // Ours below bounds the whole dial; tonic's is the backstop.
+        .connect_timeout(connect_timeout + Duration::from_secs(1))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let dial = dial.clone();
     let name = dial.server_name.clone().unwrap_or_else(|| dial.host());
-    let server_name =
-        ServerName::try_from(name.clone()).map_err(|e| format!("bad server name {name:?}: {e}"))?;
+    let server_name = ServerName::try_from(name.clone()).map_err(|e| DialError::ServerName {
+        name: name.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
             let dial = dial.clone();
             let server_name = server_name.clone();
-            async move { connect(&dial, server_name).await.map(TokioIo::new) }
+            async move {
+                match tokio::time::timeout(connect_timeout, connect(&dial, server_name)).await {
+                    Ok(c) => c.map(TokioIo::new),
+                    Err(_) => Err(DialError::Timeout {
+                        address: dial.address.clone(),
+                        after: connect_timeout,
+                    }),
+                }
+            }
         })),
     )
 }
@@ -291,27 +359,54 @@ impl AsyncWrite for ClientConn {
     }
 }
 
-async fn connect(dial: &Dial, server_name: ServerName<'static>) -> std::io::Result<ClientConn> {
-    let tcp = TcpStream::connect(dial.host_port()).await?;
-    tcp.set_nodelay(true)?;
+async fn connect(dial: &Dial, server_name: ServerName<'static>) -> Result<ClientConn, DialError> {
+    let address = || dial.address.clone();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(dial.host_port())
+        .await
+        .map_err(|source| DialError::Resolve {
+            address: address(),
+            source,
+        })?
+        .collect();
+    let tcp = TcpStream::connect(addrs.as_slice())
+        .await
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::ConnectionRefused => DialError::Refused {
+                address: address(),
+                source,
+            },
+            _ => DialError::Connect {
+                address: address(),
+                source,
+            },
+        })?;
+    tcp.set_nodelay(true).map_err(|source| DialError::Connect {
+        address: address(),
+        source,
+    })?;
     let Some(cfg) = &dial.tls else {
         return Ok(ClientConn::Plain(tcp));
     };
     let tls = tokio_rustls::TlsConnector::from(cfg.clone())
         .connect(server_name, tcp)
-        .await?;
+        .await
+        .map_err(|e| {
+            // rustls reports a certificate it refused inside the io error.
+            match e.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>()) {
+                Some(r @ rustls::Error::InvalidCertificate(_)) => DialError::Untrusted(r.clone()),
+                _ => DialError::Handshake(e),
+            }
+        })?;
     let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or_else(|| std::io::Error::other("the server sent no certificate"))?;
+        .ok_or(DialError::NoCertificate)?;
     match tls::peer_identity(leaf) {
         Ok(Identity::Aggregator { .. }) => Ok(ClientConn::Tls(Box::new(tls))),
-        Ok(other) => Err(std::io::Error::other(format!(
-            "the server is {other}, not a fleet aggregator"
-        ))),
-        Err(e) => Err(std::io::Error::other(format!("server certificate: {e}"))),
+        Ok(other) => Err(DialError::NotAggregator(other.to_string())),
+        Err(e) => Err(DialError::Identity(e.to_string())),
     }
 }
 

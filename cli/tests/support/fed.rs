@@ -74,17 +74,10 @@ fn certs(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A free loopback port (bound and released; the aggregator takes it next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct Aggregator {
     pub dir: PathBuf,
+    /// The port it bound (0 until the first start: it binds port 0 and
+    /// says which port it got; restarts reuse that one).
     pub port: u16,
     pub config: PathBuf,
     pub authz: PathBuf,
@@ -100,7 +93,6 @@ impl Aggregator {
     pub fn new(dir: &Path, pki: &Pki, grants: &str, extra: &str) -> Self {
         let dir = dir.join("aggregator");
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let authz = dir.join("authz.toml");
         std::fs::write(&authz, grants).unwrap();
         let audit = dir.join("audit.jsonl");
@@ -109,7 +101,7 @@ impl Aggregator {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nname = \"agg-test\"\ntrust_domain = \"{TD}\"\nauthz = \"{}\"\naudit_log = \"{}\"\nbeat_secs = 0.5\nlease_secs = 3\nreload_secs = 0.2\nlog = \"info,fleet_aggregator=debug\"\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                "listen = \"127.0.0.1:0\"\nname = \"agg-test\"\ntrust_domain = \"{TD}\"\nauthz = \"{}\"\naudit_log = \"{}\"\nbeat_secs = 0.5\nlease_secs = 3\nreload_secs = 0.2\nlog = \"info,fleet_aggregator=debug\"\n{extra}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
                 authz.display(),
                 audit.display(),
                 pki.ca().display(),
@@ -120,7 +112,7 @@ impl Aggregator {
         .unwrap();
         Self {
             dir,
-            port,
+            port: 0,
             config,
             authz,
             audit,
@@ -130,10 +122,18 @@ impl Aggregator {
     }
 
     pub fn address(&self) -> String {
+        assert_ne!(
+            self.port, 0,
+            "start the aggregator first: it picks its port"
+        );
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the binary and waits until its port accepts connections.
+    /// Starts the binary and waits for its readiness notice (the systemd
+    /// protocol: `READY=1` with `STATUS=serving on ADDR` on a datagram
+    /// socket of ours), which names the port it bound. The first start
+    /// binds port 0; the port it got is then written into the config, so a
+    /// restart serves the same address.
     pub fn start(&mut self) {
         assert!(self.child.is_none());
         let log = std::fs::OpenOptions::new()
@@ -141,10 +141,17 @@ impl Aggregator {
             .append(true)
             .open(self.dir.join("aggregator.log"))
             .unwrap();
+        let notify = self.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify);
+        let ready = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+        ready
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let child = Command::new(bin("fleet-aggregator"))
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("NOTIFY_SOCKET", &notify)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -152,17 +159,39 @@ impl Aggregator {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let mut buf = [0u8; 4096];
+        let addr = loop {
+            if let Ok(n) = ready.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg.lines().any(|l| l == "READY=1") {
+                    let addr = msg
+                        .lines()
+                        .find_map(|l| l.strip_prefix("STATUS=serving on "))
+                        .unwrap_or_else(|| panic!("READY without an address: {msg:?}"));
+                    break addr.parse::<std::net::SocketAddr>().unwrap();
+                }
+            }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("aggregator exited early ({status}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "aggregator not listening:\n{}",
+                "aggregator never said it was ready:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_file(&notify);
+        if self.port == 0 {
+            self.port = addr.port();
+            let text = std::fs::read_to_string(&self.config).unwrap();
+            let pinned = text.replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{}\"", self.port),
+                1,
+            );
+            std::fs::write(&self.config, pinned).unwrap();
         }
+        assert_eq!(addr.port(), self.port, "a restart serves the same port");
     }
 
     /// SIGKILL: no goodbye to anyone.
@@ -248,7 +277,7 @@ pub fn fleetctl_with(
 
 /// Polls `fleetctl ps --json` as `name` until `pred` holds on the parsed
 /// document; panics with the last document and the logs at the deadline.
-pub fn wait_ps(
+pub async fn wait_ps(
     pki: &Pki,
     agg: &Aggregator,
     name: &str,
@@ -272,7 +301,7 @@ pub fn wait_ps(
             "timed out waiting for {what}; last: {doc:#}\naggregator log:\n{}",
             agg.log()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -317,7 +346,8 @@ pub async fn one_linked_host(verbs: &[&str], roster: &str, env: &[(&str, String)
         "box1 linked",
         Duration::from_secs(30),
         |d| hosts(d).iter().any(|h| h["link"] == "connected"),
-    );
+    )
+    .await;
     OneHost {
         dir,
         pki,
