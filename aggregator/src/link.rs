@@ -124,7 +124,7 @@ impl HostLink for HostLinkService {
                     outcome: format!("refused: {why}"),
                     ..Default::default()
                 });
-                return Err(Status::already_exists(why));
+                return Err(why.into());
             }
         };
         let welcome = AggregatorMessage {

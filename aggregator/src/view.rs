@@ -182,12 +182,32 @@ struct ShardHandle {
 }
 
 /// What a shard is asked to do.
+/// Why a host's stream was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Another hostd with the same identity is live (the sentence says
+    /// which boot epochs).
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("the aggregator is stopping")]
+    Stopping,
+}
+
+impl From<AttachError> for tonic::Status {
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Duplicate(_) => tonic::Status::already_exists(e.to_string()),
+            AttachError::Stopping => tonic::Status::unavailable(e.to_string()),
+        }
+    }
+}
+
 enum Cmd {
     Attach {
         hello: Box<Hello>,
         route: Route,
         who: String,
-        reply: oneshot::Sender<Result<u64, String>>,
+        reply: oneshot::Sender<Result<u64, AttachError>>,
     },
     Apply {
         key: HostKey,
@@ -279,7 +299,12 @@ impl View {
     /// the old stream gone, or silent past its lease — takes over at once.
     /// Returns the newest event sequence number already held from this boot
     /// epoch of the host.
-    pub async fn attach(&self, hello: &Hello, route: Route, who: String) -> Result<u64, String> {
+    pub async fn attach(
+        &self,
+        hello: &Hello,
+        route: Route,
+        who: String,
+    ) -> Result<u64, AttachError> {
         let key = (hello.tenant_id.clone(), hello.host.clone());
         let (reply, answer) = oneshot::channel();
         self.ask(
@@ -292,9 +317,7 @@ impl View {
             },
         )
         .await;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("the aggregator is stopping".into()))
+        answer.await.unwrap_or(Err(AttachError::Stopping))
     }
 
     /// Applies one update from stream `link` of `key` (rows whose names are
@@ -659,7 +682,7 @@ impl Shard {
         });
     }
 
-    fn attach(&mut self, hello: &Hello, route: Route, who: String) -> Result<u64, String> {
+    fn attach(&mut self, hello: &Hello, route: Route, who: String) -> Result<u64, AttachError> {
         let key = (hello.tenant_id.clone(), hello.host.clone());
         let now = Instant::now();
         let lease = self.ctx.lease;
@@ -695,7 +718,7 @@ impl Shard {
                 self.host_changed(&key);
                 self.event(&key, EventKind::DuplicateIdentity, why.clone());
             }
-            return Err(why);
+            return Err(AttachError::Duplicate(why));
         }
         if let Some(old) = entry.shown.route.replace(route) {
             old.end("replaced by a new stream from the host", None);
@@ -1169,7 +1192,7 @@ mod tests {
         ends: crate::route::Endpoints,
     }
 
-    async fn attach(v: &View, epoch: u64) -> Result<(Linked, u64), String> {
+    async fn attach(v: &View, epoch: u64) -> Result<(Linked, u64), AttachError> {
         let (tx, out) = mpsc::channel(16);
         let (route, ends) = Route::new(v.next_link(), tx, Limits::of(&hello(epoch)));
         let id = route.id;
@@ -1331,7 +1354,10 @@ mod tests {
         let Err(why) = attach(v, 2).await else {
             panic!("a second live hostd was let in");
         };
-        assert!(why.contains("another hostd"), "{why}");
+        assert!(
+            matches!(&why, AttachError::Duplicate(s) if s.contains("another hostd")),
+            "{why}"
+        );
         settled(v).await;
         let flags = &v.hosts(&|_| true)[0].flags;
         assert!(flags.iter().any(|f| f == "duplicate-identity"), "{flags:?}");

@@ -546,7 +546,7 @@ impl FleetService {
         let outcome = rx
             .await
             .map_err(|_| Status::unavailable("hostd is shutting down"))?
-            .map_err(Status::failed_precondition)?;
+            .map_err(|e| e.status())?;
         Ok(Response::new(ControlResult {
             tenant_id: row.tenant_id,
             host: row.host,

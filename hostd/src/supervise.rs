@@ -555,11 +555,10 @@ async fn carry_out(
                 })
                 .await;
             let outcome = match sent {
-                Ok(()) => rx
-                    .await
-                    .unwrap_or_else(|_| Err("hostd is shutting down".into())),
-                Err(_) => Err("hostd is shutting down".into()),
-            };
+                Ok(()) => rx.await.map_err(|_| "hostd is shutting down".to_owned()),
+                Err(_) => Err("hostd is shutting down".to_owned()),
+            }
+            .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(e) = outcome {
                 svc.events.emit(agent, EventKind::RespawnFailed, e, &[]);
                 return Some(agent.clone());

@@ -2,13 +2,43 @@
 
 use super::*;
 
+/// Why a control action failed; [`ControlError::status`] is the one place
+/// it becomes a gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// tmux is stopped or gone: try again later.
+    #[error("{0}")]
+    TmuxDown(String),
+    #[error("{0}")]
+    Tmux(#[from] tmux::TmuxError),
+    #[error("{0} is not in the roster; hostd does not stop unmanaged sessions")]
+    Unmanaged(String),
+    #[error("{0} is not in the roster")]
+    NotInRoster(String),
+    #[error("{0:?} is not an action of the table")]
+    NotTableAction(fleet_proto::v1::ControlAction),
+}
+
+impl ControlError {
+    pub fn status(&self) -> tonic::Status {
+        let msg = self.to_string();
+        match self {
+            ControlError::TmuxDown(_) | ControlError::Tmux(_) => tonic::Status::unavailable(msg),
+            ControlError::Unmanaged(_) | ControlError::NotInRoster(_) => {
+                tonic::Status::failed_precondition(msg)
+            }
+            ControlError::NotTableAction(_) => tonic::Status::invalid_argument(msg),
+        }
+    }
+}
+
 impl Table {
     pub(super) async fn control(
         &mut self,
         action: fleet_proto::v1::ControlAction,
         name: &str,
         operator: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ControlError> {
         use fleet_proto::v1::ControlAction as A;
         let spec = self
             .roster
@@ -23,7 +53,7 @@ impl Table {
         if action != A::Attach
             && let Some(why) = self.tmux_unavailable()
         {
-            return Err(why);
+            return Err(ControlError::TmuxDown(why));
         }
         let outcome = match action {
             A::Attach => {
@@ -37,9 +67,7 @@ impl Table {
             }
             A::Stop => {
                 let Some(spec) = spec else {
-                    return Err(format!(
-                        "{name} is not in the roster; hostd does not stop unmanaged sessions"
-                    ));
+                    return Err(ControlError::Unmanaged(name.to_owned()));
                 };
                 self.set_stopped(name, true);
                 if let Some(p) = &pane {
@@ -50,7 +78,7 @@ impl Table {
                         .await;
                     if let Err(e) = killed {
                         self.tmux_failed(&e);
-                        return Err(e.to_string());
+                        return Err(e.into());
                     }
                     end_tree_later(tree);
                 }
@@ -58,7 +86,7 @@ impl Table {
             }
             A::Start | A::Restart => {
                 let Some(spec) = spec else {
-                    return Err(format!("{name} is not in the roster"));
+                    return Err(ControlError::NotInRoster(name.to_owned()));
                 };
                 self.set_stopped(name, false);
                 match pane {
@@ -73,7 +101,7 @@ impl Table {
                         end_tree_later(tree);
                         if let Err(e) = respawned {
                             self.tmux_failed(&e);
-                            return Err(e.to_string());
+                            return Err(e.into());
                         }
                         self.count_restart(name);
                         let agent = self.agents.entry(name.to_owned()).or_default();
@@ -83,7 +111,7 @@ impl Table {
                     Some(_) => "already running".to_owned(),
                 }
             }
-            A::Reset | A::Unspecified => return Err("not a table action".into()),
+            A::Reset | A::Unspecified => return Err(ControlError::NotTableAction(action)),
         };
         let kind = match action {
             A::Stop => EventKind::Stop,

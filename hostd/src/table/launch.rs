@@ -78,7 +78,7 @@ impl Table {
 
     /// Creates the agent's session; a failure is a `start-failed` event
     /// and the error.
-    pub(super) async fn launch(&mut self, spec: &AgentSpec) -> Result<(), String> {
+    pub(super) async fn launch(&mut self, spec: &AgentSpec) -> Result<(), tmux::TmuxError> {
         let name = spec.name.to_string();
         let (command, env) = self.prepare_launch(spec);
         let launch = tmux::Launch {
@@ -111,7 +111,7 @@ impl Table {
                 agent.last_event = "start-failed".into();
                 self.events
                     .emit(&name, EventKind::StartFailed, e.to_string(), &[]);
-                return Err(e.to_string());
+                return Err(e);
             }
         }
         Ok(())

@@ -37,6 +37,8 @@ mod panes;
 mod reload;
 mod rows;
 
+pub use control::ControlError;
+
 use beats::*;
 pub use launch::pane_path;
 use lifecycle::*;
@@ -61,7 +63,7 @@ pub enum Command {
         action: fleet_proto::v1::ControlAction,
         agent: String,
         operator: String,
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<String, ControlError>>,
     },
     /// What the supervisor is doing per agent (shown in `ps`).
     Supervision {
@@ -77,7 +79,7 @@ pub enum Command {
     },
 }
 
-type ControlReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+type ControlReply = tokio::sync::oneshot::Sender<Result<String, ControlError>>;
 
 /// A launcher's first moments (`sh -c '…; exec claude'`) are not drift.
 const DRIFT_GRACE: Duration = Duration::from_secs(1);
@@ -120,7 +122,7 @@ pub struct Table {
     reads_rx: mpsc::UnboundedReceiver<PaneRead>,
     /// Control replies held until a pane read started after the action
     /// ends (read generation to wait past, reply, outcome).
-    owed: Vec<(u64, ControlReply, Result<String, String>)>,
+    owed: Vec<(u64, ControlReply, Result<String, ControlError>)>,
     /// Since when tmux has not answered within its timeout.
     unresponsive: Option<Instant>,
     beats_in_flight: bool,
