@@ -83,19 +83,29 @@ pub async fn run(what: What) -> Result<(), Failure> {
             idle_secs,
         } => {
             println!(
-                "{:>6} {:>12} {:>14} {:>8} {:>14} {:>10} {:>16}",
-                "agents", "ps_ms(p50)", "naive_ms(p50)", "ratio", "cpu_ms/min", "cpu_%", "rss_mb"
+                "{:>6} {:>12} {:>14} {:>8} {:>11} {:>10} {:>12} {:>10}",
+                "agents",
+                "ps_ms(p50)",
+                "naive_ms(p50)",
+                "ratio",
+                "hostd_cpu_%",
+                "tmux_cpu_%",
+                "together_%",
+                "hostd_mb"
             );
             for n in agents {
                 let r = bench_size(n, runs.max(1), idle_secs).await?;
+                // ms of CPU per minute / 600 = % of one core.
+                let (hostd, tmux) = (r.cpu_ms_per_min / 600.0, r.tmux_cpu_ms_per_min / 600.0);
                 println!(
-                    "{:>6} {:>12.2} {:>14.2} {:>7.1}x {:>14.1} {:>9.3}% {:>16.1}",
+                    "{:>6} {:>12.2} {:>14.2} {:>7.1}x {:>10.3}% {:>9.3}% {:>11.3}% {:>10.1}",
                     n,
                     r.ps_ms,
                     r.naive_ms,
                     r.naive_ms / r.ps_ms,
-                    r.cpu_ms_per_min,
-                    r.cpu_ms_per_min / 600.0,
+                    hostd,
+                    tmux,
+                    hostd + tmux,
                     r.rss_mb
                 );
             }
@@ -108,6 +118,8 @@ struct Figures {
     ps_ms: f64,
     naive_ms: f64,
     cpu_ms_per_min: f64,
+    /// The tmux server's, over the same idle minute.
+    tmux_cpu_ms_per_min: f64,
     rss_mb: f64,
 }
 
@@ -219,17 +231,27 @@ async fn bench_size(n: u32, runs: u32, idle_secs: u64) -> Result<Figures, Failur
     }
     let naive_ms = t.elapsed().as_secs_f64() * 1000.0;
 
-    let cpu0 = cpu_ticks(hostd_pid);
+    let tmux_pid: u32 = Tmux::new("tmux", &bed.socket_name)
+        .run(["display-message", "-p", "#{pid}"])
+        .await
+        .map_err(|e| Failure::Other(format!("the tmux server's pid: {e}")))?
+        .trim()
+        .parse()
+        .map_err(|e| Failure::Other(format!("the tmux server's pid: {e}")))?;
+    // Settle after the naive queries, then measure idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu0, tmux0) = (cpu_ticks(hostd_pid), cpu_ticks(tmux_pid));
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let cpu1 = cpu_ticks(hostd_pid);
+    let (cpu1, tmux1) = (cpu_ticks(hostd_pid), cpu_ticks(tmux_pid));
     let elapsed_min = t0.elapsed().as_secs_f64() / 60.0;
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let cpu_ms = (cpu1.saturating_sub(cpu0)) as f64 * 1000.0 / ticks_per_sec;
+    let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 * 1000.0 / ticks_per_sec;
     Ok(Figures {
         ps_ms,
         naive_ms,
-        cpu_ms_per_min: cpu_ms / elapsed_min,
+        cpu_ms_per_min: ms(cpu0, cpu1) / elapsed_min,
+        tmux_cpu_ms_per_min: ms(tmux0, tmux1) / elapsed_min,
         rss_mb: rss_kb(hostd_pid) as f64 / 1024.0,
     })
 }

@@ -35,7 +35,11 @@ pub async fn connect(socket: &Path) -> Result<FleetClient<Channel>, Failure> {
     }
     let path = socket.to_owned();
     // The URI is required by tonic but unused: the connector dials the socket.
+    // One window for a whole answer: a 500-agent list arrives without
+    // waiting for window updates.
     let channel = Endpoint::from_static("http://hostd.local")
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(WINDOW))
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -56,6 +60,10 @@ pub async fn connect(socket: &Path) -> Result<FleetClient<Channel>, Failure> {
         })?;
     Ok(FleetClient::new(channel).max_decoding_message_size(MAX_DECODE))
 }
+
+/// HTTP/2 flow-control window fleetctl offers: answers up to this size
+/// need no round trip for more window.
+const WINDOW: u32 = 8 * 1024 * 1024;
 
 /// How to reach an aggregator (flags or `FLEET_*` variables).
 #[derive(Debug, Clone, Default, clap::Args)]

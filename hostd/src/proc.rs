@@ -16,7 +16,19 @@ pub struct ProcInfo {
 }
 
 pub fn read(pid: u32) -> Option<ProcInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `stat` and `cmdline` are two reads: a process that execs between them
+    // (a launcher, a shim) would pair one program's comm with another's
+    // arguments. Read until `stat` says the same program before and after.
+    let mut attempt = 0;
+    let (stat, raw) = loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let again = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        attempt += 1;
+        if comm_of(&stat) == comm_of(&again) || attempt == 3 {
+            break (again, raw);
+        }
+    };
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_owned();
@@ -25,7 +37,6 @@ pub fn read(pid: u32) -> Option<ProcInfo> {
     let ppid = rest.get(1)?.parse().ok()?;
     let pgrp = rest.get(2)?.parse().ok()?;
     let tpgid = rest.get(5)?.parse().ok()?;
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<String> = raw
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
@@ -55,6 +66,11 @@ pub fn read(pid: u32) -> Option<ProcInfo> {
         name,
         cmdline,
     })
+}
+
+/// The `(comm)` field of a `/proc/<pid>/stat` line.
+fn comm_of(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
 }
 
 /// State and parent of a live pid, from `/proc/<pid>/stat` alone.

@@ -31,8 +31,12 @@ pub struct TmuxSettings {
 pub struct Roster {
     pub path: PathBuf,
     pub tmux: TmuxSettings,
+    /// Never changed after [`Roster::new`]: `index` points into it.
     pub agents: Vec<AgentSpec>,
     pub supervision: Supervision,
+    /// Position of each agent in `agents` by name: lookups run per agent
+    /// per tick, so 500 agents must not mean 250,000 comparisons.
+    index: HashMap<String, usize>,
 }
 
 /// When and how hostd respawns an agent whose pane died.
@@ -142,8 +146,28 @@ pub struct AgentSpec {
 }
 
 impl Roster {
+    pub fn new(
+        path: PathBuf,
+        tmux: TmuxSettings,
+        agents: Vec<AgentSpec>,
+        supervision: Supervision,
+    ) -> Self {
+        let index = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.to_string(), i))
+            .collect();
+        Self {
+            path,
+            tmux,
+            agents,
+            supervision,
+            index,
+        }
+    }
+
     pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
-        self.agents.iter().find(|a| a.name.as_str() == name)
+        self.index.get(name).and_then(|i| self.agents.get(*i))
     }
 
     /// The agents by name, for lookups in a loop.

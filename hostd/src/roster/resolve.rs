@@ -213,15 +213,15 @@ pub(super) fn resolve(
             format!("{fm:?} is not an agent of this roster"),
         ));
     }
-    Ok(Roster {
-        path: path.to_owned(),
-        tmux: TmuxSettings {
+    Ok(Roster::new(
+        path.to_owned(),
+        TmuxSettings {
             socket_name,
             holder_session,
         },
         agents,
         supervision,
-    })
+    ))
 }
 
 pub(super) fn secs_in(

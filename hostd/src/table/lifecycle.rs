@@ -2,11 +2,12 @@
 
 use super::*;
 
-/// One `list-panes` answer, read off the owner task.
+/// One `list-panes` answer, read off the owner task; `None` when it was a
+/// probe and no window had moved (so no pane was read).
 #[derive(Debug)]
 pub(super) struct PaneRead {
     pub(super) generation: u64,
-    pub(super) result: Result<Vec<Pane>, tmux::TmuxError>,
+    pub(super) result: Result<Option<Vec<Pane>>, tmux::TmuxError>,
 }
 
 /// Pane reads run beside the owner, one at a time: a stopped tmux delays
@@ -28,6 +29,19 @@ impl Table {
     /// Asks for a pane read beside the owner (at most one runs; a request
     /// during one runs once more after it).
     pub(super) fn want_read(&mut self) {
+        self.read(false);
+    }
+
+    /// Asks tmux whether any window moved, and reads the panes only if one
+    /// did: the periodic look that also notices a stopped tmux. Skipped
+    /// while a read runs.
+    pub(super) fn probe(&mut self) {
+        if !self.reads.in_flight {
+            self.read(true);
+        }
+    }
+
+    fn read(&mut self, probe: bool) {
         let Some(control) = self.control.clone() else {
             return;
         };
@@ -40,7 +54,13 @@ impl Table {
         let generation = self.reads.generation;
         let tx = self.reads_tx.clone();
         tokio::spawn(async move {
-            let result = control.list_panes().await;
+            let result = async {
+                if probe && !control.windows_moved().await? {
+                    return Ok(None);
+                }
+                control.list_panes().await.map(Some)
+            }
+            .await;
             let _ = tx.send(PaneRead { generation, result });
         });
     }
@@ -49,7 +69,16 @@ impl Table {
         self.reads.in_flight = false;
         self.reads.last_done = Some(Instant::now());
         match read.result {
-            Ok(panes) => {
+            Ok(None) => {
+                // A probe: tmux answers and nothing moved; no pane was
+                // read, so no reply owed for a fresh read is due yet.
+                self.tmux_answered();
+                if std::mem::take(&mut self.reads.again) {
+                    self.want_read();
+                }
+                return;
+            }
+            Ok(Some(panes)) => {
                 self.tmux_answered();
                 self.apply_panes(panes, false);
                 self.nudge_unreaped().await;

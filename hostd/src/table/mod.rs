@@ -366,10 +366,11 @@ impl Table {
                 self.sweep_watchers();
             }
         } else if self.reads.last_done.is_none_or(|t| t.elapsed() >= PROBE) {
-            // Also the probe that notices a stopped tmux (and its return)
-            // when nothing else asks it anything.
-            self.want_read();
+            // Activity and command changes, and the probe that notices a
+            // stopped tmux (and its return) when nothing else asks.
+            self.probe();
         }
+        self.recheck_unsettled();
         if self
             .unit_checked
             .is_none_or(|t| t.elapsed() >= self.cfg.systemd.recheck)

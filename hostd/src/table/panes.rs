@@ -166,6 +166,30 @@ impl Table {
         }
     }
 
+    /// Agents whose foreground program is not (yet) one of their runtime's
+    /// — a launcher still running, or drift — are looked at again: an exec
+    /// that prints nothing raises no tmux notification and moves no window,
+    /// so only /proc shows it. Settled agents wait for the resync.
+    pub(super) fn recheck_unsettled(&mut self) {
+        for (name, agent) in self.agents.iter_mut() {
+            let Some(p) = &agent.pane else { continue };
+            let Some(spec) = self.roster.agent(name) else {
+                continue;
+            };
+            if p.dead || agent.exited || spec.process_names.is_empty() {
+                continue;
+            }
+            let settled = agent
+                .process
+                .as_ref()
+                .is_some_and(|pr| proc::matches_runtime(pr, &spec.process_names));
+            if !settled {
+                let table = proc::ProcTable::subtree(p.pane_pid);
+                agent.process = proc::foreground(&table, p.pane_pid);
+            }
+        }
+    }
+
     /// A pane process ended (pidfd). Mark it at once; ask tmux shortly after.
     pub(super) fn on_exit(&mut self, pid: u32) {
         self.exits.forget(pid);

@@ -41,7 +41,7 @@ impl Table {
                     );
                 }
                 let tmux = self.roster.tmux.clone();
-                self.roster = Roster { tmux, ..new };
+                self.roster = Roster::new(new.path, tmux, new.agents, new.supervision);
                 self.roster_tx.send_replace(Arc::new(self.roster.clone()));
                 self.roster_loaded_at = clock::now_ms();
                 self.events.emit(
