@@ -266,19 +266,26 @@ struct AggProc {
     port: u16,
 }
 
+/// Starts the aggregator and waits for its readiness notice (the systemd
+/// protocol: `READY=1` with `STATUS=serving on ADDR`), which names the port
+/// it bound: the first start binds port 0 and the port it got is written
+/// into `config`, so a restart serves the same address.
 async fn start_aggregator(
     bin: &Path,
     config: &Path,
-    port: u16,
-) -> Result<tokio::process::Child, Failure> {
+) -> Result<(tokio::process::Child, u16), Failure> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(config.with_extension("log"))?;
-    let child = program(bin)
+    let notify = config.with_extension("notify");
+    let _ = std::fs::remove_file(&notify);
+    let ready = tokio::net::UnixDatagram::bind(&notify)?;
+    let mut child = program(bin)
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
+        .env("NOTIFY_SOCKET", &notify)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -289,19 +296,43 @@ async fn start_aggregator(
                 "cannot start fleet-aggregator (build it: cargo build --release): {e}"
             ))
         })?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
+    let mut buf = vec![0u8; 4096];
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n = ready.recv(&mut buf).await?;
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == "READY=1") {
+                return Ok::<_, std::io::Error>(msg);
+            }
+        }
+    })
+    .await;
+    let _ = std::fs::remove_file(&notify);
+    let msg = match waited {
+        Ok(Ok(m)) => m,
+        _ => {
+            let _ = child.start_kill();
             return Err(Failure::Other(
-                "fleet-aggregator did not start listening".into(),
+                "fleet-aggregator did not say it was ready (a build without the systemd readiness notice cannot be measured)".into(),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(child)
+    };
+    let port = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS=serving on "))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .ok_or_else(|| Failure::Other(format!("READY without an address: {msg:?}")))?;
+    let text = std::fs::read_to_string(config)?;
+    std::fs::write(
+        config,
+        text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        ),
+    )?;
+    Ok((child, port))
 }
 
 async fn wait_until(
@@ -351,19 +382,17 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
         d.join("authz.toml"),
         "[operators.bench]\ntenants = [\"*\"]\nverbs = [\"read\"]\n",
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let config = d.join("aggregator.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ntrust_domain = \"bench.local\"\nauthz = \"{0}/authz.toml\"\naudit_log = \"{0}/audit.jsonl\"\nlog = \"warn,fleet_aggregator::stats=info\"\nstats_secs = 0.25\n[tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/aggregator.pem\"\nkey = \"{0}/aggregator.key\"\n",
+            "listen = \"127.0.0.1:0\"\ntrust_domain = \"bench.local\"\nauthz = \"{0}/authz.toml\"\naudit_log = \"{0}/audit.jsonl\"\nlog = \"warn,fleet_aggregator::stats=info\"\nstats_secs = 0.25\n[tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/aggregator.pem\"\nkey = \"{0}/aggregator.key\"\n",
             d.display()
         ),
     )?;
+    let (child, port) = start_aggregator(bin, &config).await?;
     let mut agg = AggProc {
-        child: start_aggregator(bin, &config, port).await?,
+        child,
         config,
         port,
     };
@@ -517,25 +546,19 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
     let t0 = Instant::now();
     // Each host is changed again as soon as its link has sent the last
     // change: every change is an update, none is folded away unsent.
-    let mut i = 0usize;
-    let mut made = 0usize;
+    // One pass over every host per millisecond at most: the driver must
+    // not spin a core the links and the aggregator need.
+    let mut round = tokio::time::interval(Duration::from_millis(1));
+    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pass = 0usize;
     while t0.elapsed() < Duration::from_secs(a.saturate_secs) {
-        let s = &sims[i % sims.len()];
-        if s.taken() {
-            s.change((i / sims.len()) % per);
-            made += 1;
-        }
-        i += 1;
-        if i.is_multiple_of(64) {
-            tokio::task::yield_now().await;
-        }
-        if i.is_multiple_of(sims.len()) {
-            // A whole round found no link ready: let them catch up.
-            if made == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        round.tick().await;
+        for s in &sims {
+            if s.taken() {
+                s.change(pass % per);
             }
-            made = 0;
         }
+        pass += 1;
     }
     let sat_to = time::OffsetDateTime::now_utc();
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -553,7 +576,14 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
         s.unreachable = 0;
     }
     let t_restart = Instant::now();
-    agg.child = start_aggregator(bin, &agg.config, agg.port).await?;
+    let (child, port) = start_aggregator(bin, &agg.config).await?;
+    if port != agg.port {
+        return Err(Failure::Other(format!(
+            "the restarted aggregator serves port {port}, not {}",
+            agg.port
+        )));
+    }
+    agg.child = child;
     wait_until(
         &seen,
         Duration::from_secs(120),

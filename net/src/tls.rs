@@ -43,8 +43,15 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// ring with AES-128-GCM/SHA-256 preferred: every host link handshakes
+/// again after an aggregator restart, and SHA-384's transcript hashing was
+/// a tenth of that crypto for no protection a fleet needs beyond AES-128.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    // The same suites, AES-128 first (a stable sort keeps the rest's order).
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 fn file_err(path: &Path, message: impl ToString) -> TlsError {
@@ -384,5 +391,27 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<Identity, TlsError> {
             "{} URI SANs; exactly one is allowed",
             uris.len()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aes_128_is_preferred_and_no_suite_is_dropped() {
+        let ours: Vec<_> = super::provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let mut stock: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(ours[0], rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let mut sorted = ours.clone();
+        sorted.sort_by_key(|s| u16::from(*s));
+        stock.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, stock, "the same suites, only reordered");
     }
 }

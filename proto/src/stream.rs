@@ -225,23 +225,40 @@ pub fn diff(
     (next_agents, next_host): (&[crate::v1::AgentRow], &crate::v1::HostRow),
 ) -> Option<crate::v1::Delta> {
     use std::collections::{HashMap, HashSet};
-    let old: HashMap<&str, &crate::v1::AgentRow> =
-        prev_agents.iter().map(|r| (r.name.as_str(), r)).collect();
-    let upserts: Vec<crate::v1::AgentRow> = next_agents
-        .iter()
-        .filter(|r| old.get(r.name.as_str()) != Some(r))
-        .cloned()
-        .collect();
-    let new: HashSet<&str> = next_agents.iter().map(|r| r.name.as_str()).collect();
-    let removals: Vec<crate::v1::AgentKey> = prev_agents
-        .iter()
-        .filter(|r| !new.contains(r.name.as_str()))
-        .map(|r| crate::v1::AgentKey {
-            tenant_id: r.tenant_id.clone(),
-            host: r.host.clone(),
-            name: r.name.clone(),
-        })
-        .collect();
+    let same_names = prev_agents.len() == next_agents.len()
+        && prev_agents
+            .iter()
+            .zip(next_agents)
+            .all(|(p, n)| p.name == n.name);
+    let (upserts, removals): (Vec<crate::v1::AgentRow>, Vec<crate::v1::AgentKey>) = if same_names {
+        // The usual case (the same agents in the same order): pairwise.
+        let upserts = prev_agents
+            .iter()
+            .zip(next_agents)
+            .filter(|(p, n)| p != n)
+            .map(|(_, n)| n.clone())
+            .collect();
+        (upserts, Vec::new())
+    } else {
+        let old: HashMap<&str, &crate::v1::AgentRow> =
+            prev_agents.iter().map(|r| (r.name.as_str(), r)).collect();
+        let upserts = next_agents
+            .iter()
+            .filter(|r| old.get(r.name.as_str()) != Some(r))
+            .cloned()
+            .collect();
+        let new: HashSet<&str> = next_agents.iter().map(|r| r.name.as_str()).collect();
+        let removals = prev_agents
+            .iter()
+            .filter(|r| !new.contains(r.name.as_str()))
+            .map(|r| crate::v1::AgentKey {
+                tenant_id: r.tenant_id.clone(),
+                host: r.host.clone(),
+                name: r.name.clone(),
+            })
+            .collect();
+        (upserts, removals)
+    };
     let moved = crate::v1::HostRow {
         last_seen_unix_ms: next_host.last_seen_unix_ms,
         ..prev_host.clone()
@@ -266,6 +283,50 @@ pub fn diff(
 mod tests {
     use super::*;
     use crate::v1::{AgentRow, Event, EventsRequest, HostRow};
+
+    #[test]
+    fn diff_finds_changed_new_and_gone_rows_in_either_order() {
+        let row = |n: &str, cmd: &str| AgentRow {
+            name: n.into(),
+            pane_command: cmd.into(),
+            ..Default::default()
+        };
+        let host = HostRow::default();
+        let a = vec![row("a", "x"), row("b", "x")];
+        assert!(diff((&a, &host), (&a, &host)).is_none(), "nothing changed");
+        let moved = HostRow {
+            last_seen_unix_ms: 5,
+            ..Default::default()
+        };
+        assert!(
+            diff((&a, &host), (&a, &moved)).is_none(),
+            "a newer last-seen time alone is no change"
+        );
+        // Same names, same order: the changed row only.
+        let b = vec![row("a", "x"), row("b", "y")];
+        let d = diff((&a, &host), (&b, &host)).unwrap();
+        assert_eq!(d.upserts, vec![row("b", "y")]);
+        assert!(d.removals.is_empty() && d.hosts.is_empty());
+        // Reordered, one gone, one new, one changed.
+        let c = vec![row("c", "z"), row("a", "w")];
+        let d = diff((&a, &host), (&c, &host)).unwrap();
+        assert_eq!(d.upserts, vec![row("c", "z"), row("a", "w")]);
+        assert_eq!(
+            d.removals
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        let flagged = HostRow {
+            agents_total: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            diff((&a, &host), (&a, &flagged)).unwrap().hosts,
+            vec![flagged]
+        );
+    }
 
     #[test]
     fn one_event_filter_reads_every_address_form() {
