@@ -19,7 +19,7 @@ use fleet_proto::v1::{
 };
 use tokio::sync::watch;
 
-use crate::local::{percentile, program, rss_kb, sibling};
+use crate::local::{cpu_ticks, percentile, program, rss_kb, sibling};
 use fleetctl::Failure;
 use fleetctl::certs::{self, Ca, Kind};
 use fleetctl::client::{self, Remote};
@@ -56,6 +56,9 @@ struct Figures {
     rss_total_mb: f64,
     rss_per_link_kb: f64,
     ingest_per_s: f64,
+    /// The aggregator's own CPU per update at saturation (both its cores'
+    /// worth): what it would ingest if the simulated hosts cost nothing.
+    agg_us_per_update: f64,
     ps_ms: f64,
     lat_p50_ms: f64,
     lat_p99_ms: f64,
@@ -66,7 +69,7 @@ struct Figures {
 pub async fn run(a: FedArgs) -> Result<(), Failure> {
     raise_fd_limit();
     println!(
-        "{:>6} {:>6} {:>7} {:>9} {:>9} {:>12} {:>14} {:>9} {:>9} {:>9} {:>10} {:>11}",
+        "{:>6} {:>6} {:>7} {:>9} {:>9} {:>12} {:>14} {:>11} {:>9} {:>9} {:>9} {:>10} {:>11}",
         "build",
         "hosts",
         "agents",
@@ -74,6 +77,7 @@ pub async fn run(a: FedArgs) -> Result<(), Failure> {
         "rss_mb",
         "rss/link_kb",
         "ingest_upd/s",
+        "agg_us/upd",
         "ps_ms",
         "p50_ms",
         "p99_ms",
@@ -88,7 +92,7 @@ pub async fn run(a: FedArgs) -> Result<(), Failure> {
         for (label, bin) in &builds {
             let f = one_size(*n, &a, bin).await?;
             println!(
-                "{:>6} {:>6} {:>7} {:>9.2} {:>9.1} {:>12.1} {:>14.0} {:>9.1} {:>9.1} {:>9.1} {:>10.2} {:>11}",
+                "{:>6} {:>6} {:>7} {:>9.2} {:>9.1} {:>12.1} {:>14.0} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>10.2} {:>11}",
                 label,
                 n,
                 u64::from(*n) * u64::from(a.agents),
@@ -96,6 +100,7 @@ pub async fn run(a: FedArgs) -> Result<(), Failure> {
                 f.rss_total_mb,
                 f.rss_per_link_kb,
                 f.ingest_per_s,
+                f.agg_us_per_update,
                 f.ps_ms,
                 f.lat_p50_ms,
                 f.lat_p99_ms,
@@ -543,6 +548,7 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
     // Saturation: every host changes as fast as this process can make it;
     // the aggregator's own counters (its stats lines) say what it applied.
     let sat_from = time::OffsetDateTime::now_utc();
+    let cpu_from = cpu_ticks(agg_pid);
     let t0 = Instant::now();
     // Each host is changed again as soon as its link has sent the last
     // change: every change is an update, none is folded away unsent.
@@ -561,8 +567,15 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
         pass += 1;
     }
     let sat_to = time::OffsetDateTime::now_utc();
+    let sat_secs = t0.elapsed().as_secs_f64();
+    let agg_cpu_s = cpu_ticks(agg_pid).saturating_sub(cpu_from) as f64 / 100.0;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let ingest_per_s = ingest_rate(&agg.config.with_extension("log"), sat_from, sat_to);
+    let agg_us_per_update = if ingest_per_s > 0.0 {
+        agg_cpu_s * 1e6 / (ingest_per_s * sat_secs)
+    } else {
+        0.0
+    };
 
     phase(n, "kill -9 and restart");
     // kill -9 and restart: time until the whole view is back.
@@ -602,6 +615,7 @@ async fn one_size(n: u32, a: &FedArgs, bin: &Path) -> Result<Figures, Failure> {
         rss_total_mb: rss_after as f64 / 1024.0,
         rss_per_link_kb: rss_after.saturating_sub(rss_base) as f64 / f64::from(n),
         ingest_per_s,
+        agg_us_per_update,
         ps_ms: percentile(&mut ps, 0.5),
         lat_p50_ms: percentile(&mut lat, 0.5),
         lat_p99_ms: percentile(&mut lat, 0.99),
