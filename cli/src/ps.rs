@@ -380,8 +380,13 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
         let (agents, hosts, now) = if server.is_aggregator() {
             snapshot(&mut client).await?
         } else {
-            let agents = client.list_agents(ListAgentsRequest {}).await?.into_inner();
-            let hosts = client.list_hosts(ListHostsRequest {}).await?.into_inner();
+            // Both at once on the one connection: a round trip saved.
+            let mut hosts_client = client.clone();
+            let (agents, hosts) = tokio::join!(
+                client.list_agents(ListAgentsRequest {}),
+                hosts_client.list_hosts(ListHostsRequest {})
+            );
+            let (agents, hosts) = (agents?.into_inner(), hosts?.into_inner());
             (agents.agents, hosts.hosts, agents.generated_at_unix_ms)
         };
         // Buffered: a big fleet's document is millions of small writes.

@@ -244,12 +244,29 @@ fn libc_flags() -> i32 {
 /// never sees half a beat and a FIFO in its place is replaced, not opened).
 /// A failed write leaves no temp file behind.
 pub fn write_atomic(path: &Path, beat: &Beat) -> std::io::Result<()> {
-    replace_file(path, format(beat).as_bytes())
+    write_atomic_stamped(path, beat).map(drop)
+}
+
+/// [`write_atomic`], returning the mtime of the file written (what a
+/// `stat` of `path` shows until someone replaces it again), so a writer
+/// that knows what it wrote need not read it back.
+pub fn write_atomic_stamped(path: &Path, beat: &Beat) -> std::io::Result<SystemTime> {
+    replace_with(path, format(beat).as_bytes(), true)
 }
 
 /// Replaces `path` with `bytes`: a fresh 0600 temp file beside it (never
 /// through a symlink), then a rename. A failed write leaves no temp file.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_with(path, bytes, false).map(drop)
+}
+
+/// `swap`: the new file is exchanged with the old one (`RENAME_EXCHANGE`),
+/// which is then unlinked. Readers see the same atomic replacement, but ext4
+/// does not flush a file exchanged in as it flushes one renamed over
+/// another (`auto_da_alloc`): beats are rewritten every interval, and that
+/// flush was most of what hostd's fallback beats cost. A beat lost in a
+/// crash is written again by its writer.
+fn replace_with(path: &Path, bytes: &[u8], swap: bool) -> std::io::Result<SystemTime> {
     use std::io::Write;
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -257,11 +274,37 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let written = open_private(&tmp, true)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.metadata()?.modified()
+        })
+        .and_then(|mtime| {
+            if swap {
+                swap_in(&tmp, path)?;
+            } else {
+                std::fs::rename(&tmp, path)?;
+            }
+            Ok(mtime)
+        });
     written.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// Puts `tmp` at `path` by exchanging the two and unlinking what `tmp`
+/// then names; a plain rename when there is nothing to exchange with (or
+/// the file system cannot), or when what was there is a directory (put
+/// back first, so the rename fails as it always did).
+fn swap_in(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    if renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE).is_err() {
+        return std::fs::rename(tmp, path);
+    }
+    if std::fs::remove_file(tmp).is_err() {
+        renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE)?;
+        return std::fs::rename(tmp, path);
+    }
+    Ok(())
 }
 
 /// Opens `path` for writing, 0600 if created, never following a symlink and
@@ -323,9 +366,18 @@ pub fn touch_native_marker(hb: &Path) -> std::io::Result<()> {
 }
 
 pub fn native_marker_fresh(hb: &Path, now: SystemTime, interval: Duration) -> bool {
-    std::fs::metadata(native_marker_path(hb))
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() <= interval * 2)
+    let mtime = std::fs::metadata(native_marker_path(hb)).and_then(|m| m.modified());
+    native_marker_fresh_at(mtime.ok(), now, interval)
+}
+
+/// [`native_marker_fresh`] from the marker's mtime (none: no marker), for
+/// a scan that has already looked at it.
+pub fn native_marker_fresh_at(
+    marker_mtime: Option<SystemTime>,
+    now: SystemTime,
+    interval: Duration,
+) -> bool {
+    marker_mtime.is_some_and(|t| now.duration_since(t).unwrap_or_default() <= interval * 2)
 }
 
 pub fn health(b: &Result<Beat, ReadError>, now: OffsetDateTime, interval: Duration) -> Health {

@@ -171,3 +171,36 @@ fn a_fifo_or_device_in_place_of_the_beat_is_refused_without_blocking() {
     let litter: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(litter.len(), 1, "no temp file is left behind");
 }
+
+#[test]
+fn a_beat_replacing_another_is_swapped_in_and_a_directory_in_its_place_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let hb = dir.path().join("a.hb");
+    let first = beat(OffsetDateTime::now_utc());
+    heartbeat::write_atomic(&hb, &first).unwrap();
+    let mut second = beat(OffsetDateTime::now_utc());
+    second.pid = 4321;
+    // Over an existing beat (the exchange path): the new one, its mtime
+    // as a stat shows it, and nothing else left in the directory.
+    let mtime = heartbeat::write_atomic_stamped(&hb, &second).unwrap();
+    assert_eq!(heartbeat::read(&hb).unwrap(), second);
+    assert_eq!(std::fs::metadata(&hb).unwrap().modified().unwrap(), mtime);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["a.hb"], "the old beat and the temp file are gone");
+
+    // A directory where the beat goes is refused, and left where it was.
+    let d = dir.path().join("b.hb");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("inside"), "x").unwrap();
+    assert!(heartbeat::write_atomic(&d, &second).is_err());
+    assert!(d.join("inside").is_file(), "the directory is untouched");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.hb", "b.hb"], "no temp file is left behind");
+}

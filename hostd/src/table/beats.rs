@@ -45,16 +45,48 @@ pub(super) struct BeatScan {
     pub(super) lineage_ok: Option<bool>,
 }
 
+/// The run directory, opened once per scan: each agent's files are looked
+/// up from it (one path component each, not the whole path again).
+pub(super) struct RunDir(Option<rustix::fd::OwnedFd>);
+
+impl RunDir {
+    pub(super) fn open(dir: &std::path::Path) -> Self {
+        use rustix::fs::{CWD, Mode, OFlags};
+        // O_PATH: never reads the directory, so it cannot block on it.
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Self(rustix::fs::openat(CWD, dir, flags, Mode::empty()).ok())
+    }
+
+    /// `mtime(path)` for a file in this directory, followed like
+    /// `std::fs::metadata` (the whole path when the directory could not be
+    /// opened).
+    fn mtime(&self, path: &std::path::Path) -> Option<SystemTime> {
+        let (Some(fd), Some(name)) = (&self.0, path.file_name()) else {
+            return mtime(path);
+        };
+        let st = rustix::fs::statat(fd, name, rustix::fs::AtFlags::empty()).ok()?;
+        let nanos = u32::try_from(st.st_mtime_nsec).ok()?;
+        let secs = st.st_mtime;
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs.unsigned_abs(), nanos))
+        } else {
+            SystemTime::UNIX_EPOCH
+                .checked_sub(Duration::from_secs(secs.unsigned_abs()))?
+                .checked_add(Duration::from_nanos(u64::from(nanos)))
+        }
+    }
+}
+
 /// Blocking: reads what changed, writes the fallback beat when due, and
-/// checks the beat's pid against the pane's process tree.
-pub(super) fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
-    let marker = heartbeat::native_marker_path(&job.path);
-    let native = heartbeat::native_marker_fresh(&job.path, now, job.interval);
+/// checks the beat's pid against the pane's process tree. `dir` is the
+/// run directory, where the beat and its marker are.
+pub(super) fn scan_beat(job: BeatJob, dir: &RunDir, now: SystemTime) -> BeatScan {
+    let marker_mtime = dir.mtime(&heartbeat::native_marker_path(&job.path));
+    let native = heartbeat::native_marker_fresh_at(marker_mtime, now, job.interval);
     // The runtime reported since it started (hooks report on events, so
     // the marker ages; hostd keeps ts and pid fresh).
-    let reported =
-        native || mtime(&marker).is_some_and(|m| job.launched_wall.is_none_or(|l| m >= l));
-    let file_mtime = mtime(&job.path);
+    let reported = native || marker_mtime.is_some_and(|m| job.launched_wall.is_none_or(|l| m >= l));
+    let file_mtime = dir.mtime(&job.path);
     let mut beat = (job.known_mtime != Some(file_mtime)).then(|| CachedBeat {
         mtime: file_mtime,
         result: heartbeat::read(&job.path),
@@ -66,13 +98,23 @@ pub(super) fn scan_beat(job: BeatJob, now: SystemTime) -> BeatScan {
         && let Some(pid) = job.pane_pid
     {
         let now_odt = time::OffsetDateTime::from(now);
-        write_error = write_fallback(&job.path, pid, now_odt)
-            .err()
-            .map(|e| format!("cannot write the fallback beat {}: {e}", job.path.display()));
+        let written = write_fallback(&job.path, pid, now_odt);
         wrote_fallback = true;
-        beat = Some(CachedBeat {
-            mtime: mtime(&job.path),
-            result: heartbeat::read(&job.path),
+        beat = Some(match written {
+            // What was written is known: no need to read it back.
+            Ok(Some((mtime, text))) => CachedBeat {
+                mtime: Some(mtime),
+                result: heartbeat::parse(text.as_bytes()).map_err(ReadError::Invalid),
+            },
+            written => {
+                write_error = written
+                    .err()
+                    .map(|e| format!("cannot write the fallback beat {}: {e}", job.path.display()));
+                CachedBeat {
+                    mtime: dir.mtime(&job.path),
+                    result: heartbeat::read(&job.path),
+                }
+            }
         });
     }
     let beat_pid = match &beat {
@@ -121,13 +163,15 @@ pub(super) struct CachedBeat {
 /// and turn key are carried over from the file as it is now (read under
 /// the beat's writer lock, so a hook's update in between is never lost; a
 /// lock someone else holds skips this beat).
+///
+/// Returns the mtime and text of the beat written (none: the lock was held).
 pub(super) fn write_fallback(
     path: &std::path::Path,
     pid: u32,
     now: time::OffsetDateTime,
-) -> Result<(), std::io::Error> {
+) -> Result<Option<(SystemTime, String)>, std::io::Error> {
     let Some(_lock) = heartbeat::lock(path, Duration::ZERO) else {
-        return Ok(());
+        return Ok(None);
     };
     let prev = heartbeat::read(path).ok();
     let prev = prev.as_ref();
@@ -139,9 +183,11 @@ pub(super) fn write_fallback(
         turn: prev.and_then(|b| b.turn),
         key: prev.and_then(|b| b.key.clone()),
     };
-    heartbeat::write_atomic(path, &beat).inspect_err(|e| {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write fallback heartbeat");
-    })
+    heartbeat::write_atomic_stamped(path, &beat)
+        .map(|mtime| Some((mtime, heartbeat::format(&beat))))
+        .inspect_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write fallback heartbeat");
+        })
 }
 
 pub(super) fn to_wire_health(h: &heartbeat::Health) -> Health {
@@ -180,15 +226,15 @@ pub(super) fn format_secs(d: Duration) -> String {
 impl Table {
     /// Hands the heartbeat files to a blocking worker (file I/O never runs
     /// on the owner task); the answer comes back as [`BeatScan`]s. One scan
-    /// at a time: a slow disk delays beats, not the table.
-    pub(super) fn scan_beats(&mut self) {
+    /// at a time: a slow disk delays beats, not the table. Says whether a
+    /// scan started (its answer publishes the view).
+    pub(super) fn scan_beats(&mut self) -> bool {
         if self.beats_in_flight {
-            return;
+            return false;
         }
-        let specs = self.roster.by_name();
-        let mut jobs = Vec::new();
+        let mut jobs = Vec::with_capacity(self.agents.len());
         for (name, agent) in &self.agents {
-            let Some(spec) = specs.get(name.as_str()) else {
+            let Some(spec) = self.roster.agent(name) else {
                 continue;
             };
             let interval = spec
@@ -220,12 +266,14 @@ impl Table {
         let run_dir = self.cfg.run_dir.clone();
         tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
-            let dir = ensure_run_dir(&run_dir);
+            let recreated = ensure_run_dir(&run_dir);
+            let dir = RunDir::open(&run_dir);
             let _ = tx.send(BeatScans {
-                run_dir: dir,
-                agents: jobs.into_iter().map(|j| scan_beat(j, now)).collect(),
+                run_dir: recreated,
+                agents: jobs.into_iter().map(|j| scan_beat(j, &dir, now)).collect(),
             });
         });
+        true
     }
 
     /// Folds a beat scan into the rows: source, the runtime's own status,

@@ -377,8 +377,11 @@ impl Table {
         {
             self.check_unit().await;
         }
-        self.scan_beats();
-        self.publish();
+        // A scan's answer publishes (within a tick's work); one in flight
+        // still leaves this tick's changes to publish now.
+        if !self.scan_beats() {
+            self.publish();
+        }
     }
 
     /// Sweeps orphaned watch sessions beside the owner.

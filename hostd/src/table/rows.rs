@@ -130,15 +130,17 @@ impl Table {
     pub(super) fn publish(&mut self) {
         let now = clock::now_ms();
         let boot_gap = systemd::boot_enable_gap(&self.unit);
-        let specs = self.roster.by_name();
         let prev = self.publish.borrow().clone();
-        let prev_rows: HashMap<&str, &AgentRow> =
-            prev.agents.iter().map(|r| (r.name.as_str(), r)).collect();
+        // Both are in name order (the agents are a BTreeMap, and every view
+        // is made here): walk them together.
+        let mut prev_rows = prev.agents.iter().peekable();
+        let mut changed = prev.agents.len() != self.agents.len();
         let mut rows = Vec::with_capacity(self.agents.len());
         for (name, agent) in &self.agents {
-            let spec = specs.get(name.as_str()).copied();
+            let spec = self.roster.agent(name);
             let mut row = self.row(name, agent, spec, boot_gap);
-            let prev_row = prev_rows.get(name.as_str()).copied();
+            while prev_rows.next_if(|p| p.name < *name).is_some() {}
+            let prev_row = prev_rows.next_if(|p| p.name == *name);
             if let Some(hb) = row.heartbeat.as_mut() {
                 // The status holds since it last changed.
                 hb.status_since_unix_ms = prev_row
@@ -151,6 +153,7 @@ impl Table {
                 *p == row
             });
             if !same {
+                changed = true;
                 row.observed_at_unix_ms = now;
                 flag_events(&self.events, name, prev_row, &row);
                 status_events(&self.events, name, prev_row, &row);
@@ -160,7 +163,7 @@ impl Table {
         let host = self.host_row(&rows, boot_gap);
         let mut host_cmp = host.clone();
         host_cmp.last_seen_unix_ms = prev.host.last_seen_unix_ms;
-        if rows == prev.agents && host_cmp == prev.host {
+        if !changed && host_cmp == prev.host {
             return;
         }
         self.publish
