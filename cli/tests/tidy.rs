@@ -38,7 +38,15 @@ fn files(ext: &str) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    for c in ["proto", "net", "hostd", "aggregator", "cli", "bench"] {
+    for c in [
+        "proto",
+        "net",
+        "hostd",
+        "aggregator",
+        "cli",
+        "bench",
+        "testkit",
+    ] {
         walk(&root().join(c), ext, &mut out);
     }
     out.sort();
@@ -98,7 +106,7 @@ fn async_tests_never_sleep_the_thread_and_no_test_races_for_a_port() {
     assert!(seen > 10, "no test files found");
     assert!(
         hits.is_empty(),
-        "wait with tokio::time::sleep in a deadline loop (support::eventually), and let servers bind port 0: {hits:#?}"
+        "wait with fleet_testkit::eventually (a deadline, never a thread sleep in async code), and let servers bind port 0: {hits:#?}"
     );
 }
 

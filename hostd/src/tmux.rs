@@ -484,6 +484,8 @@ pub struct Control {
     pub changed: Arc<Notify>,
     /// Fired once when the client exits (server gone or killed).
     pub exited: Arc<Notify>,
+    /// `pane-died` lines read (deaths tmux reported through the hook).
+    pub deaths: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Inner {
@@ -505,9 +507,11 @@ const MAX_OWED: usize = 16;
 /// notifications on 3.3a; `display-message -c CLIENT -p` does reach it).
 pub const DIED_LINE: &str = "%fleet-pane-died";
 
-/// Each window's activity time, one line per window: what
-/// [`Control::windows_moved`] compares (~3 ms of the server at 500 panes).
-const ACTIVITY_FORMAT: &str = "#{window_id} #{window_activity}";
+/// Each window's activity time, one line per window in the server's order:
+/// what [`Control::windows_moved`] compares (~1 ms of the server at 500
+/// panes; each field a window prints costs as much again, so no id: a
+/// window that comes or goes changes the lines, and tmux notifies it too).
+const ACTIVITY_FORMAT: &str = "#{window_activity}";
 
 impl Control {
     /// Attaches to `holder` (which must exist) and has pane deaths written
@@ -538,12 +542,14 @@ impl Control {
         });
         let changed = Arc::new(Notify::new());
         let exited = Arc::new(Notify::new());
+        let deaths = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(read_loop(
             BufReader::new(stdout),
             inner.clone(),
             changed.clone(),
             exited.clone(),
+            deaths.clone(),
             ready_tx,
         ));
         // Commands sent before the attach completes fail with "no current
@@ -559,6 +565,7 @@ impl Control {
             activity: std::sync::atomic::AtomicU64::new(0),
             changed,
             exited,
+            deaths,
         };
         // This client's name (`client-<pid>`, no quotes in it) for the hook;
         // a new control client after a tmux restart sets it again.
@@ -656,6 +663,7 @@ async fn read_loop(
     inner: Arc<Inner>,
     changed: Arc<Notify>,
     exited: Arc<Notify>,
+    deaths: Arc<std::sync::atomic::AtomicU64>,
     ready: oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
@@ -672,6 +680,7 @@ async fn read_loop(
         let line = line.trim_end_matches(['\n', '\r']);
         // Our hook's line may come between a block's lines: never output.
         if line.starts_with(DIED_LINE) {
+            deaths.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             changed.notify_one();
             continue;
         }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_hostd::proc::{self, ProcTable};
 
@@ -31,14 +31,9 @@ fn spawn(cmd: &str) -> Kill {
 }
 
 fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    fleet_testkit::eventually_blocking(what, Duration::from_secs(15), || {
+        f().ok_or_else(|| "not yet".to_owned())
+    })
 }
 
 #[test]

@@ -3,8 +3,9 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use fleet_testkit::eventually;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_hostd::tmux::{Control, Launch, Tmux};
 
@@ -56,16 +57,15 @@ async fn launch_passes_env_and_execs_the_command() {
         .unwrap()
         .expect("created");
     // exec: the pane's process becomes sleep itself (after sh has exec'd).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the exec", Duration::from_secs(5), async || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", created.pane_pid)).unwrap();
-        if comm.trim() == "sleep" {
-            break;
-        }
-        assert_eq!(comm.trim(), "sh", "only the exec'ing shell may come first");
-        assert!(Instant::now() < deadline, "never exec'd");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        assert!(
+            comm.trim() == "sleep" || comm.trim() == "sh",
+            "only the exec'ing shell may come first: {comm}"
+        );
+        (comm.trim() == "sleep").then_some(()).ok_or(comm)
+    })
+    .await;
     let environ = std::fs::read(format!("/proc/{}/environ", created.pane_pid)).unwrap();
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     assert!(vars.contains(&&b"FLEET_AGENT=a0"[..]));
@@ -126,17 +126,19 @@ async fn control_client_lists_panes_and_reports_changes() {
         .await
         .expect("a notification for the new session");
     // Right after the fork the command still reads "tmux"; poll for the exec.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let panes = control.list_panes().await.unwrap();
-        let top = panes.iter().find(|p| p.session_name == "top").unwrap();
-        assert!(!top.dead);
-        if top.current_command == "sleep" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{top:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the new session's exec",
+        Duration::from_secs(5),
+        async || {
+            let panes = control.list_panes().await.unwrap();
+            let top = panes.iter().find(|p| p.session_name == "top").unwrap();
+            assert!(!top.dead);
+            (top.current_command == "sleep")
+                .then_some(())
+                .ok_or(format!("{top:?}"))
+        },
+    )
+    .await;
 
     // Many queries in flight keep their order.
     let (a, b, c) = tokio::join!(
@@ -163,20 +165,100 @@ async fn a_dead_pane_stays_visible_as_dead() {
     s.0.run(["new-session", "-d", "-s", "short", "exit 3"])
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let panes = control.list_panes().await.unwrap();
-        if let Some(p) = panes.iter().find(|p| p.session_name == "short")
-            && p.dead
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pane never showed dead: {panes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually(
+        "the pane to show dead",
+        Duration::from_secs(5),
+        async || {
+            let panes = control.list_panes().await.unwrap();
+            panes
+                .iter()
+                .any(|p| p.session_name == "short" && p.dead)
+                .then_some(())
+                .ok_or(format!("{panes:?}"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_death_is_a_line_of_ours_and_activity_is_asked_for() {
+    let s = server();
+    s.0.ensure_server("_holder").await.unwrap();
+    let control = Control::attach(&s.0, "_holder").await.unwrap();
+    // Deaths reach this client as the pane-died hook's line, with no
+    // subscription and from sessions it is not attached to. tmux 3.3a loses
+    // some (tmux#4559: hostd's pidfds see every death first), so three die
+    // and at least one line must come.
+    let mut pids = Vec::new();
+    for n in ["d0", "d1", "d2"] {
+        s.0.run(["new-session", "-d", "-s", n, "sleep 300"])
+            .await
+            .unwrap();
+        let target = format!("={n}:");
+        let pid =
+            s.0.run(["display-message", "-p", "-t", &target, "#{pane_pid}"])
+                .await
+                .unwrap();
+        pids.push(pid.trim().parse::<i32>().unwrap());
     }
+    let server_pid: i32 =
+        s.0.run(["display-message", "-p", "#{pid}"])
+            .await
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let before = control.deaths.load(Ordering::Relaxed);
+    for pid in pids {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+    }
+    eventually("a pane-died line", Duration::from_secs(5), async || {
+        let _ = tokio::time::timeout(Duration::from_millis(200), control.changed.notified()).await;
+        if control.deaths.load(Ordering::Relaxed) > before {
+            return Ok(());
+        }
+        // What hostd does for an unreaped pane: make tmux look again.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(server_pid).unwrap(),
+            rustix::process::Signal::CHILD,
+        );
+        Err("no line yet".to_owned())
+    })
+    .await;
+
+    // The first question about activity answers "moved"; then nothing does.
+    let _ = control.windows_moved().await.unwrap();
+    eventually("a quiet fleet", Duration::from_secs(5), async || {
+        (!control.windows_moved().await.unwrap())
+            .then_some(())
+            .ok_or_else(|| "windows still moving".to_owned())
+    })
+    .await;
+    // A window whose pane draws moves (tmux keeps activity in seconds).
+    s.0.run([
+        "new-session",
+        "-d",
+        "-s",
+        "talk",
+        "while :; do echo hi; sleep 0.3; done",
+    ])
+    .await
+    .unwrap();
+    // The new window itself is a move; after that, only its drawing is.
+    let _ = control.windows_moved().await.unwrap();
+    eventually("activity to be seen", Duration::from_secs(5), async || {
+        control
+            .windows_moved()
+            .await
+            .unwrap()
+            .then_some(())
+            .ok_or_else(|| "no window moved".to_owned())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -377,24 +377,9 @@ pub fn run_ok(c: &mut Command) -> Output {
     out
 }
 
-/// Polls `probe` until it gives `Ok`; at the deadline panics with `what`
-/// and the last `Err` (what the last attempt saw).
-pub async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(saw) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}: {saw}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
+/// The one wait with a deadline (not every test binary uses it).
+#[allow(unused_imports)]
+pub use fleet_testkit::eventually;
 
 pub fn row<'a>(agents: &'a [AgentRow], name: &str) -> &'a AgentRow {
     agents
