@@ -386,8 +386,11 @@ impl Table {
 
     /// Sweeps orphaned watch sessions beside the owner.
     fn sweep_watchers(&self) {
+        let Some(control) = self.control.clone() else {
+            return;
+        };
         let (tmux, events) = (self.tmux.clone(), self.events.clone());
-        tokio::spawn(async move { sweep_watchers(&tmux, &events).await });
+        tokio::spawn(async move { sweep_watchers(&control, &tmux, &events).await });
     }
 
     async fn check_unit(&mut self) {
@@ -401,17 +404,22 @@ impl Table {
 
 /// Removes read-only watch sessions nobody is attached to any more (a
 /// `fleetctl watch` that was killed before it could clean up): only
-/// sessions carrying [`tmux::WATCHER_OPTION`], whatever their names.
-async fn sweep_watchers(tmux: &Tmux, events: &EventLog) {
+/// sessions carrying [`tmux::WATCHER_OPTION`], whatever their names. The
+/// list comes through the control client (a fresh tmux client every resync
+/// costs the server more than the question).
+async fn sweep_watchers(control: &Control, tmux: &Tmux, events: &EventLog) {
     let format = format!(
         "#{{{}}}\t#{{session_attached}}\t#{{session_created}}\t#{{session_name}}",
         tmux::WATCHER_OPTION
     );
-    let Ok(out) = tmux.run(["list-sessions", "-F", &format]).await else {
+    let Ok(lines) = control
+        .command(&format!("list-sessions -F '{format}'"))
+        .await
+    else {
         return;
     };
     let now = clock::now_ms() / 1000;
-    for line in out.lines() {
+    for line in &lines {
         let mut f = line.splitn(4, '\t');
         let (Some(mark), Some(attached), Some(created), Some(name)) =
             (f.next(), f.next(), f.next(), f.next())
