@@ -120,26 +120,6 @@ async fn audit_refusals(
 /// server stops waiting for them; streams end at once.
 const DRAIN: Duration = Duration::from_millis(800);
 
-/// Tells systemd (`Type=notify`, when `NOTIFY_SOCKET` is set) that the
-/// aggregator serves now and on which address (`STATUS=serving on ADDR`:
-/// with `listen = "…:0"` this is how a supervisor or a test learns the port
-/// without racing for one), and that it is stopping once `shutdown` turns.
-fn notify_systemd(local: SocketAddr, mut shutdown: watch::Receiver<bool>) {
-    use sd_notify::NotifyState;
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    let status = format!("serving on {local}");
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Status(&status), NotifyState::Ready]) {
-        tracing::warn!(error = %e, "cannot tell systemd the aggregator is ready");
-    }
-    tokio::spawn(async move {
-        if shutdown.wait_for(|s| *s).await.is_ok() {
-            let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-        }
-    });
-}
-
 /// Runs the aggregator until shutdown. `cfg` is already validated.
 pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     let authz = authz::Authz::load(&cfg.authz)?;
@@ -270,7 +250,9 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     if let Some(ready) = opts.ready {
         let _ = ready.send(local);
     }
-    notify_systemd(local, opts.shutdown.clone());
+    // `STATUS=serving on ADDR`: with `listen = "…:0"` this is how a
+    // supervisor or a test learns the port without racing for one.
+    fleet_net::transport::notify_ready(Some(&format!("serving on {local}")), opts.shutdown.clone());
     let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
         .layer(audit::RefusedAtDecode {

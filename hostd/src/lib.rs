@@ -121,23 +121,6 @@ pub struct Options {
     pub ready: Option<oneshot::Sender<()>>,
 }
 
-/// Tells systemd (`Type=notify`, when `NOTIFY_SOCKET` is set) that hostd
-/// serves now, and that it is stopping once `shutdown` turns true.
-fn notify_systemd(mut shutdown: watch::Receiver<bool>) {
-    use sd_notify::NotifyState;
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
-        tracing::warn!(error = %e, "cannot tell systemd hostd is ready");
-    }
-    tokio::spawn(async move {
-        if shutdown.wait_for(|s| *s).await.is_ok() {
-            let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-        }
-    });
-}
-
 /// After SIGTERM, how long calls still running (a verified send) may take
 /// before the server stops waiting for them; streams end at once.
 const DRAIN: Duration = Duration::from_millis(800);
@@ -284,7 +267,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         let _ = ready.send(());
     }
     tracing::info!(socket = %cfg.socket.display(), tenant = %cfg.tenant, host = %cfg.host, "serving");
-    notify_systemd(opts.shutdown.clone());
+    fleet_net::transport::notify_ready(None, opts.shutdown.clone());
     let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

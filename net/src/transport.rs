@@ -410,6 +410,31 @@ async fn connect(dial: &Dial, server_name: ServerName<'static>) -> Result<Client
     }
 }
 
+/// Tells systemd (`Type=notify`, when `NOTIFY_SOCKET` is set) that the
+/// daemon serves now — with `status` (`STATUS=…`), e.g. the address it
+/// bound, which a supervisor or a test reads to learn a port 0 listener's
+/// port — and that it is stopping once `shutdown` turns true. Both daemons
+/// announce themselves through this.
+pub fn notify_ready(status: Option<&str>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use sd_notify::NotifyState;
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let mut states = Vec::with_capacity(2);
+    if let Some(s) = status {
+        states.push(NotifyState::Status(s));
+    }
+    states.push(NotifyState::Ready);
+    if let Err(e) = sd_notify::notify(false, &states) {
+        tracing::warn!(error = %e, "cannot tell systemd this daemon is ready");
+    }
+    tokio::spawn(async move {
+        if shutdown.wait_for(|s| *s).await.is_ok() {
+            let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        }
+    });
+}
+
 /// Serves until `server` ends by itself, or until `drain` after `shutdown`
 /// turned true (calls still running then are dropped): a stop never waits
 /// on a peer.

@@ -90,6 +90,10 @@ struct Agent {
     pane: Option<Pane>,
     /// The process doing the work, computed for `pane_pid`.
     process: Option<ProcInfo>,
+    /// A newer foreground seen once by the per-tick recheck (pid, name):
+    /// taken only when the next tick sees it again, so a process caught
+    /// mid-exec (a shim, `env`) is never reported.
+    candidate: Option<(u32, String)>,
     /// pids whose exit hostd observed itself (pidfd), even if tmux has not.
     exited: bool,
     beat: Option<CachedBeat>,

@@ -183,9 +183,21 @@ impl Table {
                 .process
                 .as_ref()
                 .is_some_and(|pr| proc::matches_runtime(pr, &spec.process_names));
-            if !settled {
-                let table = proc::ProcTable::subtree(p.pane_pid);
-                agent.process = proc::foreground(&table, p.pane_pid);
+            if settled {
+                agent.candidate = None;
+                continue;
+            }
+            let table = proc::ProcTable::subtree(p.pane_pid);
+            let seen = proc::foreground(&table, p.pane_pid);
+            let key = seen.as_ref().map(|s| (s.pid, s.name.clone()));
+            let same = |pr: &Option<ProcInfo>| pr.as_ref().map(|s| (s.pid, s.name.clone())) == key;
+            if same(&agent.process) {
+                agent.candidate = None;
+            } else if agent.candidate == key {
+                agent.process = seen;
+                agent.candidate = None;
+            } else {
+                agent.candidate = key;
             }
         }
     }
