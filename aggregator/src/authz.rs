@@ -8,6 +8,17 @@
 //! verbs = ["read", "watch", "send", "control", "attach"]
 //! ```
 //!
+//! Agents (`fleetctl mcp` on a host, asking about other hosts through the
+//! host's link) have grants of their own, by subject, within their own
+//! tenant only (`reach` patterns: `NAME` on the agent's host, `HOST/NAME`
+//! elsewhere):
+//!
+//! ```toml
+//! [agents."acme/box1/coord"]
+//! read = ["*/*"]
+//! send = ["box2/worker-*"]
+//! ```
+//!
 //! The file is re-read when it changes; a bad edit is refused (and logged)
 //! and the last good grants stay in force.
 
@@ -16,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fleet_net::reload::Watched;
+use fleet_proto::reach::Reach;
 use serde::Deserialize;
 
 /// What an operator may do.
@@ -59,11 +71,34 @@ impl Grant {
     }
 }
 
+/// What one agent may reach beyond its host (default: nothing).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentGrant {
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub send: Vec<String>,
+}
+
+impl AgentGrant {
+    pub fn read(&self) -> Reach {
+        Reach::parse(&self.read).unwrap_or_default()
+    }
+
+    pub fn send(&self) -> Reach {
+        Reach::parse(&self.send).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     #[serde(default)]
     pub operators: BTreeMap<String, Grant>,
+    /// By `TENANT/HOST/NAME`.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentGrant>,
 }
 
 /// Why a grants file was refused: always names the file, and the key
@@ -76,6 +111,12 @@ pub enum GrantsError {
     Syntax { path: String, message: String },
     #[error("{path}: operators.{name}: not a valid operator name")]
     Operator { path: String, name: String },
+    #[error("{path}: agents.{key:?}: {message}")]
+    Agent {
+        path: String,
+        key: String,
+        message: String,
+    },
     #[error("{path}: operators.{name}.tenants: {tenant:?} is not a tenant id")]
     Tenant {
         path: String,
@@ -108,6 +149,25 @@ impl Grants {
                 }
             }
         }
+        for (key, grant) in &g.agents {
+            let bad = |message: String| GrantsError::Agent {
+                path: path(),
+                key: key.clone(),
+                message,
+            };
+            let parts: Vec<&str> = key.split('/').collect();
+            let [tenant, host, name] = parts.as_slice() else {
+                return Err(bad("expected TENANT/HOST/NAME".into()));
+            };
+            if !fleet_proto::identity::check_label(tenant)
+                || !fleet_proto::identity::check_label(host)
+                || fleet_proto::name::check(name).is_err()
+            {
+                return Err(bad("not a tenant, host and agent name".into()));
+            }
+            Reach::parse(&grant.read).map_err(|e| bad(format!("read: {e}")))?;
+            Reach::parse(&grant.send).map_err(|e| bad(format!("send: {e}")))?;
+        }
         Ok(g)
     }
 
@@ -117,6 +177,11 @@ impl Grants {
             message: e.to_string(),
         })?;
         Self::parse(&text, path)
+    }
+
+    /// The grant of the agent `TENANT/HOST/NAME`, if any.
+    pub fn agent(&self, key: &str) -> Option<&AgentGrant> {
+        self.agents.get(key)
     }
 
     /// The grant of `operator`, if any.
@@ -192,6 +257,29 @@ mod tests {
         assert!(g.of("root").unwrap().tenant("anything"));
         assert!(g.of("mallory").is_none());
         assert!(Grants::parse("", p).unwrap().operators.is_empty());
+    }
+
+    #[test]
+    fn agent_grants_are_by_subject_within_a_tenant_and_checked_on_load() {
+        let p = Path::new("authz.toml");
+        let g = Grants::parse(
+            "[agents.\"acme/box1/coord\"]\nread = [\"*/*\"]\nsend = [\"box2/w-*\"]\n",
+            p,
+        )
+        .unwrap();
+        let a = g.agent("acme/box1/coord").unwrap();
+        assert!(a.send().admits("box1", "box2", "w-1"));
+        assert!(!a.send().admits("box1", "box3", "w-1"));
+        assert!(a.read().admits("box1", "box9", "x"));
+        assert!(g.agent("acme/box1/other").is_none(), "default deny");
+        for bad in [
+            "[agents.\"acme/box1\"]\n",
+            "[agents.\"acme/box1/../x\"]\n",
+            "[agents.\"acme/box1/a\"]\nsend = [\"globex/box2/w\"]\n",
+            "[agents.\"acme/box1/a\"]\nwrite = [\"x\"]\n",
+        ] {
+            assert!(Grants::parse(bad, p).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,14 +10,15 @@ use fleet_net::transport::peer_of;
 use fleet_proto::address::{self, Address};
 use fleet_proto::clock;
 use fleet_proto::identity::Identity;
-use fleet_proto::stream::{Streamed, offer};
+use fleet_proto::select::Select;
+use fleet_proto::stream::{Chunk, Streamed, offer};
 use fleet_proto::trace::TraceParent;
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::{
-    AgentRow, Command, ControlAction, ControlRequest, ControlResult, Event, EventsRequest,
-    FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
-    ScreenFrame, SendReceipt, SendRequest, Verdict, WatchFleetRequest, WatchScreenRequest, command,
-    command_result,
+    AgentCall, AgentReply, AgentRow, Command, ControlAction, ControlRequest, ControlResult, Event,
+    EventsRequest, FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest,
+    ListHostsResponse, ScreenFrame, SendReceipt, SendRequest, Summary, SummaryRequest, Verdict,
+    WatchFleetRequest, WatchScreenRequest, command, command_result,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -156,6 +157,7 @@ impl Facts for ListAgentsRequest {}
 impl Facts for ListHostsRequest {}
 impl Facts for WatchFleetRequest {}
 impl Facts for EventsRequest {}
+impl Facts for SummaryRequest {}
 
 /// An authorized caller.
 #[derive(Clone)]
@@ -306,6 +308,175 @@ impl FleetService {
                 address::resolve(&all, addr).cloned().map_err(Into::into)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A send by `caller` (an operator, or an agent whose grant `may`
+    /// admits the target row), relayed and audited.
+    async fn send_for(
+        &self,
+        caller: Caller,
+        mut req: SendRequest,
+        started: Instant,
+        may: impl Fn(&AgentRow) -> bool,
+    ) -> Result<SendReceipt, Status> {
+        let target = req.agent.clone();
+        let (span, tp) = command_span("send", &req.agent, &caller.who, &req.traceparent);
+        let bytes = Some(req.text.len() as u64);
+        let row = match self.resolve(&caller, &req.agent) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
+            }
+        };
+        if !may(&row) {
+            let e = Status::permission_denied(format!(
+                "{} may not send {}: not in its aggregator grant (agents.send)",
+                caller.who,
+                full(&row)
+            ));
+            return Err(self.refused(&caller, Verb::Send, started, &full(&row), &tp, bytes, e));
+        }
+        // The host's own waits bound the relay, plus room for the trip.
+        let timeout = fleet_proto::waits::Waits::of(&req).total() + Duration::from_secs(10);
+        req.agent = row.name.clone();
+        req.traceparent = tp.to_string();
+        // What the host would refuse is refused here: a message its link
+        // cannot decode would end the link with every command on it.
+        if let Err(e) = self.fits(&row, &req) {
+            return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
+        }
+        self.relay_audited(
+            row,
+            caller,
+            Verb::Send,
+            tp,
+            bytes,
+            timeout,
+            command::Op::Send(req),
+            |r| match r {
+                Ok(command_result::Result::Receipt(r)) => {
+                    (Verdict::word_of(r.verdict).to_owned(), Ok(r))
+                }
+                Ok(_) => {
+                    let e = Status::internal("the host answered a send with something else");
+                    (format!("failed: {}", e.message()), Err(e))
+                }
+                Err(e) => (format!("failed: {}", e.message()), Err(e)),
+            },
+            started,
+        )
+        .instrument(span)
+        .await
+    }
+
+    /// A call of an agent of `tenant`/`host`, up that host's link: checked
+    /// against the agent's grant here (default deny; its own tenant only),
+    /// audited with the agent as who, and answered for the link.
+    pub async fn agent_call(&self, tenant: &str, host: &str, call: AgentCall) -> AgentReply {
+        use fleet_proto::v1::{CommandError, agent_call, agent_reply};
+        let id = call.id;
+        let error = |code: tonic::Code, message: String| AgentReply {
+            id,
+            result: Some(agent_reply::Result::Error(CommandError {
+                code: code as i32,
+                message,
+            })),
+        };
+        if fleet_proto::name::check(&call.agent).is_err() {
+            return error(tonic::Code::InvalidArgument, "not an agent name".into());
+        }
+        let key = format!("{tenant}/{host}/{}", call.agent);
+        let subject = fleet_proto::reach::subject(tenant, host, &call.agent);
+        let started = Instant::now();
+        let verb = match &call.op {
+            Some(agent_call::Op::Send(_)) => Verb::Send,
+            _ => Verb::Read,
+        };
+        let grants = self.authz.grants();
+        let Some(grant) = grants.agent(&key).cloned() else {
+            let why = format!(
+                "{subject} has no grant in this aggregator's grants file (agents.\"{key}\")"
+            );
+            self.audit.write(Record {
+                kind: "command",
+                who: subject,
+                verb: verb.as_str().into(),
+                outcome: format!("denied: {why}"),
+                ..Default::default()
+            });
+            return error(tonic::Code::PermissionDenied, why);
+        };
+        // The agent's own tenant, and nothing else.
+        let caller = Caller {
+            who: subject,
+            name: key,
+            grant: Grant {
+                tenants: [tenant.to_owned()].into(),
+                verbs: [verb].into(),
+            },
+        };
+        let own = host.to_owned();
+        match call.op {
+            Some(agent_call::Op::Send(mut req)) => {
+                if req.traceparent.is_empty() {
+                    req.traceparent = call.traceparent;
+                }
+                let reach = grant.send();
+                // Addressed within the tenant: HOST/AGENT.
+                req.agent = format!(
+                    "{tenant}/{}",
+                    req.agent.trim_start_matches(&format!("{tenant}/"))
+                );
+                match self
+                    .send_for(caller, req, started, |r| {
+                        reach.admits(&own, &r.host, &r.name)
+                    })
+                    .await
+                {
+                    Ok(r) => AgentReply {
+                        id,
+                        result: Some(agent_reply::Result::Receipt(r)),
+                    },
+                    Err(s) => error(s.code(), s.message().to_owned()),
+                }
+            }
+            Some(agent_call::Op::List(req)) => {
+                let select = match Select::new(req.selector.as_ref()) {
+                    Ok(s) => s,
+                    Err(e) => return error(tonic::Code::InvalidArgument, e.to_string()),
+                };
+                let reach = grant.read();
+                let sees = caller.sees();
+                let agents: Vec<AgentRow> = self
+                    .view
+                    .agents(&sees)
+                    .into_iter()
+                    .filter(|r| {
+                        r.host != own && reach.admits(&own, &r.host, &r.name) && select.agent(r)
+                    })
+                    .collect();
+                self.audit_command(
+                    &caller,
+                    Verb::Read,
+                    started,
+                    Record {
+                        outcome: format!("ok: {} rows", agents.len()),
+                        ..Default::default()
+                    },
+                );
+                AgentReply {
+                    id,
+                    result: Some(agent_reply::Result::Agents(ListAgentsResponse {
+                        agents,
+                        generated_at_unix_ms: clock::now_ms(),
+                    })),
+                }
+            }
+            None => error(
+                tonic::Code::InvalidArgument,
+                "an agent call with no request".into(),
+            ),
         }
     }
 
@@ -495,7 +666,8 @@ impl Fleet for FleetService {
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
-        let mut agents = self.view.agents(&caller.sees());
+        let select = Select::new(req.get_ref().selector.as_ref())?;
+        let mut agents = self.view.snapshot().selected(&caller.sees(), &select);
         agents.sort_by(|a, b| {
             (&a.tenant_id, &a.host, &a.name).cmp(&(&b.tenant_id, &b.host, &b.name))
         });
@@ -510,10 +682,38 @@ impl Fleet for FleetService {
         req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
+        let select = Select::new(req.get_ref().selector.as_ref())?;
+        let mut hosts = self.view.hosts(&caller.sees());
+        hosts.retain(|h| select.host_row(h));
         Ok(Response::new(ListHostsResponse {
-            hosts: self.view.hosts(&caller.sees()),
+            hosts,
             generated_at_unix_ms: clock::now_ms(),
         }))
+    }
+
+    async fn need_human(
+        &self,
+        _req: Request<fleet_proto::v1::NeedHumanRequest>,
+    ) -> Result<Response<fleet_proto::v1::NeedHumanReply>, Status> {
+        Err(Status::failed_precondition(
+            "need-human is raised by an agent through its own hostd (`fleetctl mcp` in its pane); \
+             its event reaches the aggregator over the host's link",
+        ))
+    }
+
+    async fn summarize(&self, req: Request<SummaryRequest>) -> Result<Response<Summary>, Status> {
+        let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
+        let select = Select::new(req.get_ref().selector.as_ref())?;
+        let snap = self.view.snapshot();
+        let sees = caller.sees();
+        let hosts: Vec<_> = snap.hosts(&sees).map(|h| (h.to_row(), h)).collect();
+        Ok(Response::new(fleet_proto::select::summarize(
+            &select,
+            hosts
+                .iter()
+                .map(|(row, h)| (row, h.agents.values().map(|a| &**a))),
+            clock::now_ms(),
+        )))
     }
 
     type WatchFleetStream = Streamed<FleetUpdate>;
@@ -523,6 +723,7 @@ impl Fleet for FleetService {
         req: Request<WatchFleetRequest>,
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
         let caller = self.caller(&req, Verb::Read, FLEET_WIDE)?;
+        let select = Select::new(req.get_ref().selector.as_ref())?;
         let sees = caller.sees_now(&self.authz);
         let (snap, mut changes) = self.view.subscribe();
         let versions = snap.versions();
@@ -532,25 +733,27 @@ impl Fleet for FleetService {
         let mut grants = self.authz.subscribe();
         grants.mark_unchanged();
         tokio::spawn(async move {
-            let agents = snap.agents(&sees);
+            let agents = snap.selected(&sees, &select);
             let hosts: Vec<_> = snap
                 .hosts(&sees)
-                .map(|h| fleet_proto::v1::HostRow::clone(&h.row))
+                .filter(|h| select.host_row(&h.row))
+                .map(crate::view::Host::to_row)
                 .collect();
             drop(snap);
+            let mut fold = Fold::new(select);
+            fold.hold(&agents);
             // Tenants this stream has shown rows of: when a reload hides one,
             // its rows are removed from the caller's view at once.
             let mut shown: std::collections::BTreeSet<String> =
                 agents.iter().map(|a| a.tenant_id.clone()).collect();
             let mut frames = fleet_proto::stream::Frames::new(epoch);
             // The snapshot, in chunks; hosts ride with the last one.
-            for u in frames.snapshot(&agents, hosts, SNAPSHOT_CHUNK) {
+            for u in frames.snapshot(&agents, hosts, Chunk::rows(SNAPSHOT_CHUNK)) {
                 if tx.send(Ok(u)).await.is_err() {
                     return;
                 }
             }
             drop(agents);
-            let mut fold = Fold::default();
             loop {
                 let batch = tokio::select! {
                     c = changes.recv() => c,
@@ -564,6 +767,7 @@ impl Fleet for FleetService {
                             continue;
                         }
                         shown.retain(|t| sees(t));
+                        fold.forget(&|t: &str| hidden.iter().any(|h| h == t));
                         let removals = view
                             .agents(&|t: &str| hidden.iter().any(|h| h == t))
                             .into_iter()
@@ -659,48 +863,9 @@ impl Fleet for FleetService {
         let started = Instant::now();
         let target = req.get_ref().agent.clone();
         let caller = self.caller(&req, Verb::Send, &target)?;
-        let mut req = req.into_inner();
-        let (span, tp) = command_span("send", &req.agent, &caller.who, &req.traceparent);
-        let bytes = Some(req.text.len() as u64);
-        let row = match self.resolve(&caller, &req.agent) {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
-            }
-        };
-        // The host's own waits bound the relay, plus room for the trip.
-        let timeout = fleet_proto::waits::Waits::of(&req).total() + Duration::from_secs(10);
-        req.agent = row.name.clone();
-        req.traceparent = tp.to_string();
-        // What the host would refuse is refused here: a message its link
-        // cannot decode would end the link with every command on it.
-        if let Err(e) = self.fits(&row, &req) {
-            return Err(self.refused(&caller, Verb::Send, started, &target, &tp, bytes, e));
-        }
-        let answer = self
-            .relay_audited(
-                row,
-                caller,
-                Verb::Send,
-                tp,
-                bytes,
-                timeout,
-                command::Op::Send(req),
-                |r| match r {
-                    Ok(command_result::Result::Receipt(r)) => {
-                        (Verdict::word_of(r.verdict).to_owned(), Ok(r))
-                    }
-                    Ok(_) => {
-                        let e = Status::internal("the host answered a send with something else");
-                        (format!("failed: {}", e.message()), Err(e))
-                    }
-                    Err(e) => (format!("failed: {}", e.message()), Err(e)),
-                },
-                started,
-            )
-            .instrument(span)
-            .await;
-        answer.map(Response::new)
+        self.send_for(caller, req.into_inner(), started, |_| true)
+            .await
+            .map(Response::new)
     }
 
     type WatchScreenStream = Streamed<ScreenFrame>;

@@ -206,6 +206,14 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         });
     }
     let dev = cfg.tls.is_none();
+    let fleet = fleet::FleetService {
+        view: view.clone(),
+        authz,
+        audit: audit.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+        dev,
+        shutdown: opts.shutdown.clone(),
+    };
     let link = link::HostLinkService {
         view: view.clone(),
         audit: audit.clone(),
@@ -213,14 +221,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         dev,
         beat: cfg.beat,
         shutdown: opts.shutdown.clone(),
-    };
-    let fleet = fleet::FleetService {
-        view,
-        authz,
-        audit: audit.clone(),
-        trust_domain: cfg.trust_domain.clone(),
-        dev,
-        shutdown: opts.shutdown.clone(),
+        fleet: fleet.clone(),
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

@@ -33,7 +33,12 @@ pub struct HostLinkService {
     pub beat: Duration,
     /// Turns true on SIGTERM: every host link is told to reconnect.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Answers the calls the hosts' agents make up their links.
+    pub fleet: crate::fleet::FleetService,
 }
+
+/// Agent calls one link may have in flight; past it they are refused.
+const AGENT_CALLS_IN_FLIGHT: usize = 16;
 
 impl HostLinkService {
     fn refuse(&self, who: String, target: String, why: String) -> Status {
@@ -134,14 +139,18 @@ impl HostLink for HostLinkService {
                 events_after,
             })),
         };
-        let _ = tx.send(welcome).await;
+        let _ = tx.send(Box::new(welcome)).await;
+        // Answers to the host's agent calls go down this link.
+        let replies = tx.clone();
         drop(tx);
+        let fleet = self.fleet.clone();
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(AGENT_CALLS_IN_FLIGHT));
         tracing::info!(host = %claimed, link, "host link up");
-        let key = (hello.tenant_id, hello.host);
+        let key = std::sync::Arc::new((hello.tenant_id, hello.host));
         let view = self.view.clone();
         let audit = self.audit.clone();
         // How the link ends when the aggregator ends it for cause.
-        let (end_tx, end_rx) = mpsc::channel::<Status>(1);
+        let (end_tx, end_rx) = mpsc::channel::<Box<Status>>(1);
         tokio::spawn(async move {
             // Where each running command's results go: this task's alone.
             let mut pending: HashMap<u64, mpsc::Sender<CommandResult>> = HashMap::new();
@@ -212,14 +221,40 @@ impl HostLink for HostLinkService {
                     host_message::Msg::Beat(_) | host_message::Msg::Hello(_) => {
                         view.heard(&key, link).await;
                     }
+                    host_message::Msg::AgentCall(call) => {
+                        view.heard(&key, link).await;
+                        let (fleet, replies, key) = (fleet.clone(), replies.clone(), key.clone());
+                        let permit = in_flight.clone().try_acquire_owned();
+                        tokio::spawn(async move {
+                            let reply = match permit {
+                                Ok(_permit) => fleet.agent_call(&key.0, &key.1, call).await,
+                                Err(_) => fleet_proto::v1::AgentReply {
+                                    id: call.id,
+                                    result: Some(fleet_proto::v1::agent_reply::Result::Error(
+                                        fleet_proto::v1::CommandError {
+                                            code: tonic::Code::ResourceExhausted as i32,
+                                            message: format!(
+                                                "this host has {AGENT_CALLS_IN_FLIGHT} agent calls in flight; try again"
+                                            ),
+                                        },
+                                    )),
+                                },
+                            };
+                            let _ = replies
+                                .send(Box::new(AggregatorMessage {
+                                    msg: Some(aggregator_message::Msg::AgentReply(reply)),
+                                }))
+                                .await;
+                        });
+                    }
                 }
             };
             tracing::info!(host = %format!("{}/{}", key.0, key.1), link, %why, "host link down");
             view.detach(&key, link, why).await;
         });
         let out = ReceiverStream::new(rx)
-            .map(Ok)
-            .merge(ReceiverStream::new(end_rx).map(Err));
+            .map(|m| Ok(*m))
+            .merge(ReceiverStream::new(end_rx).map(|s| Err(*s)));
         Ok(Response::new(fleet_proto::stream::until_shutdown(
             Box::pin(out),
             self.shutdown.clone(),

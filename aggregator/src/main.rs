@@ -88,18 +88,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let telemetry = fleet_proto::telemetry::init("fleet-aggregator", Some(&cfg.log));
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => tracing::error!("cannot install signal handlers"),
+            if let Err(e) = fleet_net::signal::stop_requested().await {
+                tracing::error!(error = %e, "cannot install signal handlers");
             }
             let _ = stop_tx.send(true);
         });

@@ -49,14 +49,21 @@ pub enum Call {
 pub struct Ending {
     pub why: String,
     /// Told to the host as the stream's final status (none: just closed).
-    pub status: Option<tonic::Status>,
+    /// Boxed, like every message on a link's channels: a tokio channel
+    /// allocates a block of 32 slots when it is made, and an aggregator
+    /// makes a few per host link (see `Outbound`).
+    pub status: Option<Box<tonic::Status>>,
 }
+
+/// What a link's task sends down its stream. Boxed: 32 slots of 8 bytes
+/// is what each idle link holds, not 32 of a whole message.
+pub type Outbound = Box<AggregatorMessage>;
 
 /// The live stream to one hostd, as its callers see it.
 #[derive(Clone)]
 pub struct Route {
     pub id: u64,
-    out: mpsc::Sender<AggregatorMessage>,
+    out: mpsc::Sender<Outbound>,
     calls: mpsc::Sender<Call>,
     ending: mpsc::Sender<Ending>,
     next_command: Arc<AtomicU64>,
@@ -77,7 +84,7 @@ pub struct Endpoints {
 }
 
 impl Route {
-    pub fn new(id: u64, out: mpsc::Sender<AggregatorMessage>, limits: Limits) -> (Self, Endpoints) {
+    pub fn new(id: u64, out: mpsc::Sender<Outbound>, limits: Limits) -> (Self, Endpoints) {
         let (calls_tx, calls) = mpsc::channel(256);
         let (ending_tx, ending) = mpsc::channel(1);
         (
@@ -104,9 +111,9 @@ impl Route {
         command.id = id;
         let (tx, rx) = mpsc::channel(buffer.max(1));
         self.calls.send(Call::Register { id, to: tx }).await.ok()?;
-        let msg = AggregatorMessage {
+        let msg = Box::new(AggregatorMessage {
             msg: Some(aggregator_message::Msg::Command(command)),
-        };
+        });
         if self.out.send(msg).await.is_err() {
             let _ = self.calls.try_send(Call::Forget(id));
             return None;
@@ -117,27 +124,27 @@ impl Route {
     /// Stops a streaming command and forgets it.
     pub fn cancel(&self, id: u64) {
         let _ = self.calls.try_send(Call::Forget(id));
-        let _ = self.out.try_send(AggregatorMessage {
+        let _ = self.out.try_send(Box::new(AggregatorMessage {
             msg: Some(aggregator_message::Msg::Cancel(fleet_proto::v1::Cancel {
                 id,
             })),
-        });
+        }));
     }
 
     /// Asks the host for a full snapshot.
     pub fn resync(&self, reason: &str) {
-        let _ = self.out.try_send(AggregatorMessage {
+        let _ = self.out.try_send(Box::new(AggregatorMessage {
             msg: Some(aggregator_message::Msg::Resync(Resync {
                 reason: reason.to_owned(),
             })),
-        });
+        }));
     }
 
     /// Ends the stream: replaced, lease expired, or over its bounds.
     pub fn end(&self, why: impl Into<String>, status: Option<tonic::Status>) {
         let _ = self.ending.try_send(Ending {
             why: why.into(),
-            status,
+            status: status.map(Box::new),
         });
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use fleet_proto::clock;
 use fleet_proto::events::EventLog;
+use fleet_proto::select::Select;
 use fleet_proto::v1::{
     AgentFlag, AgentKey, AgentRow, CommandResult, Delta, Event, EventKind, FleetUpdate, Health,
     Hello, HostFlag, HostRow, fleet_update,
@@ -37,6 +38,8 @@ pub type HostKey = (String, String);
 
 /// A host's `link` while its stream is lost.
 pub const UNREACHABLE: &str = "unreachable";
+/// A host's `link` while its stream is live.
+pub const CONNECTED: &str = "connected";
 
 /// Most agent rows one host may hold, pending snapshot included.
 pub const MAX_HOST_ROWS: usize = 100_000;
@@ -61,10 +64,25 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(2);
 /// One host as published: cheap to clone (shared rows).
 #[derive(Clone, Debug)]
 pub struct Host {
+    /// The row as it last changed (its `last_seen_unix_ms` is then).
     pub row: Arc<HostRow>,
-    pub agents: OrdMap<String, Arc<AgentRow>>,
+    /// When anything was last heard from the host: kept beside the row so
+    /// that an update which changes nothing else does not copy the row.
+    pub last_seen_unix_ms: i64,
+    /// Keys shared with the rows' names: a map node copied on write copies
+    /// counts, not strings.
+    pub agents: OrdMap<Arc<str>, Arc<AgentRow>>,
     /// Its live stream (none: unreachable).
     pub route: Option<Route>,
+}
+
+impl Host {
+    /// The host's row as a reader sees it, last seen included.
+    pub fn to_row(&self) -> HostRow {
+        let mut row = HostRow::clone(&self.row);
+        row.last_seen_unix_ms = self.last_seen_unix_ms;
+        row
+    }
 }
 
 /// One shard's hosts at one version.
@@ -79,7 +97,8 @@ pub struct ShardSnapshot {
 /// What changed about one host in one batch.
 #[derive(Debug)]
 pub struct Change {
-    pub tenant: String,
+    /// The host's (tenant, host).
+    pub key: Arc<HostKey>,
     pub upserts: Vec<Arc<AgentRow>>,
     pub removals: Vec<AgentKey>,
     pub host: Option<Arc<HostRow>>,
@@ -116,6 +135,20 @@ impl Snapshot {
     pub fn agents(&self, visible: &dyn Fn(&str) -> bool) -> Vec<AgentRow> {
         self.hosts(visible)
             .flat_map(|h| h.agents.values().map(|r| AgentRow::clone(r)))
+            .collect()
+    }
+
+    /// The agent rows `select` admits, of the tenants `visible` admits
+    /// (only those rows are copied).
+    pub fn selected(&self, visible: &dyn Fn(&str) -> bool, select: &Select) -> Vec<AgentRow> {
+        self.hosts(visible)
+            .filter(|h| select.host_row(&h.row))
+            .flat_map(|h| {
+                h.agents
+                    .values()
+                    .filter(|r| select.agent(r))
+                    .map(|r| AgentRow::clone(r))
+            })
             .collect()
     }
 
@@ -210,28 +243,28 @@ enum Cmd {
         reply: oneshot::Sender<Result<u64, AttachError>>,
     },
     Apply {
-        key: HostKey,
+        key: Arc<HostKey>,
         link: u64,
         update: FleetUpdate,
     },
     Heard {
-        key: HostKey,
+        key: Arc<HostKey>,
         link: u64,
     },
     Event {
-        key: HostKey,
+        key: Arc<HostKey>,
         link: u64,
         event: Box<Event>,
     },
     Detach {
-        key: HostKey,
+        key: Arc<HostKey>,
         link: u64,
         why: String,
     },
     /// A command's final result: handed over once every update the host
     /// sent before it is published, so the caller's next read shows them.
     Deliver {
-        key: HostKey,
+        key: Arc<HostKey>,
         link: u64,
         result: Box<CommandResult>,
         to: mpsc::Sender<CommandResult>,
@@ -323,7 +356,7 @@ impl View {
     /// Applies one update from stream `link` of `key` (rows whose names are
     /// not names are refused and audited; a host over its bounds has its
     /// link ended).
-    pub async fn apply(&self, key: &HostKey, link: u64, update: FleetUpdate) {
+    pub async fn apply(&self, key: &Arc<HostKey>, link: u64, update: FleetUpdate) {
         let cmd = Cmd::Apply {
             key: key.clone(),
             link,
@@ -333,7 +366,7 @@ impl View {
     }
 
     /// Anything at all arrived on the stream: the lease is renewed.
-    pub async fn heard(&self, key: &HostKey, link: u64) {
+    pub async fn heard(&self, key: &Arc<HostKey>, link: u64) {
         let cmd = Cmd::Heard {
             key: key.clone(),
             link,
@@ -342,7 +375,7 @@ impl View {
     }
 
     /// Records an event a host forwarded (its agent name already checked).
-    pub async fn host_event(&self, key: &HostKey, link: u64, event: Event) {
+    pub async fn host_event(&self, key: &Arc<HostKey>, link: u64, event: Event) {
         let cmd = Cmd::Event {
             key: key.clone(),
             link,
@@ -353,7 +386,7 @@ impl View {
 
     /// The stream `link` ended: the host is unreachable at once (unless a
     /// newer stream already replaced it).
-    pub async fn detach(&self, key: &HostKey, link: u64, why: String) {
+    pub async fn detach(&self, key: &Arc<HostKey>, link: u64, why: String) {
         let cmd = Cmd::Detach {
             key: key.clone(),
             link,
@@ -365,7 +398,7 @@ impl View {
     /// Hands a final result to `to` after what came before it is published.
     pub async fn deliver(
         &self,
-        key: &HostKey,
+        key: &Arc<HostKey>,
         link: u64,
         result: CommandResult,
         to: mpsc::Sender<CommandResult>,
@@ -405,7 +438,7 @@ impl View {
         let snap = self.shard(key).snapshot.borrow().clone();
         match snap.hosts.get(key).map(|h| &**h) {
             Some(Host { route: Some(r), .. }) => Ok(r.clone()),
-            Some(h) => Err(NoRoute::Unreachable(key.clone(), h.row.last_seen_unix_ms)),
+            Some(h) => Err(NoRoute::Unreachable(key.clone(), h.last_seen_unix_ms)),
             None => Err(NoRoute::Unknown(key.clone())),
         }
     }
@@ -426,10 +459,7 @@ impl View {
     /// Host rows of visible tenants, sorted by tenant and host.
     pub fn hosts(&self, visible: &dyn Fn(&str) -> bool) -> Vec<HostRow> {
         let snap = self.snapshot();
-        let mut rows: Vec<HostRow> = snap
-            .hosts(visible)
-            .map(|h| HostRow::clone(&h.row))
-            .collect();
+        let mut rows: Vec<HostRow> = snap.hosts(visible).map(Host::to_row).collect();
         rows.sort_by(|a, b| (&a.tenant_id, &a.host).cmp(&(&b.tenant_id, &b.host)));
         rows
     }
@@ -520,12 +550,12 @@ enum Applied {
 struct Shard {
     index: usize,
     ctx: Arc<Ctx>,
-    hosts: HashMap<HostKey, Entry>,
+    hosts: HashMap<Arc<HostKey>, Entry>,
     published: PMap<Arc<HostKey>, Arc<Host>>,
     version: u64,
     snapshot: watch::Sender<Arc<ShardSnapshot>>,
     /// Hosts changed since the last publish, and what changed.
-    dirty: Vec<HostKey>,
+    dirty: Vec<Arc<HostKey>>,
     changes: Vec<Change>,
     /// When this shard last published (a delivery publishes at once too).
     last_publish: Instant,
@@ -624,9 +654,8 @@ impl Shard {
         self.dirty.sort_unstable();
         self.dirty.dedup();
         for key in self.dirty.drain(..) {
-            if let Some(e) = self.hosts.get(&key) {
-                self.published
-                    .insert(Arc::new(key), Arc::new(e.shown.clone()));
+            if let Some(e) = self.hosts.get(&*key) {
+                self.published.insert(key, Arc::new(e.shown.clone()));
             }
         }
         self.version += 1;
@@ -643,15 +672,15 @@ impl Shard {
         }
     }
 
-    fn changed(&mut self, key: &HostKey, change: Change) {
+    fn changed(&mut self, key: &Arc<HostKey>, change: Change) {
         self.dirty.push(key.clone());
         self.changes.push(change);
     }
 
-    fn host_changed(&mut self, key: &HostKey) {
+    fn host_changed(&mut self, key: &Arc<HostKey>) {
         let Some(e) = self.hosts.get(key) else { return };
         let change = Change {
-            tenant: key.0.clone(),
+            key: key.clone(),
             upserts: vec![],
             removals: vec![],
             host: Some(e.shown.row.clone()),
@@ -683,7 +712,7 @@ impl Shard {
     }
 
     fn attach(&mut self, hello: &Hello, route: Route, who: String) -> Result<u64, AttachError> {
-        let key = (hello.tenant_id.clone(), hello.host.clone());
+        let key = Arc::new((hello.tenant_id.clone(), hello.host.clone()));
         let now = Instant::now();
         let lease = self.ctx.lease;
         let entry = self.hosts.entry(key.clone()).or_insert_with(|| Entry {
@@ -693,6 +722,7 @@ impl Shard {
                     host: key.1.clone(),
                     ..Default::default()
                 }),
+                last_seen_unix_ms: 0,
                 agents: OrdMap::new(),
                 route: None,
             },
@@ -751,7 +781,7 @@ impl Shard {
         Ok(events_after)
     }
 
-    fn apply(&mut self, key: &HostKey, link: u64, update: FleetUpdate) {
+    fn apply(&mut self, key: &Arc<HostKey>, link: u64, update: FleetUpdate) {
         let outcome = self.apply_update(key, link, update);
         let Some(e) = self.hosts.get(key) else { return };
         match outcome {
@@ -780,8 +810,7 @@ impl Shard {
         }
     }
 
-    fn apply_update(&mut self, key: &HostKey, link: u64, update: FleetUpdate) -> Applied {
-        let name = self.ctx.name.clone();
+    fn apply_update(&mut self, key: &Arc<HostKey>, link: u64, update: FleetUpdate) -> Applied {
         let Some(entry) = self.hosts.get_mut(key) else {
             return Applied::Superseded;
         };
@@ -829,25 +858,27 @@ impl Shard {
                 }
                 entry.pending_bytes = 0;
                 let rows = entry.pending.take().unwrap_or_default();
-                let mut next: OrdMap<String, Arc<AgentRow>> = OrdMap::new();
+                let mut next: OrdMap<Arc<str>, Arc<AgentRow>> = OrdMap::new();
                 let mut upserts = Vec::new();
                 for r in rows {
-                    let r = match entry.shown.agents.get(&r.name) {
-                        Some(old) if **old == r => old.clone(),
+                    let held = entry.shown.agents.get_key_value(r.name.as_str());
+                    let name = held.map_or_else(|| Arc::from(r.name.as_str()), |(k, _)| k.clone());
+                    let r = match held {
+                        Some((_, old)) if **old == r => old.clone(),
                         _ => {
                             let r = Arc::new(r);
                             upserts.push(r.clone());
                             r
                         }
                     };
-                    next.insert(r.name.clone(), r);
+                    next.insert(name, r);
                 }
                 let removals: Vec<AgentKey> = entry
                     .shown
                     .agents
                     .keys()
-                    .filter(|n| !next.contains_key(*n))
-                    .map(|n| agent_key(key, n.clone()))
+                    .filter(|n| !next.contains_key(&***n))
+                    .map(|n| agent_key(key, n.to_string()))
                     .collect();
                 entry.shown.agents = next;
                 entry.awaiting_snapshot = false;
@@ -869,7 +900,7 @@ impl Shard {
                     .collect();
                 let new = upserts
                     .iter()
-                    .filter(|r| !entry.shown.agents.contains_key(&r.name))
+                    .filter(|r| !entry.shown.agents.contains_key(r.name.as_str()))
                     .count();
                 if entry.shown.agents.len() + new > MAX_HOST_ROWS {
                     return Applied::Refused(format!(
@@ -877,38 +908,58 @@ impl Shard {
                     ));
                 }
                 for r in &upserts {
-                    entry.shown.agents.insert(r.name.clone(), r.clone());
+                    match entry.shown.agents.get_mut(r.name.as_str()) {
+                        Some(held) => held.clone_from(r),
+                        None => {
+                            entry
+                                .shown
+                                .agents
+                                .insert(Arc::from(r.name.as_str()), r.clone());
+                        }
+                    }
                 }
                 let removals: Vec<AgentKey> = d
                     .removals
                     .into_iter()
-                    .filter(|k| entry.shown.agents.remove(&k.name).is_some())
+                    .filter(|k| entry.shown.agents.remove(k.name.as_str()).is_some())
                     .map(|k| agent_key(key, k.name))
                     .collect();
                 (upserts, removals, d.hosts.into_iter().next())
             }
             None => return Applied::Stale,
         };
-        {
-            let duplicate = entry.duplicate_since.is_some();
-            if let Some(mut h) = host {
-                h.tenant_id.clone_from(&key.0);
-                h.host.clone_from(&key.1);
-                // The aggregator's own flags are the aggregator's to set.
-                h.unflag(HostFlag::DuplicateIdentity);
-                h.unflag(HostFlag::Unreachable);
-                if duplicate {
-                    h.flag(HostFlag::DuplicateIdentity);
-                }
-                // A new row, not a copy of the published one to overwrite.
-                entry.shown.row = Arc::new(h);
+        let now = clock::now_ms();
+        entry.shown.last_seen_unix_ms = now;
+        let row_changed = if let Some(mut h) = host {
+            h.tenant_id.clone_from(&key.0);
+            h.host.clone_from(&key.1);
+            // The aggregator's own flags are the aggregator's to set.
+            h.unflag(HostFlag::DuplicateIdentity);
+            h.unflag(HostFlag::Unreachable);
+            if entry.duplicate_since.is_some() {
+                h.flag(HostFlag::DuplicateIdentity);
             }
+            h.link = CONNECTED.into();
+            h.via.clone_from(&self.ctx.name);
+            h.last_seen_unix_ms = now;
+            // A new row, not a copy of the published one to overwrite.
+            entry.shown.row = Arc::new(h);
+            true
+        } else if entry.shown.row.link != CONNECTED
+            || entry.shown.row.via != self.ctx.name
+            || entry.shown.row.has(HostFlag::Unreachable)
+        {
             let row = entry.row();
-            row.link = "connected".into();
-            row.via = name;
-            row.last_seen_unix_ms = clock::now_ms();
+            row.link = CONNECTED.into();
+            row.via.clone_from(&self.ctx.name);
+            row.last_seen_unix_ms = now;
             row.unflag(HostFlag::Unreachable);
-        }
+            true
+        } else {
+            // Only its last-seen time moved: the row stays as it is (a
+            // reader takes that time from the host, see Host::to_row).
+            false
+        };
         entry.seq = Some(update.seq);
         self.ctx.counters.applied.fetch_add(1, Ordering::Relaxed);
         self.ctx
@@ -916,16 +967,16 @@ impl Shard {
             .applied_rows
             .fetch_add(upserts.len() as u64, Ordering::Relaxed);
         let change = Change {
-            tenant: key.0.clone(),
+            key: key.clone(),
             upserts,
             removals,
-            host: Some(entry.shown.row.clone()),
+            host: row_changed.then(|| entry.shown.row.clone()),
         };
         self.changed(key, change);
         settle(dropped)
     }
 
-    fn host_event(&mut self, key: &HostKey, link: u64, mut ev: Event) {
+    fn host_event(&mut self, key: &Arc<HostKey>, link: u64, mut ev: Event) {
         let Some(e) = self.hosts.get_mut(key) else {
             return;
         };
@@ -938,7 +989,7 @@ impl Shard {
         self.ctx.events.record(ev);
     }
 
-    fn detach(&mut self, key: &HostKey, link: u64, why: &str) {
+    fn detach(&mut self, key: &Arc<HostKey>, link: u64, why: &str) {
         let Some(e) = self.hosts.get_mut(key) else {
             return;
         };
@@ -1010,16 +1061,17 @@ fn settle(dropped: Vec<String>) -> Applied {
 }
 
 /// Keeps every last known value, dated, and says plainly that it is old.
-fn mark_unreachable(key: &HostKey, e: &mut Entry) -> Change {
+fn mark_unreachable(key: &Arc<HostKey>, e: &mut Entry) -> Change {
+    let since = e.shown.last_seen_unix_ms;
     let row = e.row();
     row.link = UNREACHABLE.into();
     row.flag(HostFlag::Unreachable);
-    let since = row.last_seen_unix_ms;
+    row.last_seen_unix_ms = since;
     let reason = format!("host unreachable; last seen {}", clock::rfc3339(since));
     let mut upserts = Vec::with_capacity(e.shown.agents.len());
-    let names: Vec<String> = e.shown.agents.keys().cloned().collect();
+    let names: Vec<Arc<str>> = e.shown.agents.keys().cloned().collect();
     for name in names {
-        let Some(r) = e.shown.agents.get_mut(&name) else {
+        let Some(r) = e.shown.agents.get_mut(&*name) else {
             continue;
         };
         let r = Arc::make_mut(r);
@@ -1032,7 +1084,7 @@ fn mark_unreachable(key: &HostKey, e: &mut Entry) -> Change {
     e.pending = None;
     e.awaiting_snapshot = true;
     Change {
-        tenant: key.0.clone(),
+        key: key.clone(),
         upserts,
         removals: vec![],
         host: Some(e.shown.row.clone()),
@@ -1042,15 +1094,66 @@ fn mark_unreachable(key: &HostKey, e: &mut Entry) -> Change {
 // === for subscribers ===
 
 /// Folds batches into one delta for a subscriber: only tenants `visible`
-/// admits, only batches past the subscriber's `versions`, the newest value
-/// of each row (an upsert after a removal wins, and the reverse).
+/// admits, only batches past the subscriber's `versions`, only rows its
+/// selector admits, the newest value of each row (an upsert after a
+/// removal wins, and the reverse).
 #[derive(Default)]
 pub struct Fold {
-    agents: std::collections::BTreeMap<(String, String, String), Option<Arc<AgentRow>>>,
-    hosts: std::collections::BTreeMap<HostKey, Arc<HostRow>>,
+    agents: std::collections::BTreeMap<(Arc<HostKey>, String), Option<Arc<AgentRow>>>,
+    hosts: std::collections::BTreeMap<Arc<HostKey>, Arc<HostRow>>,
+    select: Select,
+    /// With a selector on rows' own fields: the rows the subscriber holds,
+    /// so that a row which stops matching is sent as a removal, and one it
+    /// never had is not.
+    held: Option<HashMap<Arc<HostKey>, std::collections::HashSet<String>>>,
 }
 
 impl Fold {
+    pub fn new(select: Select) -> Self {
+        Self {
+            held: select.per_row().then(Default::default),
+            select,
+            ..Default::default()
+        }
+    }
+
+    /// Records rows the subscriber was sent outside the fold (its snapshot).
+    pub fn hold(&mut self, rows: &[AgentRow]) {
+        if let Some(held) = &mut self.held {
+            for r in rows {
+                held.entry(Arc::new((r.tenant_id.clone(), r.host.clone())))
+                    .or_default()
+                    .insert(r.name.clone());
+            }
+        }
+    }
+
+    /// Drops what is held or pending of the tenants `gone` admits (the
+    /// caller may no longer see them; their removals are sent apart).
+    pub fn forget(&mut self, gone: &dyn Fn(&str) -> bool) {
+        if let Some(held) = &mut self.held {
+            held.retain(|k, _| !gone(&k.0));
+        }
+        self.agents.retain(|(k, _), _| !gone(&k.0));
+        self.hosts.retain(|k, _| !gone(&k.0));
+    }
+
+    fn holds(&self, key: &Arc<HostKey>, name: &str) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|h| h.get(key).is_some_and(|names| names.contains(name)))
+    }
+
+    /// A row that is not (or no longer) selected: a removal if the
+    /// subscriber holds it, else nothing (and no pending upsert).
+    fn unselect(&mut self, key: &Arc<HostKey>, name: &str) {
+        if self.holds(key, name) {
+            self.agents.insert((key.clone(), name.to_owned()), None);
+        } else {
+            self.agents.remove(&(key.clone(), name.to_owned()));
+        }
+    }
+
     /// Adds `batch`; returns the tenants it showed rows or hosts of.
     pub fn add(
         &mut self,
@@ -1065,19 +1168,28 @@ impl Fold {
         {
             return;
         }
-        for c in batch.changes.iter().filter(|c| visible(&c.tenant)) {
-            shown.insert(c.tenant.clone());
+        for c in batch.changes.iter().filter(|c| visible(&c.key.0)) {
+            if !self.select.host(&c.key.0, &c.key.1) {
+                continue;
+            }
+            if !shown.contains(&c.key.0) {
+                shown.insert(c.key.0.clone());
+            }
+            // Rows are filed under their host's key (the shard set each
+            // row's tenant and host to it).
             for r in &c.upserts {
-                let k = (r.tenant_id.clone(), r.host.clone(), r.name.clone());
-                self.agents.insert(k, Some(r.clone()));
+                if self.select.agent(r) {
+                    self.agents
+                        .insert((c.key.clone(), r.name.clone()), Some(r.clone()));
+                } else {
+                    self.unselect(&c.key, &r.name);
+                }
             }
             for k in &c.removals {
-                let k = (k.tenant_id.clone(), k.host.clone(), k.name.clone());
-                self.agents.insert(k, None);
+                self.unselect(&c.key, &k.name);
             }
             if let Some(h) = &c.host {
-                self.hosts
-                    .insert((h.tenant_id.clone(), h.host.clone()), h.clone());
+                self.hosts.insert(c.key.clone(), h.clone());
             }
         }
     }
@@ -1093,13 +1205,24 @@ impl Fold {
 
     pub fn take(&mut self) -> Delta {
         let mut d = Delta::default();
-        for (k, v) in std::mem::take(&mut self.agents) {
+        for ((host, name), v) in std::mem::take(&mut self.agents) {
+            if let Some(held) = &mut self.held {
+                let names = held.entry(host.clone()).or_default();
+                if v.is_some() {
+                    names.insert(name.clone());
+                } else {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        held.remove(&host);
+                    }
+                }
+            }
             match v {
                 Some(r) => d.upserts.push(AgentRow::clone(&r)),
                 None => d.removals.push(AgentKey {
-                    tenant_id: k.0,
-                    host: k.1,
-                    name: k.2,
+                    tenant_id: host.0.clone(),
+                    host: host.1.clone(),
+                    name,
                 }),
             }
         }
@@ -1115,7 +1238,7 @@ impl Fold {
 mod tests {
     use super::*;
     use crate::route::Limits;
-    use fleet_proto::v1::{AggregatorMessage, Snapshot as Snap, aggregator_message::Msg};
+    use fleet_proto::v1::{Snapshot as Snap, aggregator_message::Msg};
 
     fn hello(epoch: u64) -> Hello {
         Hello {
@@ -1167,8 +1290,8 @@ mod tests {
         }
     }
 
-    fn key() -> HostKey {
-        ("acme".into(), "box1".into())
+    fn key() -> Arc<HostKey> {
+        Arc::new(("acme".into(), "box1".into()))
     }
 
     struct Bed {
@@ -1188,7 +1311,7 @@ mod tests {
     /// A link as the HostLink service makes one.
     struct Linked {
         id: u64,
-        out: mpsc::Receiver<AggregatorMessage>,
+        out: mpsc::Receiver<crate::route::Outbound>,
         ends: crate::route::Endpoints,
     }
 
@@ -1243,6 +1366,45 @@ mod tests {
         );
         assert_eq!(v.hosts(&|_| true)[0].link, "connected");
         assert_eq!(v.counts(), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn an_update_that_only_renews_a_host_moves_its_last_seen_time_not_its_row() {
+        let b = bed(Duration::from_secs(30));
+        let v = &b.view;
+        let (_, mut batches) = v.subscribe();
+        let (l, _) = attach(v, 1).await.unwrap();
+        v.apply(&key(), l.id, snap(1, 1, vec![row("a", 0)], false))
+            .await;
+        settled(v).await;
+        let first = v.snapshot().host(&key()).unwrap().row.clone();
+        let seen = v.hosts(&|_| true)[0].last_seen_unix_ms;
+        assert!(seen > 0);
+        // The clock must move for a later last-seen time to show.
+        while clock::now_ms() <= seen {
+            tokio::task::yield_now().await;
+        }
+        v.apply(&key(), l.id, delta(1, 2, vec![row("a", 1)])).await;
+        settled(v).await;
+        let host = v.snapshot().host(&key()).unwrap().clone();
+        assert!(
+            Arc::ptr_eq(&host.row, &first),
+            "the row is neither copied nor replaced"
+        );
+        assert!(
+            v.hosts(&|_| true)[0].last_seen_unix_ms > seen,
+            "readers see it renewed"
+        );
+        assert_eq!(turn(&all(v).await[0]), Some(1));
+        // Watchers get the host row with the first snapshot, not with a
+        // delta that changed nothing else about the host.
+        let mut with_host = Vec::new();
+        while let Ok(b) = batches.try_recv() {
+            for c in b.changes.iter().filter(|c| !c.upserts.is_empty()) {
+                with_host.push(c.host.is_some());
+            }
+        }
+        assert_eq!(with_host, [true, false]);
     }
 
     #[tokio::test]
@@ -1424,14 +1586,14 @@ mod tests {
             let mut r = r.clone();
             r.heartbeat.as_mut().unwrap().turn = Some(turn);
             Change {
-                tenant: "acme".into(),
+                key: key(),
                 upserts: vec![Arc::new(r)],
                 removals: vec![],
                 host: None,
             }
         };
         let gone = Change {
-            tenant: "acme".into(),
+            key: key(),
             upserts: vec![],
             removals: vec![k.clone()],
             host: None,
@@ -1449,7 +1611,7 @@ mod tests {
         assert!(d.removals.is_empty());
         assert_eq!(d.upserts.iter().map(turn).collect::<Vec<_>>(), [Some(2)]);
         let gone = Change {
-            tenant: "acme".into(),
+            key: key(),
             upserts: vec![],
             removals: vec![k],
             host: None,
@@ -1460,6 +1622,115 @@ mod tests {
         assert_eq!(d.removals.len(), 1);
         // A batch the subscriber's snapshot holds is skipped.
         f.add(&batch(4, vec![up(4)]), &[4], &|_| true, &mut shown);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_selective_fold_sends_a_removal_only_for_a_row_the_subscriber_holds() {
+        let stale = |name: &str, health: Health| {
+            let mut r = row(name, 1);
+            r.tenant_id = "acme".into();
+            r.host = "box1".into();
+            r.heartbeat.as_mut().unwrap().health = health as i32;
+            Arc::new(r)
+        };
+        let batch = |version, upserts: Vec<Arc<AgentRow>>| Batch {
+            shard: 0,
+            version,
+            changes: vec![Change {
+                key: key(),
+                upserts,
+                removals: vec![],
+                host: None,
+            }],
+        };
+        let select = Select::new(Some(&fleet_proto::v1::Selector {
+            health: vec![Health::Stale as i32],
+            ..Default::default()
+        }))
+        .unwrap();
+        let mut f = Fold::new(select);
+        let mut held = stale("held", Health::Stale);
+        Arc::make_mut(&mut held).tenant_id = "acme".into();
+        f.hold(&[AgentRow::clone(&held)]);
+        let mut shown = std::collections::BTreeSet::new();
+        let all = |_: &str| true;
+        // Healthy rows the subscriber never had: nothing to send.
+        f.add(
+            &batch(
+                1,
+                vec![stale("a", Health::Healthy), stale("b", Health::Healthy)],
+            ),
+            &[0],
+            &all,
+            &mut shown,
+        );
+        assert!(f.is_empty());
+        // One turns stale: an upsert; the held one turns healthy: a removal.
+        f.add(
+            &batch(
+                2,
+                vec![stale("a", Health::Stale), stale("held", Health::Healthy)],
+            ),
+            &[0],
+            &all,
+            &mut shown,
+        );
+        let d = f.take();
+        assert_eq!(
+            d.upserts
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(
+            d.removals
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            ["held"]
+        );
+        // Stale then healthy again within one fold: the subscriber never
+        // saw "b" stale, so nothing; "a", which it now holds, is removed.
+        f.add(
+            &batch(3, vec![stale("b", Health::Stale)]),
+            &[0],
+            &all,
+            &mut shown,
+        );
+        f.add(
+            &batch(
+                4,
+                vec![stale("b", Health::Healthy), stale("a", Health::Healthy)],
+            ),
+            &[0],
+            &all,
+            &mut shown,
+        );
+        let d = f.take();
+        assert!(d.upserts.is_empty(), "{:?}", d.upserts);
+        assert_eq!(
+            d.removals
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        // A host the selector leaves out sends nothing at all.
+        let mut f = Fold::new(
+            Select::new(Some(&fleet_proto::v1::Selector {
+                hosts: vec!["gpu-*".into()],
+                ..Default::default()
+            }))
+            .unwrap(),
+        );
+        f.add(
+            &batch(5, vec![stale("a", Health::Stale)]),
+            &[0],
+            &all,
+            &mut shown,
+        );
         assert!(f.is_empty());
     }
 }

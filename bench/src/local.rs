@@ -36,6 +36,10 @@ pub enum What {
     /// hostd under churn for minutes: RSS, descriptors and threads of hostd
     /// and the tmux server at the start and the end, with the ratio.
     Soak(crate::soak::SoakArgs),
+    /// `fleetctl top` in a real tmux pane over a real aggregator with N
+    /// simulated hosts: time to the first screen, to a filter's rows, RSS
+    /// and CPU while they change.
+    Top(crate::top::TopArgs),
     /// `ps` latency against the naive baseline, and idle hostd cost.
     Ps {
         /// Fleet sizes to measure, comma-separated.
@@ -77,6 +81,7 @@ pub async fn run(what: What) -> Result<(), Failure> {
         }
         What::Federation(a) => crate::federation::run(a).await,
         What::Soak(a) => crate::soak::run(a).await,
+        What::Top(a) => crate::top::run(a).await,
         What::Ps {
             agents,
             runs,
@@ -260,7 +265,7 @@ pub(crate) async fn wait_all_alive(sock: &Path, n: u32) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(mut c) = client::connect(sock).await
-            && let Ok(r) = c.list_agents(ListAgentsRequest {}).await
+            && let Ok(r) = c.list_agents(ListAgentsRequest::default()).await
         {
             let alive = r
                 .into_inner()
@@ -560,7 +565,7 @@ async fn status_of(
     agent: &str,
 ) -> Result<Option<i32>, Failure> {
     let rows = c
-        .list_agents(ListAgentsRequest {})
+        .list_agents(ListAgentsRequest::default())
         .await?
         .into_inner()
         .agents;

@@ -8,6 +8,7 @@
 mod federation;
 mod local;
 mod soak;
+mod top;
 
 use std::process::ExitCode;
 

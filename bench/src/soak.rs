@@ -94,7 +94,7 @@ pub async fn run(a: SoakArgs) -> Result<(), Failure> {
         tick.tick().await;
         second += 1;
         let rows = c
-            .list_agents(ListAgentsRequest {})
+            .list_agents(ListAgentsRequest::default())
             .await?
             .into_inner()
             .agents;

@@ -65,30 +65,79 @@ pub async fn connect(socket: &Path) -> Result<FleetClient<Channel>, Failure> {
 /// need no round trip for more window.
 const WINDOW: u32 = 8 * 1024 * 1024;
 
-/// How to reach an aggregator (flags or `FLEET_*` variables).
+/// How to reach an aggregator, given before the verb (flags, `FLEET_*`
+/// variables, or a named context in fleetctl.toml).
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Connection")]
 pub struct Remote {
+    /// Use this context of ~/.config/fleet/fleetctl.toml (`fleetctl
+    /// contexts` lists them); flags and variables override its fields.
+    #[arg(long, env = "FLEET_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
     /// Talk to this fleet-aggregator (HOST:PORT) instead of the local hostd.
-    #[arg(
-        long,
-        global = true,
-        env = "FLEET_AGGREGATOR",
-        value_name = "HOST:PORT"
-    )]
+    #[arg(long, env = "FLEET_AGGREGATOR", value_name = "HOST:PORT")]
     pub aggregator: Option<String>,
     /// CA certificate that signed the aggregator's certificate.
-    #[arg(long, global = true, env = "FLEET_CA", value_name = "PEM")]
+    #[arg(long, env = "FLEET_CA", value_name = "PEM")]
     pub ca: Option<PathBuf>,
     /// Your operator certificate (spiffe://TD/operator/NAME).
-    #[arg(long, global = true, env = "FLEET_CERT", value_name = "PEM")]
+    #[arg(long, env = "FLEET_CERT", value_name = "PEM")]
     pub cert: Option<PathBuf>,
     /// The key of --cert.
-    #[arg(long, global = true, env = "FLEET_KEY", value_name = "PEM")]
+    #[arg(long, env = "FLEET_KEY", value_name = "PEM")]
     pub key: Option<PathBuf>,
     /// Name to check the aggregator's certificate against (default: the
     /// host part of --aggregator).
-    #[arg(long, global = true, env = "FLEET_SERVER_NAME", value_name = "NAME")]
+    #[arg(long, env = "FLEET_SERVER_NAME", value_name = "NAME")]
     pub server_name: Option<String>,
+}
+
+/// The same connection flags given after a verb that connects (they win
+/// over those before it; the variables are read before the verb). Verbs
+/// that never connect (certs, demo, init …) do not take them.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Connection")]
+pub struct Conn {
+    /// hostd socket to talk to (or FLEET_SOCKET).
+    #[arg(long = "socket", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Use this context of fleetctl.toml (or FLEET_CONTEXT).
+    #[arg(long = "context", value_name = "NAME")]
+    pub context: Option<String>,
+    /// Talk to this fleet-aggregator (or FLEET_AGGREGATOR).
+    #[arg(long = "aggregator", value_name = "HOST:PORT")]
+    pub aggregator: Option<String>,
+    /// CA certificate of the aggregator's (or FLEET_CA).
+    #[arg(long = "ca", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Your operator certificate (or FLEET_CERT).
+    #[arg(long = "cert", value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert (or FLEET_KEY).
+    #[arg(long = "key", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Name to check the aggregator's certificate against (or
+    /// FLEET_SERVER_NAME).
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl Conn {
+    /// `socket` and `remote` with this verb's flags put over them.
+    pub fn over(&self, socket: Option<PathBuf>, mut remote: Remote) -> (Option<PathBuf>, Remote) {
+        fn put<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        put(&mut remote.context, &self.context);
+        put(&mut remote.aggregator, &self.aggregator);
+        put(&mut remote.ca, &self.ca);
+        put(&mut remote.cert, &self.cert);
+        put(&mut remote.key, &self.key);
+        put(&mut remote.server_name, &self.server_name);
+        (self.socket.clone().or(socket), remote)
+    }
 }
 
 /// What this invocation talks to: `hostd` or `aggregator` (see [`peer`]).

@@ -108,7 +108,7 @@ pub async fn run(socket: &Path, stop: bool, timeout: u64) -> Result<(), Failure>
         return stop_demo(&dir, socket).await;
     }
     if let Ok(mut c) = client::connect(socket).await
-        && let Ok(h) = c.list_hosts(ListHostsRequest {}).await
+        && let Ok(h) = c.list_hosts(ListHostsRequest::default()).await
     {
         let ours = h
             .into_inner()
@@ -170,7 +170,10 @@ pub async fn run(socket: &Path, stop: bool, timeout: u64) -> Result<(), Failure>
     let mut c = client::connect(socket).await?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let agents = loop {
-        let agents = c.list_agents(ListAgentsRequest {}).await?.into_inner();
+        let agents = c
+            .list_agents(ListAgentsRequest::default())
+            .await?
+            .into_inner();
         let ready = agents.agents.iter().all(|a| {
             let healthy = a
                 .heartbeat

@@ -35,6 +35,11 @@ pub struct InitArgs {
     pub link_cert: Option<PathBuf>,
     #[arg(long = "link-key", value_name = "PEM")]
     pub link_key: Option<PathBuf>,
+    /// Name to check the aggregators' certificate against, when --link
+    /// gives an IP or a name the certificate does not carry (e.g.
+    /// `aggregator.fleet`).
+    #[arg(long = "link-server-name", value_name = "NAME")]
+    pub link_server_name: Option<String>,
     /// The fleet-hostd binary the unit runs (default: next to fleetctl, else on PATH).
     #[arg(long, value_name = "PATH")]
     pub hostd: Option<PathBuf>,
@@ -122,6 +127,9 @@ pub fn hostd_config(a: &InitArgs, p: &Places) -> String {
                 s.push_str(&format!("{k} = {}\n", toml_str(&v.display().to_string())));
             }
         }
+        if let Some(n) = &a.link_server_name {
+            s.push_str(&format!("server_name = {}\n", toml_str(n)));
+        }
     }
     s
 }
@@ -179,7 +187,45 @@ pub fn run_with(a: &InitArgs, p: &Places, runner: &dyn Runner) -> Result<Vec<Ste
             "--link needs --link-ca, --link-cert and --link-key (mTLS only)".into(),
         ));
     }
+    // The files hostd will read, as absolute paths (the unit runs in
+    // another directory), each there now.
+    let mut a = a.clone();
+    for (flag, path) in [
+        ("--link-ca", &mut a.link_ca),
+        ("--link-cert", &mut a.link_cert),
+        ("--link-key", &mut a.link_key),
+    ] {
+        if let Some(p) = path {
+            if !p.is_file() {
+                return Err(Failure::Usage(format!(
+                    "{flag} {}: no such file",
+                    p.display()
+                )));
+            }
+            *p = std::path::absolute(&*p)?;
+        }
+    }
+    let a = &a;
     let hostd = find_hostd(a.hostd.as_deref())?;
+    // Without a user manager nothing below could work: say so before
+    // anything is written.
+    let (ok, _, err) = runner.run(&a.systemctl, &["--user", "show-environment"]);
+    if !ok {
+        return Err(Failure::Other(format!(
+            "no systemd user manager answers for {user} ({why}); nothing was written.\n\
+             either run fleet-hostd under another supervisor: \
+             `fleet-hostd --config {cfg}` (after writing that file; see deploy/hostd.example.toml),\n\
+             or give {user} a user manager: as root `loginctl enable-linger {user}`, then log in \
+             again so XDG_RUNTIME_DIR and the user bus exist, and run `fleetctl init` again",
+            user = p.user,
+            why = if err.trim().is_empty() {
+                "systemctl --user failed"
+            } else {
+                err.trim()
+            },
+            cfg = p.config_dir.join("hostd.toml").display(),
+        )));
+    }
     let mut plan = Plan {
         steps: Vec::new(),
         dry: a.dry_run,

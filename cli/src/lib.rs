@@ -5,14 +5,21 @@
 pub mod beat;
 pub mod certs;
 pub mod client;
+pub mod contexts;
+pub mod dashboard;
 pub mod demo;
 pub mod events;
 pub mod hook;
+pub mod hosts;
 pub mod init;
+pub mod mcp;
+pub mod mirror;
 pub mod offline;
 pub mod ps;
 pub mod render;
+pub mod select;
 pub mod send;
+pub mod top;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -118,7 +125,7 @@ impl Failure {
 #[command(name = "fleetctl", version, propagate_version = true)]
 pub struct Cli {
     /// hostd socket to talk to.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Connection")]
     pub socket: Option<PathBuf>,
     #[command(flatten)]
     pub remote: client::Remote,
@@ -157,44 +164,15 @@ pub enum Verb {
     /// Narrow terminals drop the least important columns; --json always has
     /// every field (schema "fleet.ps/v1", see the README).
     #[command(after_long_help = vocab_help("Flags", fleet_proto::v1::AgentFlag::ALL.iter().map(|f| (f.word(), f.meaning()))))]
-    Ps {
-        /// Machine-readable output (stable shape, tenant_id and host on every row).
-        #[arg(long)]
-        json: bool,
-        /// Redraw on every change (streamed from hostd, not polled).
-        #[arg(long, short = 'w')]
-        watch: bool,
-    },
+    Ps(ps::PsArgs),
     /// Stream lifecycle events: started, adopted, died, heartbeat
     /// stale/healthy, roster reloaded/rejected, tmux server lost … (every
     /// kind is listed below).
     #[command(after_long_help = vocab_help("Kinds", fleet_proto::v1::EventKind::ALL.iter().map(|k| (k.word(), k.meaning()))))]
-    Events {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Print the retained backlog and exit instead of following.
-        #[arg(long)]
-        no_follow: bool,
-        /// Only events about this agent: AGENT, HOST/AGENT or
-        /// TENANT/HOST/AGENT (the same address `send` takes).
-        #[arg(long, value_name = "NAME")]
-        agent: Option<String>,
-        /// Only events after this sequence number.
-        #[arg(long, value_name = "SEQ", default_value_t = 0)]
-        after: u64,
-        /// Only events of this kind (repeatable). Without it every kind but
-        /// the per-turn `turn-started` / `turn-ended` is shown; ask for
-        /// those by name.
-        #[arg(long, value_name = "KIND")]
-        kind: Vec<String>,
-    },
+    Events(events::EventsArgs),
     /// Host rows: tenant, host, hostd version, tmux, agent counts, unit state.
     #[command(after_long_help = vocab_help("Flags", fleet_proto::v1::HostFlag::ALL.iter().map(|f| (f.word(), f.meaning()))))]
-    Hosts {
-        #[arg(long)]
-        json: bool,
-    },
+    Hosts(hosts::HostsArgs),
     /// Write a native heartbeat (for runtimes with hooks). Reads
     /// FLEET_HEARTBEAT_FILE, which hostd sets in every agent's pane.
     ///
@@ -280,10 +258,16 @@ pub enum Verb {
         /// Frames as JSON lines.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: client::Conn,
     },
     /// Take an agent's session over INTERACTIVELY: the only verb that can
     /// type. Needs a terminal; recorded as an event.
-    Attach { agent: String },
+    Attach {
+        agent: String,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
     /// Start a stopped or missing agent (a dead pane is respawned).
     Start(watch::Target),
     /// End an agent's session and keep it stopped until `start`.
@@ -299,6 +283,60 @@ pub enum Verb {
     Certs {
         #[command(subcommand)]
         what: certs::Certs,
+    },
+    /// A full-screen terminal dashboard: agents (colour by health and
+    /// status), hosts, live events and the selected agent's screen, live and
+    /// read-only. `?` lists the keys; `q` leaves.
+    Top {
+        #[command(flatten)]
+        args: top::TopArgs,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Serve a read-only web dashboard on loopback (URL with a one-time
+    /// token printed on start); it reaches the fleet with your identity.
+    Dashboard {
+        #[command(flatten)]
+        args: dashboard::DashboardArgs,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Fleet's tools for an agent: a Model Context Protocol server on stdio
+    /// (fleet_ps, fleet_digest, fleet_send, fleet_events,
+    /// fleet_need_human). hostd starts it inside an agent's runtime when
+    /// the roster says `mcp: true`; it acts as that agent (found by its
+    /// pane, not by anything it is told) within the roster's `may:`.
+    Mcp {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Shell completions on stdout: `fleetctl completions bash >
+    /// ~/.local/share/bash-completion/completions/fleetctl` (zsh: into a
+    /// directory of $fpath as `_fleetctl`; fish:
+    /// ~/.config/fish/completions/fleetctl.fish).
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on stdout: `fleetctl man | man -l -`.
+    Man,
+    /// The named contexts of ~/.config/fleet/fleetctl.toml (or
+    /// $FLEET_CONFIG), the current one marked.
+    ///
+    /// A context names an aggregator and the files to reach it:
+    ///
+    ///   current-context = "prod"
+    ///   [contexts.prod]
+    ///   aggregator = "10.0.0.5:7443"
+    ///   ca = "prod/ca.pem"           # relative to the file's directory
+    ///   cert = "prod/operator.pem"
+    ///   key = "prod/operator.key"
+    ///   server-name = "aggregator.fleet"   # when the address is not in its certificate
+    ///
+    /// Chosen by --context NAME or FLEET_CONTEXT, else current-context when
+    /// neither --aggregator nor --socket is given. Flags and FLEET_*
+    /// variables override its fields one by one.
+    #[command(verbatim_doc_comment)]
+    Contexts {
+        #[arg(long)]
+        json: bool,
     },
     /// Install fleet-hostd for this user: config, starter roster, systemd
     /// user unit (enabled and started) and linger (so it starts at boot).
@@ -333,11 +371,36 @@ pub fn traceparent() -> String {
 }
 
 impl Verb {
+    /// The connection flags given after the verb; `None` for a verb that
+    /// never connects.
+    fn conn(&self) -> Option<&client::Conn> {
+        match self {
+            Verb::Ps(a) => Some(&a.conn),
+            Verb::Events(a) => Some(&a.conn),
+            Verb::Hosts(a) => Some(&a.conn),
+            Verb::Send(a) => Some(&a.conn),
+            Verb::Watch { conn, .. }
+            | Verb::Attach { conn, .. }
+            | Verb::Top { conn, .. }
+            | Verb::Dashboard { conn, .. }
+            | Verb::Mcp { conn } => Some(conn),
+            Verb::Start(t) | Verb::Stop(t) | Verb::Restart(t) | Verb::Reset(t) => Some(&t.conn),
+            Verb::Beat { .. }
+            | Verb::Hook { .. }
+            | Verb::Demo { .. }
+            | Verb::Certs { .. }
+            | Verb::Init(_)
+            | Verb::Completions { .. }
+            | Verb::Man
+            | Verb::Contexts { .. } => None,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
-            Verb::Ps { .. } => "ps",
-            Verb::Events { .. } => "events",
-            Verb::Hosts { .. } => "hosts",
+            Verb::Ps(_) => "ps",
+            Verb::Events(_) => "events",
+            Verb::Hosts(_) => "hosts",
             Verb::Beat { .. } => "beat",
             Verb::Hook { .. } => "hook",
             Verb::Demo { .. } => "demo",
@@ -350,32 +413,61 @@ impl Verb {
             Verb::Reset(_) => "reset",
             Verb::Certs { .. } => "certs",
             Verb::Init(_) => "init",
+            Verb::Top { .. } => "top",
+            Verb::Completions { .. } => "completions",
+            Verb::Man => "man",
+            Verb::Contexts { .. } => "contexts",
+            Verb::Dashboard { .. } => "dashboard",
+            Verb::Mcp { .. } => "mcp",
         }
     }
 }
 
+/// The command line's definition (for completions and the man page).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Parses the process's arguments (exits with usage on error).
+pub fn parse() -> Cli {
+    <Cli as clap::Parser>::parse()
+}
+
 async fn run(cli: Cli) -> ExitCode {
-    let server = client::Server::new(cli.socket.as_deref(), &cli.remote);
-    let socket = client::socket_path(cli.socket.as_deref());
+    let (socket, remote) = match cli.command.conn() {
+        Some(c) => c.over(cli.socket.clone(), cli.remote.clone()),
+        None => (cli.socket.clone(), cli.remote.clone()),
+    };
+    let connects = cli.command.conn().is_some();
+    let chosen = if connects {
+        contexts::apply(remote, socket.is_some())
+    } else {
+        Ok(remote)
+    };
+    let remote = match chosen {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fleetctl: {e}");
+            return ExitCode::from(e.code());
+        }
+    };
+    let server = client::Server::new(socket.as_deref(), &remote);
+    let socket = client::socket_path(socket.as_deref());
     use fleet_proto::v1::ControlAction;
     let ok = |r: Result<(), Failure>| r.map(|()| exit::OK);
     let result: Result<u8, Failure> = match cli.command {
         Verb::Send(args) => send::run(&server, args).await,
-        Verb::Watch { agent, once, json } => ok(watch::watch(&server, &agent, once, json).await),
-        Verb::Attach { agent } => ok(watch::attach(&server, &agent).await),
+        Verb::Watch {
+            agent, once, json, ..
+        } => ok(watch::watch(&server, &agent, once, json).await),
+        Verb::Attach { agent, .. } => ok(watch::attach(&server, &agent).await),
         Verb::Start(t) => watch::control(&server, t, ControlAction::Start).await,
         Verb::Stop(t) => watch::control(&server, t, ControlAction::Stop).await,
         Verb::Restart(t) => watch::control(&server, t, ControlAction::Restart).await,
         Verb::Reset(t) => watch::control(&server, t, ControlAction::Reset).await,
-        Verb::Ps { json, watch } => ok(ps::run(&server, json, watch).await),
-        Verb::Events {
-            json,
-            no_follow,
-            agent,
-            after,
-            kind,
-        } => ok(events::run(&server, json, !no_follow, agent, after, kind).await),
-        Verb::Hosts { json } => ok(hosts(&server, json).await),
+        Verb::Ps(a) => ok(ps::run(&server, a).await),
+        Verb::Events(a) => ok(events::run(&server, a).await),
+        Verb::Hosts(a) => ok(hosts::run(&server, a).await),
         Verb::Beat {
             status,
             model,
@@ -397,6 +489,18 @@ async fn run(cli: Cli) -> ExitCode {
         Verb::Demo { stop, timeout } => ok(demo::run(&socket, stop, timeout).await),
         Verb::Certs { what } => certs::run(what).map(|()| exit::OK),
         Verb::Init(a) => init::run(a).map(|()| exit::OK),
+        Verb::Top { args, .. } => ok(top::run(&server, args).await),
+        Verb::Completions { shell } => {
+            let mut cmd = command();
+            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Verb::Man => ok(clap_mangen::Man::new(command())
+            .render(&mut std::io::stdout())
+            .map_err(Failure::from)),
+        Verb::Contexts { json } => ok(contexts::list(json)),
+        Verb::Dashboard { args, .. } => ok(dashboard::run(&server, args).await),
+        Verb::Mcp { .. } => ok(mcp::run(&server).await),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -408,135 +512,4 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(e.code())
         }
     }
-}
-
-/// LINK: how the host is reached, and each of its own links up (a hostd
-/// whose uplink fails says so, not just `local`).
-fn link_cell(h: &fleet_proto::v1::HostRow) -> render::Cell {
-    use render::Colour;
-    let mut text = h.link.clone();
-    let mut bad = h.link == "unreachable";
-    for u in &h.uplinks {
-        text.push_str(&format!(", up {} {}", u.address, u.state));
-        if u.state != "connected" {
-            bad = true;
-            if !u.error.is_empty() {
-                text.push_str(&format!(" ({})", u.error));
-            }
-        }
-    }
-    (text, if bad { Colour::Red } else { Colour::None })
-}
-
-async fn hosts(server: &client::Server, json: bool) -> Result<(), Failure> {
-    use std::io::Write;
-    let mut c = client::open(server).await?;
-    let resp = c
-        .list_hosts(fleet_proto::v1::ListHostsRequest {})
-        .await?
-        .into_inner();
-    let doc = ps::document(&[], &resp.hosts, resp.generated_at_unix_ms);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        serde_json::to_writer_pretty(
-            &mut out,
-            &serde_json::json!({"schema": "fleet.hosts/v1", "hosts": doc.hosts}),
-        )?;
-        writeln!(out)?;
-        out.flush()?;
-        return Ok(());
-    }
-    use render::{Colour, Column};
-    let cols = [
-        Column {
-            header: "TENANT",
-            priority: 5,
-        },
-        Column {
-            header: "HOST",
-            priority: 9,
-        },
-        Column {
-            header: "LINK",
-            priority: 8,
-        },
-        Column {
-            header: "LAST-SEEN",
-            priority: 6,
-        },
-        Column {
-            header: "VERSION",
-            priority: 2,
-        },
-        Column {
-            header: "TMUX",
-            priority: 4,
-        },
-        Column {
-            header: "AGENTS",
-            priority: 8,
-        },
-        Column {
-            header: "ALIVE",
-            priority: 7,
-        },
-        Column {
-            header: "HEALTHY",
-            priority: 7,
-        },
-        Column {
-            header: "UNIT",
-            priority: 3,
-        },
-        Column {
-            header: "FLAGS",
-            priority: 6,
-        },
-    ];
-    let rows: Vec<Vec<render::Cell>> = resp
-        .hosts
-        .iter()
-        .map(|h| {
-            let unit = h.unit.clone().unwrap_or_default();
-            let p = |s: String| (s, Colour::None);
-            vec![
-                p(h.tenant_id.clone()),
-                p(h.host.clone()),
-                link_cell(h),
-                p(if h.last_seen_unix_ms > 0 {
-                    format!(
-                        "{}s ago",
-                        (resp.generated_at_unix_ms - h.last_seen_unix_ms).max(0) / 1000
-                    )
-                } else {
-                    "-".into()
-                }),
-                p(h.hostd_version.clone()),
-                p(format!(
-                    "-L {} ({})",
-                    h.tmux_socket,
-                    if h.tmux_running { "up" } else { "down" }
-                )),
-                p(h.agents_total.to_string()),
-                p(h.agents_alive.to_string()),
-                p(h.agents_healthy.to_string()),
-                p(if unit.known {
-                    format!(
-                        "{} {}/{} linger={}",
-                        unit.unit, unit.active, unit.enabled, unit.linger
-                    )
-                } else {
-                    format!("unknown ({})", unit.reason)
-                }),
-                p(if h.flags.is_empty() {
-                    "-".into()
-                } else {
-                    h.flags.join(",")
-                }),
-            ]
-        })
-        .collect();
-    out.write_all(render::table(&cols, &rows, render::Style::for_stdout()).as_bytes())?;
-    out.flush()?;
-    Ok(())
 }

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     fleet_net::tls::install_crypto_provider();
     // A runtime's hook must never fail or print: take the fast path before
@@ -15,7 +13,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let cli = fleetctl::Cli::parse();
+    let cli = fleetctl::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

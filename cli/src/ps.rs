@@ -3,16 +3,18 @@
 
 use fleet_proto::v1::{HostFlag, SupervisorState};
 use fleet_proto::vocab::Flagged;
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use fleet_proto::v1::{
     AgentRow, AgentStatus, Health, HeartbeatSource, HostRow, ListAgentsRequest, ListHostsRequest,
-    PaneState, StatusSource, WatchFleetRequest, fleet_update,
+    PaneState, Selector, StatusSource, WatchFleetRequest,
 };
+use fleet_proto::v1::{Counts, Summary, SummaryRequest};
 use serde::Serialize;
 
-use crate::render::{self, Cell, Colour, Column, Style};
+use crate::mirror::Mirror;
+use crate::render::{self, Cell, Colour, Column, Format, OutputArgs, Style};
+use crate::select::SelectArgs;
 use crate::{Failure, client};
 
 pub const SCHEMA: &str = "fleet.ps/v1";
@@ -95,7 +97,7 @@ pub fn pane_word(p: i32) -> &'static str {
     }
 }
 
-fn health_word(h: i32) -> &'static str {
+pub fn health_word(h: i32) -> &'static str {
     match Health::try_from(h) {
         Ok(Health::Healthy) => "healthy",
         Ok(Health::Stale) => "stale",
@@ -103,7 +105,7 @@ fn health_word(h: i32) -> &'static str {
     }
 }
 
-fn status_word(s: i32) -> &'static str {
+pub fn status_word(s: i32) -> &'static str {
     match AgentStatus::try_from(s) {
         Ok(AgentStatus::Unspecified) | Err(_) => "unknown",
         Ok(st) => st.word(),
@@ -352,9 +354,13 @@ fn or_dash(s: String) -> String {
 /// aggregator sends in chunks however big the fleet is.
 pub async fn snapshot(
     client: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    selector: Option<Selector>,
 ) -> Result<(Vec<AgentRow>, Vec<HostRow>, i64), Failure> {
     use fleet_proto::v1::{WatchFleetRequest, fleet_update::Update};
-    let mut stream = client.watch_fleet(WatchFleetRequest {}).await?.into_inner();
+    let mut stream = client
+        .watch_fleet(WatchFleetRequest { selector })
+        .await?
+        .into_inner();
     let (mut agents, mut hosts) = (Vec::new(), Vec::new());
     while let Some(u) = stream.message().await? {
         let Some(Update::Snapshot(s)) = u.update else {
@@ -373,30 +379,69 @@ pub async fn snapshot(
     ))
 }
 
-/// `fleetctl ps [--json] [--watch]`.
-pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(), Failure> {
+/// `fleetctl ps` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Redraw on every change (streamed from the server, not polled).
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// Counts per tenant and host by health, status and pane instead of
+    /// rows (of what the selection admits).
+    #[arg(long, conflicts_with = "watch")]
+    pub summary: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub conn: crate::client::Conn,
+}
+
+/// `fleetctl ps`.
+pub async fn run(server: &client::Server, a: PsArgs) -> Result<(), Failure> {
+    let selector = a.select.check()?;
+    let format = a.output.format();
     let mut client = client::open(server).await?;
-    if !watch {
-        let (agents, hosts, now) = if server.is_aggregator() {
-            snapshot(&mut client).await?
-        } else {
-            // Both at once on the one connection: a round trip saved.
-            let mut hosts_client = client.clone();
-            let (agents, hosts) = tokio::join!(
-                client.list_agents(ListAgentsRequest {}),
-                hosts_client.list_hosts(ListHostsRequest {})
-            );
-            let (agents, hosts) = (agents?.into_inner(), hosts?.into_inner());
-            (agents.agents, hosts.hosts, agents.generated_at_unix_ms)
-        };
-        // Buffered: a big fleet's document is millions of small writes.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        if json {
+    if a.summary {
+        let s = client
+            .summarize(SummaryRequest { selector })
+            .await?
+            .into_inner();
+        return print_summary(&s, &a.output);
+    }
+    if a.watch {
+        return watch_loop(&mut client, selector, &a.output).await;
+    }
+    let (agents, hosts, now) = if server.is_aggregator() {
+        snapshot(&mut client, selector).await?
+    } else {
+        // Both at once on the one connection: a round trip saved.
+        let mut hosts_client = client.clone();
+        let (agents, hosts) = tokio::join!(
+            client.list_agents(ListAgentsRequest {
+                selector: selector.clone()
+            }),
+            hosts_client.list_hosts(ListHostsRequest { selector })
+        );
+        let (agents, hosts) = (agents?.into_inner(), hosts?.into_inner());
+        (agents.agents, hosts.hosts, agents.generated_at_unix_ms)
+    };
+    // Buffered: a big fleet's document is millions of small writes.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        Format::Json => {
             let doc = document(&agents, &hosts, now);
             serde_json::to_writer_pretty(&mut out, &doc)?;
             writeln!(out)?;
-        } else {
-            out.write_all(text(&agents, now, Style::for_stdout()).as_bytes())?;
+        }
+        Format::Name => {
+            for r in &agents {
+                let name = format!("{}/{}/{}", r.tenant_id, r.host, r.name);
+                writeln!(out, "{}", render::printable(&name, false))?;
+            }
+        }
+        Format::Table | Format::Wide => {
+            out.write_all(text(&agents, now, a.output.style()).as_bytes())?;
             for h in &hosts {
                 if h.has(HostFlag::BootEnable) {
                     writeln!(
@@ -409,26 +454,122 @@ pub async fn run(server: &client::Server, json: bool, watch: bool) -> Result<(),
                 }
             }
         }
-        out.flush()?;
-        return Ok(());
     }
-    watch_loop(&mut client, json).await
+    out.flush()?;
+    Ok(())
+}
+
+/// The JSON form of a summary (`fleet.summary/v1`).
+pub fn summary_json(s: &Summary) -> serde_json::Value {
+    let counts = |c: &Option<Counts>| {
+        let c = c.unwrap_or_default();
+        serde_json::json!({
+            "agents": c.agents,
+            "health": {"healthy": c.healthy, "stale": c.stale, "unknown": c.health_unknown},
+            "status": {"idle": c.idle, "busy": c.busy, "waiting": c.waiting, "unknown": c.status_unknown},
+            "pane": {"alive": c.alive, "dead": c.dead, "missing": c.missing},
+        })
+    };
+    serde_json::json!({
+        "schema": "fleet.summary/v1",
+        "generated_at_unix_ms": s.generated_at_unix_ms,
+        "total": counts(&s.total),
+        "tenants": s.tenants.iter().map(|t| serde_json::json!({
+            "tenant_id": t.tenant_id, "hosts": t.hosts, "counts": counts(&t.counts),
+        })).collect::<Vec<_>>(),
+        "hosts": s.hosts.iter().map(|h| serde_json::json!({
+            "tenant_id": h.tenant_id, "host": h.host, "link": h.link, "counts": counts(&h.counts),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_summary(s: &Summary, o: &OutputArgs) -> Result<(), Failure> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match o.format() {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &summary_json(s))?;
+            writeln!(out)?;
+        }
+        Format::Name => {
+            for h in &s.hosts {
+                let name = format!("{}/{}", h.tenant_id, h.host);
+                writeln!(out, "{}", render::printable(&name, false))?;
+            }
+        }
+        Format::Table | Format::Wide => {
+            const HEADERS: [&str; 13] = [
+                "TENANT", "HOST", "LINK", "AGENTS", "HEALTHY", "STALE", "UNKNOWN", "IDLE", "BUSY",
+                "WAITING", "ALIVE", "DEAD", "MISSING",
+            ];
+            let cols: Vec<Column> = HEADERS
+                .iter()
+                .map(|h| Column {
+                    header: h,
+                    priority: 5,
+                })
+                .collect();
+            let line = |tenant: &str, host: &str, link: &str, c: &Option<Counts>| {
+                let c = c.unwrap_or_default();
+                let n =
+                    |v: u32, bad: Colour| (v.to_string(), if v > 0 { bad } else { Colour::None });
+                vec![
+                    (tenant.to_owned(), Colour::None),
+                    (host.to_owned(), Colour::None),
+                    (
+                        link.to_owned(),
+                        if link == "unreachable" {
+                            Colour::Red
+                        } else {
+                            Colour::None
+                        },
+                    ),
+                    (c.agents.to_string(), Colour::None),
+                    n(c.healthy, Colour::Green),
+                    n(c.stale, Colour::Red),
+                    n(c.health_unknown, Colour::Yellow),
+                    n(c.idle, Colour::None),
+                    n(c.busy, Colour::Green),
+                    n(c.waiting, Colour::Red),
+                    n(c.alive, Colour::Green),
+                    n(c.dead, Colour::Red),
+                    n(c.missing, Colour::Yellow),
+                ]
+            };
+            let mut rows: Vec<Vec<Cell>> = s
+                .hosts
+                .iter()
+                .map(|h| line(&h.tenant_id, &h.host, or_dash_ref(&h.link), &h.counts))
+                .collect();
+            rows.push(line(
+                "TOTAL",
+                &format!("{} hosts", s.hosts.len()),
+                "",
+                &s.total,
+            ));
+            out.write_all(render::table(&cols, &rows, o.style()).as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn or_dash_ref(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
 }
 
 async fn watch_loop(
     client: &mut fleet_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
-    json: bool,
+    selector: Option<Selector>,
+    output: &OutputArgs,
 ) -> Result<(), Failure> {
-    let mut stream = client.watch_fleet(WatchFleetRequest {}).await?.into_inner();
-    let style = Style::for_stdout();
-    // Keyed by tenant, host and name: one view may span many hosts.
-    type Key = (String, String, String);
-    let key = |t: &str, h: &str, n: &str| -> Key { (t.to_owned(), h.to_owned(), n.to_owned()) };
-    let mut rows: BTreeMap<Key, AgentRow> = BTreeMap::new();
-    let mut hosts: BTreeMap<(String, String), HostRow> = BTreeMap::new();
-    // A snapshot sent in chunks is applied once its last chunk is in.
-    let mut partial: Option<(Vec<AgentRow>, Vec<HostRow>)> = None;
-    let mut last_seq: Option<(u64, u64)> = None;
+    let mut stream = client
+        .watch_fleet(WatchFleetRequest { selector })
+        .await?
+        .into_inner();
+    let json = output.format() == Format::Json;
+    let style = output.style();
+    // `ps --watch` is a script's tool: it holds what it is asked to watch.
+    let mut fleet = Mirror::new(usize::MAX);
     // Ages move with the clock: redraw once a second on a terminal even
     // when nothing changed (no server round trip).
     let mut clock = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -438,55 +579,21 @@ async fn watch_loop(
                 let Some(update) = msg? else {
                     return Err(Failure::Unavailable("the server closed the watch stream".into()));
                 };
-                if let Some((epoch, seq)) = last_seq
-                    && (epoch != update.epoch || seq + 1 != update.seq)
-                    && !matches!(update.update, Some(fleet_update::Update::Snapshot(_)))
-                {
-                    return Err(Failure::Unavailable("watch stream skipped updates; run again".into()));
+                match fleet.apply(update) {
+                    Ok(true) => draw(&fleet, json, style)?,
+                    Ok(false) => {}
+                    Err(broken) => return Err(Failure::Unavailable(format!("{broken}; run again"))),
                 }
-                last_seq = Some((update.epoch, update.seq));
-                match update.update {
-                    Some(fleet_update::Update::Snapshot(s)) => {
-                        let (mut a, mut h) = partial.take().unwrap_or_default();
-                        a.extend(s.agents);
-                        h.extend(s.hosts);
-                        if s.more {
-                            partial = Some((a, h));
-                            continue;
-                        }
-                        rows = a.into_iter().map(|r| (key(&r.tenant_id, &r.host, &r.name), r)).collect();
-                        hosts = h.into_iter().map(|r| ((r.tenant_id.clone(), r.host.clone()), r)).collect();
-                    }
-                    Some(fleet_update::Update::Delta(d)) => {
-                        for a in d.upserts {
-                            rows.insert(key(&a.tenant_id, &a.host, &a.name), a);
-                        }
-                        for k in d.removals {
-                            rows.remove(&key(&k.tenant_id, &k.host, &k.name));
-                        }
-                        for h in d.hosts {
-                            hosts.insert((h.tenant_id.clone(), h.host.clone()), h);
-                        }
-                    }
-                    None => continue,
-                }
-                draw(&rows, &hosts, json, style)?;
             }
-            _ = clock.tick(), if !json && style.width.is_some() => {
-                draw(&rows, &hosts, json, style)?;
+            _ = clock.tick(), if !json && style.width.is_some() && fleet.complete() => {
+                draw(&fleet, json, style)?;
             }
         }
     }
 }
 
-fn draw<K: Ord, H: Ord>(
-    rows: &BTreeMap<K, AgentRow>,
-    hosts: &BTreeMap<H, HostRow>,
-    json: bool,
-    style: Style,
-) -> Result<(), Failure> {
-    let agents: Vec<AgentRow> = rows.values().cloned().collect();
-    let hosts: Vec<HostRow> = hosts.values().cloned().collect();
+fn draw(fleet: &Mirror, json: bool, style: Style) -> Result<(), Failure> {
+    let (agents, hosts) = fleet.lists();
     let now = fleet_proto::clock::now_ms();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {

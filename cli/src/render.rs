@@ -10,12 +10,15 @@ pub struct Style {
     pub colour: bool,
     /// Terminal width; `None` = unlimited (not a terminal).
     pub width: Option<usize>,
+    /// Print the header line.
+    pub headers: bool,
 }
 
 impl Style {
     pub fn for_stdout() -> Self {
         let tty = std::io::stdout().is_terminal();
-        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
         let width = if tty {
             rustix::termios::tcgetwinsize(std::io::stdout())
                 .ok()
@@ -28,6 +31,7 @@ impl Style {
         Self {
             colour: tty && !no_colour,
             width,
+            headers: true,
         }
     }
 
@@ -35,6 +39,7 @@ impl Style {
         Self {
             colour: false,
             width: None,
+            headers: true,
         }
     }
 }
@@ -83,6 +88,56 @@ pub fn printable(text: &str, newlines: bool) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// How a read verb prints: `-o table|wide|json|name`, `--json`,
+/// `--no-headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Columns fitted to the terminal (the least important drop first).
+    #[default]
+    Table,
+    /// Every column, whatever the terminal's width.
+    Wide,
+    /// The stable JSON document.
+    Json,
+    /// One address per line (TENANT/HOST/AGENT, TENANT/HOST), for scripts.
+    Name,
+}
+
+/// The output flags of a read verb.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Machine-readable output: the same as `-o json`.
+    #[arg(long)]
+    pub json: bool,
+    /// table (default), wide (every column), json, or name (one address
+    /// per line).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_enum)]
+    pub output: Option<Format>,
+    /// Leave out the header line of a table.
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+impl OutputArgs {
+    pub fn format(&self) -> Format {
+        match (self.json, self.output) {
+            (true, _) => Format::Json,
+            (false, Some(f)) => f,
+            (false, None) => Format::Table,
+        }
+    }
+
+    /// The table style for stdout under these flags.
+    pub fn style(&self) -> Style {
+        let mut s = Style::for_stdout();
+        if self.format() == Format::Wide {
+            s.width = None;
+        }
+        s.headers = !self.no_headers;
+        s
+    }
 }
 
 /// A column: header and priority (higher = kept longer when narrow).
@@ -144,13 +199,15 @@ pub fn table(columns: &[Column], rows: &[Vec<Cell>], style: Style) -> String {
         }
         out.push('\n');
     };
-    line(
-        columns
-            .iter()
-            .map(|c| (c.header.to_owned(), Colour::None))
-            .collect(),
-        &mut out,
-    );
+    if style.headers {
+        line(
+            columns
+                .iter()
+                .map(|c| (c.header.to_owned(), Colour::None))
+                .collect(),
+            &mut out,
+        );
+    }
     for r in rows {
         line(r.clone(), &mut out);
     }
@@ -227,6 +284,7 @@ mod tests {
         let style = Style {
             colour: false,
             width: Some(20),
+            headers: true,
         };
         let t = table(&cols(), &rows(), style);
         assert!(!t.contains("CLASS"), "{t}");
@@ -234,10 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn no_headers_leaves_only_rows() {
+        let style = Style {
+            headers: false,
+            ..Style::plain()
+        };
+        let t = table(&cols(), &rows(), style);
+        assert_eq!(
+            t.lines().next(),
+            Some("coder0  implementer  healthy"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn colour_only_when_asked() {
         let style = Style {
             colour: true,
             width: None,
+            headers: true,
         };
         assert!(table(&cols(), &rows(), style).contains("\x1b[32mhealthy\x1b[0m"));
         assert!(!table(&cols(), &rows(), Style::plain()).contains('\x1b'));
@@ -267,4 +340,11 @@ mod printable_tests {
         assert_eq!(printable("a\nb", false), "a\\x0ab");
         assert_eq!(printable("a\nb\u{1b}", true), "a\nb\\x1b");
     }
+}
+
+/// `HH:MM:SS` (UTC) of a Unix-milliseconds instant.
+pub fn clock_utc(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }

@@ -54,6 +54,8 @@ pub struct SendArgs {
     /// Print the receipt as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub conn: crate::client::Conn,
 }
 
 /// Exit code for a receipt: only `accepted` (and unverified `delivered`) is 0.

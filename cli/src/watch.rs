@@ -39,7 +39,10 @@ pub async fn watch(
     let redraw = !once && !json && tty && server.is_aggregator();
     let mut c = client::open(server).await?;
     if interactive {
-        let hosts = c.list_hosts(ListHostsRequest {}).await?.into_inner();
+        let hosts = c
+            .list_hosts(ListHostsRequest::default())
+            .await?
+            .into_inner();
         let sock = hosts
             .hosts
             .first()
@@ -163,6 +166,8 @@ pub struct Target {
     /// Print the outcome (and a reset's receipt) as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub conn: crate::client::Conn,
 }
 
 fn operator() -> String {
@@ -175,7 +180,7 @@ pub async fn control(
     target: Target,
     action: ControlAction,
 ) -> Result<u8, Failure> {
-    let Target { agent, json } = target;
+    let Target { agent, json, .. } = target;
     let mut c = client::open(server).await?;
     let r = c
         .control(ControlRequest {

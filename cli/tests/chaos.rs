@@ -31,7 +31,7 @@ agents:
 
 async fn host(f: &Fleet) -> HostRow {
     let mut c = f.client().await;
-    c.list_hosts(ListHostsRequest {})
+    c.list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -400,7 +400,7 @@ async fn twenty_thousand_idle_connections_leave_hostd_able_to_run_tmux_and_answe
     // An open connection made before the flood keeps answering.
     loop {
         let rows = c
-            .list_agents(fleet_proto::v1::ListAgentsRequest {})
+            .list_agents(fleet_proto::v1::ListAgentsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -770,11 +770,13 @@ async fn fifos_in_the_run_dir_or_as_the_roster_block_nothing() {
     );
     // A roster swapped for a link to a FIFO is refused on reload; the last
     // good one stays.
-    let real = f.dir.path().join("roster-real.yaml");
-    std::fs::rename(&f.roster, &real).unwrap();
+    // The swap is one rename, so hostd (which also watches the file) never
+    // sees the roster missing in between.
     let fifo = f.dir.path().join("roster.fifo");
     mkfifo(&fifo);
-    std::os::unix::fs::symlink(&fifo, &f.roster).unwrap();
+    let link = f.dir.path().join("roster.link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    std::fs::rename(&link, &f.roster).unwrap();
     f.signal_hostd(Signal::HUP);
     let rejected = f
         .wait_event("rejected", |e| e.kind == "roster-rejected")

@@ -280,6 +280,7 @@ async fn one_view_of_two_tenants_with_relayed_commands_and_default_deny() {
         cert: Some(cert),
         key: Some(key),
         server_name: None,
+        context: None,
     })
     .await
     .unwrap();
@@ -466,7 +467,7 @@ async fn strangers_are_refused_at_the_handshake_and_a_host_cannot_claim_another(
     );
     // ... and a host certificate is not an operator.
     let err = FleetClient::new(channel)
-        .list_agents(ListAgentsRequest {})
+        .list_agents(ListAgentsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
@@ -1696,7 +1697,7 @@ async fn a_revoked_grant_ends_or_refilters_open_streams_at_once() {
     let mut bob = FleetClient::new(operator_channel(&pki, &agg, "bob"));
     eventually("bob sees globex", Duration::from_secs(10), async || {
         let n = bob
-            .list_agents(ListAgentsRequest {})
+            .list_agents(ListAgentsRequest::default())
             .await
             .map(|r| r.into_inner().agents.len())
             .unwrap_or(0);
@@ -1704,7 +1705,7 @@ async fn a_revoked_grant_ends_or_refilters_open_streams_at_once() {
     })
     .await;
     let mut fleet = bob
-        .watch_fleet(WatchFleetRequest {})
+        .watch_fleet(WatchFleetRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1859,4 +1860,95 @@ async fn a_command_refused_at_decode_is_audited_too() {
             .count(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_applies_selections_within_the_callers_grants() {
+    let Bed {
+        dir: _dir,
+        pki,
+        agg,
+        box1: _box1,
+        box2,
+        ..
+    } = two_hosts(&["alice", "bob"]).await;
+    let names = |who: &str, args: &[&str]| -> Vec<String> {
+        let mut all = vec!["ps", "-o", "name"];
+        all.extend_from_slice(args);
+        let out = fleetctl_as(&pki, &agg, who, &all, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("alice", &["worker"]),
+        ["acme/box1/worker", "globex/box2/worker"]
+    );
+    assert_eq!(
+        names("alice", &["--host", "box[2]", "--tenant", "globex"]),
+        ["globex/box2/reviewer", "globex/box2/worker"]
+    );
+    // A selection never widens a grant: bob asking for globex sees nothing.
+    assert!(names("bob", &["--tenant", "globex"]).is_empty());
+    let out = fleetctl_as(&pki, &agg, "alice", &["ps", "--summary", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["total"]["agents"], 4);
+    assert_eq!(s["tenants"].as_array().unwrap().len(), 2);
+    assert_eq!(s["hosts"][1]["link"], "connected");
+    let out = fleetctl_as(&pki, &agg, "bob", &["ps", "--summary", "--json"], &[]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["total"]["agents"], 2, "{s}");
+    let out = fleetctl_as(&pki, &agg, "alice", &["hosts", "-o", "name"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["acme/box1", "globex/box2"]
+    );
+
+    // A watch of alive panes: the one that dies on box2 is removed.
+    let (cert, key) = pki.pair("operator-alice");
+    let mut child = tokio::process::Command::new(support::bin("fleetctl"))
+        .args(["--aggregator", &agg.address()])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["ps", "--watch", "--json", "--pane", "alive"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&out.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(keys(&first).len(), 4);
+    let victim = box2
+        .agents()
+        .await
+        .into_iter()
+        .find(|a| a.name == "reviewer")
+        .unwrap();
+    support::kill(victim.pane_pid, rustix::process::Signal::KILL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), out.next_line())
+            .await
+            .expect("the dead pane never left the selection")
+            .unwrap()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if !keys(&doc).iter().any(|k| k == "globex/box2/reviewer") {
+            assert_eq!(keys(&doc).len(), 3, "{doc}");
+            break;
+        }
+    }
 }

@@ -19,6 +19,8 @@ use fleetctl::init::{self, InitArgs, Places};
 struct FakeSystemd {
     state: Mutex<(bool, bool, bool)>, // enabled, active, linger
     calls: Mutex<Vec<String>>,
+    /// No user manager answers (a container, an ssh session without one).
+    no_manager: bool,
 }
 
 impl Runner for FakeSystemd {
@@ -28,6 +30,12 @@ impl Runner for FakeSystemd {
         let mut st = self.state.lock().unwrap();
         let yes = |b: bool, y: &str, n: &str| if b { y.to_owned() } else { n.to_owned() };
         match args {
+            ["--user", "show-environment"] if self.no_manager => (
+                false,
+                String::new(),
+                "Failed to connect to bus: No medium found".into(),
+            ),
+            ["--user", "show-environment"] => (true, "HOME=/home/acme\n".into(), String::new()),
             ["--user", "daemon-reload"] => (true, String::new(), String::new()),
             ["--user", "is-enabled", _] => {
                 (st.0, yes(st.0, "enabled\n", "disabled\n"), String::new())
@@ -64,7 +72,10 @@ impl FakeSystemd {
             .unwrap()
             .iter()
             .filter(|c| {
-                !c.contains("is-enabled") && !c.contains("is-active") && !c.contains("show-user")
+                !c.contains("is-enabled")
+                    && !c.contains("is-active")
+                    && !c.contains("show-user")
+                    && !c.contains("show-environment")
             })
             .cloned()
             .collect()
@@ -79,6 +90,7 @@ fn args(hostd: &Path) -> InitArgs {
         link_ca: None,
         link_cert: None,
         link_key: None,
+        link_server_name: None,
         hostd: Some(hostd.to_owned()),
         dry_run: false,
         force: false,
@@ -188,6 +200,7 @@ case "$prog $*" in
   "systemctl --user show "*) echo "ActiveState=$(cat $d/active)"; echo "UnitFileState=$(cat $d/enabled)"; echo "LoadState=loaded";;
   "systemctl --user is-enabled "*) cat $d/enabled; [ "$(cat $d/enabled)" = enabled ];;
   "systemctl --user is-active "*) cat $d/active; [ "$(cat $d/active)" = active ];;
+  "systemctl --user show-environment") echo "HOME=$HOME";;
   "systemctl --user daemon-reload") echo "$prog $*" >> $d/calls;;
   "systemctl --user enable "*) echo enabled > $d/enabled; echo "$prog $*" >> $d/calls;;
   "systemctl --user start "*) echo active > $d/active; echo "$prog $*" >> $d/calls;;
@@ -209,6 +222,80 @@ esac
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     (bin.join("systemctl"), bin.join("loginctl"))
+}
+
+#[test]
+fn without_a_user_manager_init_writes_nothing_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostd = support::bin("fleet-hostd");
+    let (a, p) = (args(&hostd), places(dir.path()));
+    let fake = FakeSystemd {
+        no_manager: true,
+        ..Default::default()
+    };
+    let e = init::run_with(&a, &p, &fake).unwrap_err().to_string();
+    assert!(
+        !p.config_dir.exists() && !p.unit_dir.exists(),
+        "half-installed"
+    );
+    assert!(fake.changes().is_empty(), "{:?}", fake.changes());
+    assert!(
+        e.contains("No medium found") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(
+        e.contains("enable-linger acme") && e.contains("fleet-hostd --config"),
+        "{e}"
+    );
+}
+
+#[test]
+fn init_link_writes_absolute_paths_and_the_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostd = support::bin("fleet-hostd");
+    let p = places(dir.path());
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for f in ["ca.pem", "host.pem", "host.key"] {
+        std::fs::write(certs.join(f), "x").unwrap();
+    }
+    // Relative to where init runs: the unit runs elsewhere.
+    std::env::set_current_dir(dir.path()).unwrap();
+    let a = InitArgs {
+        aggregators: vec!["127.0.0.1:7443".into()],
+        link_ca: Some("certs/ca.pem".into()),
+        link_cert: Some("certs/host.pem".into()),
+        link_key: Some("certs/host.key".into()),
+        link_server_name: Some("aggregator.fleet".into()),
+        ..args(&hostd)
+    };
+    init::run_with(&a, &p, &FakeSystemd::default()).unwrap();
+    let cfg = std::fs::read_to_string(p.config_dir.join("hostd.toml")).unwrap();
+    let t: toml::Value = toml::from_str(&cfg).unwrap();
+    let tls = &t["tls"];
+    for (k, f) in [("ca", "ca.pem"), ("cert", "host.pem"), ("key", "host.key")] {
+        let v = std::path::PathBuf::from(tls[k].as_str().unwrap());
+        assert!(v.is_absolute() && v.ends_with(f) && v.is_file(), "{cfg}");
+    }
+    assert_eq!(
+        tls["server_name"].as_str(),
+        Some("aggregator.fleet"),
+        "{cfg}"
+    );
+    // A missing file is refused before anything is written.
+    let other = places(&dir.path().join("other"));
+    let e = init::run_with(
+        &InitArgs {
+            link_key: Some("certs/nope.key".into()),
+            ..a
+        },
+        &other,
+        &FakeSystemd::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--link-key") && e.contains("nope.key"), "{e}");
+    assert!(!other.config_dir.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

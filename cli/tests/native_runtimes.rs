@@ -37,12 +37,22 @@ async fn start(rt: &Offline, trusted: bool) -> Bed {
 
 /// `start`, with `user` seeding more of the user's own files in HOME.
 async fn start_with(rt: &Offline, trusted: bool, user: impl FnOnce(&std::path::Path)) -> Bed {
+    start_roster(rt, trusted, "", user).await
+}
+
+/// `start_with`, with `more` (roster keys of the agent) added.
+async fn start_roster(
+    rt: &Offline,
+    trusted: bool,
+    more: &str,
+    user: impl FnOnce(&std::path::Path),
+) -> Bed {
     let parent = safe_parent();
     let scratch = tempfile::tempdir_in(&parent).unwrap();
     let home = scratch.path().join("home");
     let project = scratch.path().join("project");
     let roster = format!(
-        "version: 1\ntransport: tmux\nagents:\n{}",
+        "version: 1\ntransport: tmux\nagents:\n{}{more}",
         rt.prepare(rt.agent, &home, &project, trusted, true)
             .unwrap()
     );
@@ -409,8 +419,19 @@ async fn opencode_reports_its_prompt_and_model_and_queues_behind_a_turn() {
     assert_eq!(busy.model_source, "self-reported");
     // An offline connection error retries forever: a second prompt queues
     // behind the running request, or joins the session between retries.
+    // On some runs (seen only late in a full suite) opencode shows nothing
+    // of the paste while it retries: then the receipt must say so, and the
+    // text must really be nowhere on its screen.
     let (code, r, err) = b.send("a follow-up", &[]);
-    assert!(code == 0 || code == 5, "{r} {err}\n{}", b.shown());
+    let lost = r["verdict"] == "unverifiable"
+        && r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("never showed"));
+    assert!(code == 0 || code == 5 || lost, "{r} {err}\n{}", b.shown());
+    if lost {
+        eprintln!("opencode did not show the paste: {r}\n{}", b.shown());
+        assert!(!b.screen().contains("a follow-up"), "{r}\n{}", b.shown());
+    }
     if code == 5 {
         assert!(b.screen().contains("QUEUED"), "{r}\n{}", b.shown());
     }
@@ -473,6 +494,49 @@ async fn claude_code_reports_natively_and_an_unreported_interrupt_is_observed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_started_with_mcp_lists_fleets_tools() {
+    let b = start_roster(&CLAUDE, true, "    mcp: true\n", |_| {}).await;
+    b.ready().await;
+    // Its own MCP view: the server hostd gave it, connected, and its tools.
+    b.f.tmux(&["send-keys", "-t", "=cc0:", "-l", "/mcp"]);
+    b.wait_screen("the /mcp command offered", Duration::from_secs(10), |s| {
+        s.contains("/mcp")
+    })
+    .await;
+    b.f.tmux(&["send-keys", "-t", "=cc0:", "Enter"]);
+    b.wait_screen(
+        "fleet connected with its 5 tools",
+        Duration::from_secs(20),
+        |s| s.contains("✔ fleet") && s.contains("5 tools"),
+    )
+    .await;
+    b.f.tmux(&["send-keys", "-t", "=cc0:", "Enter"]);
+    // Given on its command line, not written into the user's config.
+    b.wait_screen("the server's menu", Duration::from_secs(10), |s| {
+        s.contains("❯ View tools") && s.contains("Dynamically configured")
+    })
+    .await;
+    b.f.tmux(&["send-keys", "-t", "=cc0:", "Enter"]);
+    b.wait_screen("fleet's tools", Duration::from_secs(10), |s| {
+        [
+            "fleet_ps",
+            "fleet_digest",
+            "fleet_send",
+            "fleet_events",
+            "fleet_need_human",
+        ]
+        .iter()
+        .all(|t| s.contains(t))
+    })
+    .await;
+    let user = std::fs::read_to_string(b.home().join(".claude.json")).unwrap_or_default();
+    assert!(
+        !user.contains("fleetctl"),
+        "the user's config was written: {user}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_in_an_untrusted_folder_is_waiting_for_a_human() {
     let b = start(&CLAUDE, false).await;
     b.waits_for_trust().await;
@@ -524,15 +588,25 @@ async fn codex_reports_its_turn_and_model_and_a_steer_is_the_same_turn() {
     // Esc sends it at once and the turn goes on: press again.)
     // On a loaded machine Codex may take a press as part of an escape
     // sequence: a few more presses, each given time to take effect.
-    'press: for _ in 0..5 {
+    // The pending steer may also start a turn of its own right after the
+    // interrupt: not busy counts only once it has held for two seconds.
+    'press: for _ in 0..6 {
         b.f.tmux(&["send-keys", "-t", "=cx0:", "Escape"]);
         let deadline = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < deadline {
-            if status(&b.f.agents().await[0]).0 != AgentStatus::Busy {
-                break 'press;
+        let mut calm_since: Option<Instant> = None;
+        while Instant::now() < deadline || calm_since.is_some() {
+            let busy = status(&b.f.agents().await[0]).0 == AgentStatus::Busy;
+            match (busy, calm_since) {
+                (false, None) => calm_since = Some(Instant::now()),
+                (false, Some(t)) if t.elapsed() >= Duration::from_secs(2) => break 'press,
+                (true, Some(_)) => break,
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    if status(&b.f.agents().await[0]).0 == AgentStatus::Busy {
+        eprintln!("still busy after the presses:\n{}", b.shown());
     }
     b.wait_status("idle after Esc", Duration::from_secs(20), |s, _, _| {
         s == AgentStatus::Ok

@@ -344,6 +344,9 @@ async fn hostd_restart_adopts_without_restarting_agents() {
             a.len() == 3 && a.iter().all(alive)
         })
         .await;
+    // The history goes on across the restart: what the new hostd did is
+    // what comes after the old one's last event.
+    let last = f.events().await.last().map_or(0, |e| e.seq);
     f.kill_hostd();
     f.start().await;
     let after = f
@@ -356,7 +359,12 @@ async fn hostd_restart_adopts_without_restarting_agents() {
         assert_eq!(a.pane_pid, b.pane_pid, "{} was restarted", b.name);
         assert_eq!(a.pane_id, b.pane_id);
     }
-    let events = f.events().await;
+    let events: Vec<_> = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.seq > last)
+        .collect();
     let adopted = events.iter().filter(|e| e.kind == "adopted").count();
     assert_eq!(adopted, 3, "{events:#?}");
     assert!(!events.iter().any(|e| e.kind == "started"), "{events:#?}");
@@ -956,4 +964,115 @@ async fn a_second_hostd_on_the_same_run_dir_or_tmux_socket_is_refused() {
     assert!(err.contains("tmux socket"), "{err}");
     // The first one is untouched and still answers.
     assert_eq!(f.agents().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selections_are_applied_by_hostd_and_a_row_leaving_one_is_removed() {
+    let mut f = Fleet::new(MIXED, "");
+    f.start().await;
+    let agents = f
+        .wait_for("alive", Duration::from_secs(15), |a| {
+            a.len() == 3 && a.iter().all(alive)
+        })
+        .await;
+    let lines = |args: &[&str]| -> Vec<String> {
+        let out = f.fleetctl(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut all = lines(&["ps", "-o", "name"]);
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "acme/box1/canary-pi",
+            "acme/box1/native0",
+            "acme/box1/shell0"
+        ]
+    );
+    assert_eq!(
+        lines(&["ps", "-o", "name", "canary-*"]),
+        ["acme/box1/canary-pi"]
+    );
+    assert!(lines(&["ps", "-o", "name", "--host", "elsewhere"]).is_empty());
+    let table = lines(&["ps", "--no-headers", "native0"]);
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert!(table[0].contains("native0") && !table[0].contains("NAME"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&lines(&["ps", "--summary", "--json"]).join("\n")).unwrap();
+    assert_eq!(summary["schema"], "fleet.summary/v1");
+    assert_eq!(summary["total"]["agents"], 3);
+    assert_eq!(summary["total"]["pane"]["alive"], 3);
+    assert_eq!(summary["hosts"][0]["host"], "box1");
+    let out = f.fleetctl(&["ps", "--status", "sleepy"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idle, ok, busy, waiting, unknown"));
+    let out = f.fleetctl(&["ps", "coder-["]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // Events by name glob: only that agent's, no host-level ones.
+    let events = lines(&["events", "--no-follow", "--json", "--since", "1h", "shell*"]);
+    assert!(!events.is_empty());
+    for e in &events {
+        let e: serde_json::Value = serde_json::from_str(e).unwrap();
+        assert_eq!(e["agent"], "shell0", "{e}");
+    }
+    assert!(
+        lines(&[
+            "events",
+            "--no-follow",
+            "--since",
+            "0s",
+            "--kind",
+            "roster-loaded"
+        ])
+        .is_empty()
+    );
+
+    // Watching the alive ones: a pane that dies leaves the selection.
+    let mut child = tokio::process::Command::new(support::bin("fleetctl"))
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["ps", "--watch", "--json", "--pane", "alive"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let names = |line: &str| -> Vec<String> {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap();
+        doc["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = out.next_line().await.unwrap().unwrap();
+    assert_eq!(names(&first).len(), 3);
+    support::kill(
+        row(&agents, "shell0").pane_pid,
+        rustix::process::Signal::KILL,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), out.next_line())
+            .await
+            .expect("the dead pane never left the selection")
+            .unwrap()
+            .unwrap();
+        let now = names(&line);
+        if !now.iter().any(|n| n == "shell0") {
+            assert_eq!(now.len(), 2, "{now:?}");
+            break;
+        }
+    }
 }

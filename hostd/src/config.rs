@@ -71,6 +71,18 @@ pub struct FileConfig {
     /// once (fewer if the descriptor limit leaves too little for tmux).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// The durable event history (SQLite, WAL): `history_db` (default
+    /// `history.db` beside the run directory), kept `history_max_age_days`
+    /// (30) and under `history_max_mb` (256); `history = false` keeps
+    /// events in memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_db: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_age_days: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_mb: Option<u64>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
     /// Run the supervisor (respawn, pokes, digest) per the roster's
@@ -182,6 +194,8 @@ pub struct Config {
     pub systemd: SystemdConfig,
     pub link: LinkConfig,
     pub supervise: bool,
+    /// `None`: events in memory only.
+    pub history: Option<fleet_store::Config>,
     /// Files that contributed, for `--check-config` and error messages.
     pub sources: Vec<PathBuf>,
 }
@@ -422,8 +436,41 @@ fn resolve(
         &host,
         &expand,
     )?;
+    let run_dir = raw
+        .run_dir
+        .clone()
+        .map(expand)
+        .unwrap_or_else(|| env.state_dir().join("run"));
+    let history = if raw.history.unwrap_or(true) {
+        let days = raw.history_max_age_days.unwrap_or(30.0);
+        if !(days.is_finite() && (0.001..=3650.0).contains(&days)) {
+            return Err(ConfigError::Invalid {
+                key: "history_max_age_days",
+                message: format!("{days} is outside 0.001..=3650"),
+            });
+        }
+        let mb = raw.history_max_mb.unwrap_or(256);
+        if !(1..=1_048_576).contains(&mb) {
+            return Err(ConfigError::Invalid {
+                key: "history_max_mb",
+                message: format!("{mb} is outside 1..=1048576"),
+            });
+        }
+        Some(fleet_store::Config {
+            path: raw
+                .history_db
+                .clone()
+                .map(expand)
+                .unwrap_or_else(|| run_dir.parent().unwrap_or(&run_dir).join("history.db")),
+            max_age: Duration::from_secs_f64(days * 86_400.0),
+            max_bytes: mb << 20,
+        })
+    } else {
+        None
+    };
     Ok(Config {
         link,
+        history,
         supervise: raw.supervise.unwrap_or(true),
         tenant,
         host,
@@ -433,10 +480,7 @@ fn resolve(
             .roster
             .map(expand)
             .unwrap_or_else(|| env.config_dir().join("roster.yaml")),
-        run_dir: raw
-            .run_dir
-            .map(expand)
-            .unwrap_or_else(|| env.state_dir().join("run")),
+        run_dir,
         socket,
         heartbeat_interval: Duration::from_secs_f64(interval),
         tick: Duration::from_millis(tick_ms),

@@ -5,6 +5,7 @@
 
 pub use fleet_proto::address;
 pub use fleet_proto::clock;
+pub mod callers;
 pub mod config;
 pub use fleet_proto::events;
 pub mod exits;
@@ -69,6 +70,8 @@ pub enum HostdError {
     Tls(fleet_net::tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    History(fleet_store::StoreError),
 }
 
 /// Takes `path`'s exclusive lock (`flock`, never waiting) and writes our pid
@@ -156,6 +159,22 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
     let listener = socket::bind(&cfg.socket, cfg.uid).await?;
     let epoch: u64 = rand::random();
     let events = events::EventLog::new(&cfg.tenant, &cfg.host, cfg.event_backlog);
+    // The history: opened before anything is recorded, so numbering goes
+    // on from the last run and the backlog starts where it ended.
+    let history = match &cfg.history {
+        Some(h) => {
+            let opened =
+                fleet_store::Store::open(h, cfg.event_backlog).map_err(HostdError::History)?;
+            let store = opened.store.clone();
+            events.resume(
+                opened.continue_after(),
+                opened.recent,
+                Some(Arc::new(move |e: &fleet_proto::v1::Event| store.record(e))),
+            );
+            Some(opened.store)
+        }
+        None => None,
+    };
     let probe = systemd::Probe {
         runner: opts.systemd,
         systemctl: cfg.systemd.systemctl.clone(),
@@ -168,8 +187,12 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         .tmux_socket
         .clone()
         .unwrap_or_else(|| roster.tmux.socket_name.clone());
-    let (table, view, roster_rx) =
+    let (mut table, view, roster_rx) =
         table::Table::start(cfg.clone(), roster, events.clone(), probe, epoch).await?;
+    table.history = history.clone();
+    if let Some(h) = history.clone() {
+        tokio::spawn(watch_history(h, events.clone(), opts.shutdown.clone()));
+    }
     // Control requests from the service and the embedder's commands (SIGHUP)
     // share the table's one command queue.
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
@@ -195,6 +218,9 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         commands: cmd_tx,
         inputs: inputs::Inputs::default(),
         shutdown: opts.shutdown.clone(),
+        audit: open_audit(&cfg.run_dir),
+        uplinks: link::Uplinks::default(),
+        history,
     };
     let fleet = FleetServer::new(svc.clone())
         .max_decoding_message_size(MAX_DECODE)
@@ -244,6 +270,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             service: Some(svc.clone()),
             report: Some(svc.commands.clone()),
             refused_retry: cfg.link.refused_retry,
+            uplinks: Some(svc.uplinks.clone()),
         };
         tokio::spawn(link::run(dial, source, opts.shutdown.clone()));
     }
@@ -284,4 +311,55 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
     let _ = tokio::time::timeout(DRAIN, owner).await;
     served?;
     Ok(())
+}
+
+/// What agents ask of the fleet is audited in `<run_dir>/agents-audit.jsonl`
+/// (0600). A log that cannot be opened is said once; the events still
+/// record every send, refusal and need-human.
+fn open_audit(run_dir: &std::path::Path) -> Option<fleet_net::audit::Audit> {
+    let path = run_dir.join("agents-audit.jsonl");
+    match fleet_net::audit::Audit::open(&path) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the agents' audit log");
+            None
+        }
+    }
+}
+
+/// Says when the history stops being written and when it is written again
+/// (the host row carries the flag meanwhile).
+async fn watch_history(
+    h: fleet_store::Store,
+    events: events::EventLog,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut was: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = h.failing();
+        match (&was, &now) {
+            (None, Some(why)) => {
+                events.emit(
+                    "",
+                    fleet_proto::v1::EventKind::HistoryFailing,
+                    format!("{}: {why}", h.path().display()),
+                    &[("path", h.path().display().to_string())],
+                );
+            }
+            (Some(_), None) => {
+                events.emit(
+                    "",
+                    fleet_proto::v1::EventKind::HistoryRecovered,
+                    format!("{}: written again", h.path().display()),
+                    &[("path", h.path().display().to_string())],
+                );
+            }
+            _ => {}
+        }
+        was = now;
+    }
 }

@@ -17,10 +17,10 @@ use fleet_proto::stream::Frames;
 use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::host_link_client::HostLinkClient;
 use fleet_proto::v1::{
-    AggregatorMessage, Command, CommandError, CommandResult, FleetUpdate, Hello, HostMessage,
-    LinkBeat, aggregator_message, command, command_result, host_message,
+    AgentCall, AgentReply, AggregatorMessage, Command, CommandError, CommandResult, FleetUpdate,
+    Hello, HostMessage, LinkBeat, aggregator_message, command, command_result, host_message,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,8 +30,14 @@ use crate::clock;
 use crate::service::{FleetService, diff};
 use crate::table::View;
 
-/// Agent rows per snapshot message (a big host's snapshot is chunked).
-pub const SNAPSHOT_CHUNK: usize = 2_000;
+/// How a snapshot is cut into messages: the aggregator's decode buffer
+/// for this stream grows to the largest message and keeps that size for
+/// the stream's life, so messages stay small (a 50-agent host's snapshot
+/// is about four), and a big host's is cut by rows too.
+pub const SNAPSHOT_CHUNK: fleet_proto::stream::Chunk = fleet_proto::stream::Chunk {
+    rows: 2_000,
+    bytes: 8 * 1024,
+};
 /// Backoff bounds (full jitter: each wait is uniform in [0, cap]).
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -50,6 +56,71 @@ pub struct Source {
     pub report: Option<mpsc::Sender<crate::table::Command>>,
     /// The shortest wait after the aggregator refused this hostd.
     pub refused_retry: Duration,
+    /// Where this link offers itself for agent calls while it is up.
+    pub uplinks: Option<Uplinks>,
+}
+
+/// One agent call and where its answer goes.
+type PendingCall = (AgentCall, oneshot::Sender<AgentReply>);
+
+/// The links that can carry this host's agents' calls to other hosts
+/// (`fleetctl mcp` → hostd → an aggregator): each session registers while
+/// it is up; a call takes the first.
+#[derive(Clone, Default, Debug)]
+pub struct Uplinks(Arc<std::sync::Mutex<Vec<Offer>>>);
+
+/// One live session's way in, by its registration id.
+type Offer = (u64, mpsc::Sender<PendingCall>);
+
+/// A session's registration, withdrawn when the session ends.
+struct Offered {
+    uplinks: Uplinks,
+    id: u64,
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        self.uplinks.lock().retain(|(i, _)| *i != self.id);
+    }
+}
+
+impl Uplinks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Offer>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn offer(&self, tx: mpsc::Sender<PendingCall>) -> Offered {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().push((id, tx));
+        Offered {
+            uplinks: self.clone(),
+            id,
+        }
+    }
+
+    /// Sends `call` up a link and waits (at most `timeout`) for the answer.
+    pub async fn call(&self, call: AgentCall, timeout: Duration) -> Result<AgentReply, Status> {
+        let down = || {
+            Status::unavailable(
+                "no aggregator link is up: other hosts' agents cannot be reached now",
+            )
+        };
+        let tx = self
+            .lock()
+            .iter()
+            .find(|(_, tx)| !tx.is_closed())
+            .map(|(_, tx)| tx.clone())
+            .ok_or_else(down)?;
+        let (answer, rx) = oneshot::channel();
+        tx.send_timeout((call, answer), timeout)
+            .await
+            .map_err(|_| down())?;
+        tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the aggregator did not answer in time"))?
+            .map_err(|_| Status::unavailable("the aggregator link went down before it answered"))
+    }
 }
 
 impl Source {
@@ -226,7 +297,10 @@ async fn session(
     let mut view = source.view.clone();
     let mut prev = view.borrow_and_update().clone();
     send_snapshot(&up, &mut frames, &prev).await?;
-    let (backlog, mut live) = source.events.subscribe(welcome.events_after);
+    // An earlier run's events were forwarded by that run (under its boot
+    // epoch): only this run's go up.
+    let after = welcome.events_after.max(source.events.resumed_after());
+    let (backlog, mut live) = source.events.subscribe(after);
     for e in backlog {
         up.send(HostMessage {
             msg: Some(host_message::Msg::Event(e)),
@@ -239,6 +313,11 @@ async fn session(
     let mut running: HashMap<u64, AbortHandle> = HashMap::new();
     // Command answers pass through this loop (see below).
     let (results_tx, mut results_rx) = mpsc::channel::<HostMessage>(256);
+    // Agent calls go up this session while it lasts.
+    let (calls_tx, mut calls_rx) = mpsc::channel::<PendingCall>(16);
+    let _offered = source.uplinks.as_ref().map(|u| u.offer(calls_tx));
+    let mut awaiting: HashMap<u64, oneshot::Sender<AgentReply>> = HashMap::new();
+    let mut next_call: u64 = 0;
     let closed = |_| "stream closed".to_owned();
     loop {
         tokio::select! {
@@ -247,6 +326,13 @@ async fn session(
                     return Ok(());
                 }
                 send_changes(&mut view, &mut prev, &up, &mut frames).await?;
+            }
+            Some((mut call, answer)) = calls_rx.recv() => {
+                next_call += 1;
+                call.id = next_call;
+                awaiting.retain(|_, a| !a.is_closed());
+                awaiting.insert(next_call, answer);
+                up.send(HostMessage { msg: Some(host_message::Msg::AgentCall(call)) }).await.map_err(closed)?;
             }
             Some(r) = results_rx.recv() => {
                 // The change a command made goes up before its answer, so the
@@ -290,6 +376,11 @@ async fn session(
                         tracing::info!(reason = %r.reason, "aggregator asked for a snapshot");
                         prev = view.borrow_and_update().clone();
                         send_snapshot(&up, &mut frames, &prev).await?;
+                    }
+                    aggregator_message::Msg::AgentReply(r) => {
+                        if let Some(answer) = awaiting.remove(&r.id) {
+                            let _ = answer.send(r);
+                        }
                     }
                     aggregator_message::Msg::Welcome(_) => {}
                 }
@@ -426,7 +517,10 @@ async fn execute(svc: Option<FleetService>, c: Command, up: mpsc::Sender<HostMes
             if req.traceparent.is_empty() {
                 req.traceparent.clone_from(&c.traceparent);
             }
-            let r = svc.send(Request::new(req));
+            let mut r = Request::new(req);
+            r.extensions_mut()
+                .insert(crate::callers::RelayedFor(c.operator.clone()));
+            let r = svc.send(r);
             let r = within(left, async {
                 r.await
                     .map(|r| command_result::Result::Receipt(r.into_inner()))

@@ -162,6 +162,10 @@ fn main() -> ExitCode {
             eprintln!("fleet-hostd: {e}");
             ExitCode::from(EX_TEMPFAIL)
         }
+        Err(fleet_hostd::HostdError::History(e)) if e.is_config() => {
+            eprintln!("fleet-hostd: {e} (history_db in hostd.toml)");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("fleet-hostd: {e}");
             ExitCode::FAILURE

@@ -149,12 +149,7 @@ pub fn wire(
                 .get("GEMINI_CLI_SYSTEM_SETTINGS_PATH")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/etc/gemini-cli/settings.json"));
-            let mut settings: serde_json::Value =
-                fleet_proto::heartbeat::read_bounded(&system, 1 << 20)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .filter(serde_json::Value::is_object)
-                    .unwrap_or_else(|| serde_json::json!({}));
+            let mut settings = json_object_file(&system);
             let has_ours = settings
                 .get("hooks")
                 .is_some_and(|h| h.to_string().contains(" hook gemini "));
@@ -207,12 +202,8 @@ pub fn wire(
             write_private(&plugin_dir.join("package-lock.json"), OPENCODE_PACKAGE_LOCK)?;
             let path = plugin_dir.join("fleet.js");
             write_private(&path, &js_plugin(OPENCODE_PLUGIN, "opencode", fleetctl))?;
-            let mut content: serde_json::Value = spec
-                .env
-                .get("OPENCODE_CONFIG_CONTENT")
-                .and_then(|c| serde_json::from_str(c).ok())
-                .filter(serde_json::Value::is_object)
-                .unwrap_or_else(|| serde_json::json!({}));
+            let mut content =
+                json_object(spec.env.get("OPENCODE_CONFIG_CONTENT").map(String::as_str));
             let url = format!("file://{}", path.display());
             if let Some(o) = content.as_object_mut() {
                 let list = o.entry("plugin").or_insert_with(|| serde_json::json!([]));
@@ -236,6 +227,166 @@ pub fn wire(
         }
     }
     Ok(Some(w))
+}
+
+/// Adds Fleet's MCP server (`fleetctl --socket S mcp`) to the agent's
+/// runtime, in its private directory and flags only: Claude Code
+/// `--mcp-config FILE`, Codex `-c mcp_servers.fleet.*` (its tools approved:
+/// they are held to the roster's grants), opencode's `mcp` key in
+/// `OPENCODE_CONFIG_CONTENT`, gemini-cli's `mcpServers` in the system
+/// settings file hostd gives it (root only, as for its hooks). `env` is the
+/// launch environment so far (the native wiring's included), which the
+/// opencode and gemini settings extend. `Ok(None)`: the roster did not ask.
+pub fn wire_mcp(
+    run_dir: &Path,
+    spec: &AgentSpec,
+    fleetctl: Option<&Path>,
+    socket: &Path,
+    env: &[(String, String)],
+) -> Result<Option<Wiring>, McpError> {
+    if !spec.mcp {
+        return Ok(None);
+    }
+    let fleetctl = fleetctl
+        .ok_or(WireError::NoFleetctl)
+        .map_err(McpError::Wire)?;
+    let kind = match spec.native_kind {
+        Native::None => {
+            return Err(McpError::Unsupported(format!(
+                "runtime {:?} has no MCP client Fleet knows how to configure",
+                spec.runtime
+            )));
+        }
+        Native::Pi => {
+            return Err(McpError::Unsupported(
+                "pi has no MCP client (by design; see its README)".into(),
+            ));
+        }
+        Native::Aider => {
+            return Err(McpError::Unsupported("aider has no MCP client".into()));
+        }
+        k => k,
+    };
+    let prog = program(&spec.command);
+    if matches!(kind, Native::Claude | Native::Codex) && prog != kind.runtime() && prog != "node" {
+        return Err(McpError::Wire(WireError::Wrapped {
+            runtime: kind.runtime().to_owned(),
+            program: prog,
+        }));
+    }
+    let exe = fleetctl.display().to_string();
+    let args = [
+        "--socket".to_owned(),
+        socket.display().to_string(),
+        "mcp".to_owned(),
+    ];
+    let dir = agent_dir(run_dir, spec);
+    make_private_dir(&dir).map_err(McpError::Wire)?;
+    let of = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(ek, _)| ek == k)
+            .map(|(_, v)| v.clone())
+    };
+    let mut w = Wiring::default();
+    match kind {
+        Native::Claude => {
+            let path = dir.join("claude-mcp.json");
+            let config = serde_json::json!({
+                "mcpServers": { "fleet": { "type": "stdio", "command": exe, "args": args } }
+            });
+            write_private(&path, &config.to_string()).map_err(McpError::Wire)?;
+            w.args = format!(" --mcp-config={}", shell_quote(&path.display().to_string()));
+        }
+        Native::Codex => {
+            let list = args
+                .iter()
+                .map(|a| toml_string(a))
+                .collect::<Vec<_>>()
+                .join(",");
+            for kv in [
+                format!("mcp_servers.fleet.command={}", toml_string(&exe)),
+                format!("mcp_servers.fleet.args=[{list}]"),
+                "mcp_servers.fleet.default_tools_approval_mode=\"approve\"".to_owned(),
+            ] {
+                w.args.push_str(&format!(" -c {}", shell_quote(&kv)));
+            }
+        }
+        Native::Opencode => {
+            let mut content = json_object(of("OPENCODE_CONFIG_CONTENT").as_deref());
+            let mut command = vec![exe];
+            command.extend(args);
+            if let Some(o) = content.as_object_mut() {
+                let mcp = o.entry("mcp").or_insert_with(|| serde_json::json!({}));
+                if let Some(m) = mcp.as_object_mut() {
+                    m.insert(
+                        "fleet".into(),
+                        serde_json::json!({ "type": "local", "command": command, "enabled": true }),
+                    );
+                }
+            }
+            w.env
+                .push(("OPENCODE_CONFIG_CONTENT".into(), content.to_string()));
+        }
+        Native::Gemini => {
+            let uid = rustix::process::geteuid().as_raw();
+            if uid != 0 {
+                return Err(McpError::Unsupported(format!(
+                    "gemini-cli reads MCP servers for a process only from a root-owned system settings file, and fleet-hostd runs as uid {uid}; add \"fleet\": {{\"command\": \"{exe}\", \"args\": [\"--socket\", \"<the hostd socket>\", \"mcp\"], \"trust\": true}} to mcpServers there as root (see README, \"gemini-cli\")"
+                )));
+            }
+            let system = of("GEMINI_CLI_SYSTEM_SETTINGS_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/etc/gemini-cli/settings.json"));
+            let mut settings = json_object_file(&system);
+            if let Some(o) = settings.as_object_mut() {
+                let servers = o
+                    .entry("mcpServers")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(m) = servers.as_object_mut() {
+                    m.insert(
+                        "fleet".into(),
+                        serde_json::json!({ "command": exe, "args": args, "trust": true }),
+                    );
+                }
+            }
+            let path = dir.join("gemini-system-settings.json");
+            write_private(&path, &settings.to_string()).map_err(McpError::Wire)?;
+            w.env.push((
+                "GEMINI_CLI_SYSTEM_SETTINGS_PATH".into(),
+                path.display().to_string(),
+            ));
+        }
+        Native::None | Native::Pi | Native::Aider => return Ok(None),
+    }
+    Ok(Some(w))
+}
+
+/// Why Fleet's MCP server is not in an agent's launch.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("{0}")]
+    Wire(WireError),
+    #[error("{0}: its agent runs without Fleet's tools")]
+    Unsupported(String),
+}
+
+/// `text` as a JSON object, or an empty one (absent, not JSON, not an
+/// object: the user's value is then not extended but replaced).
+fn json_object(text: Option<&str>) -> serde_json::Value {
+    text.and_then(|c| serde_json::from_str(c).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// A settings file read as a JSON object (at most 1 MiB, never blocking on
+/// what is there), or an empty one.
+fn json_object_file(path: &Path) -> serde_json::Value {
+    fleet_proto::heartbeat::read_bounded(path, 1 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
 }
 
 fn toml_string(s: &str) -> String {
@@ -480,6 +631,90 @@ mod tests {
             wire(run.path(), &spec("  - name: f\n    runtime: claude\n"), f),
             Err(WireError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn the_mcp_server_goes_into_each_runtimes_own_mechanism_only_when_asked() {
+        let run = tempfile::tempdir().unwrap();
+        let f = Some(Path::new("/x/fleetctl"));
+        let sock = Path::new("/run/h.sock");
+        let plain = spec("  - name: a\n    runtime: claude\n");
+        assert_eq!(wire_mcp(run.path(), &plain, f, sock, &[]).unwrap(), None);
+        // Claude Code: a config file in the agent's directory, on the flag.
+        let w = wire_mcp(
+            run.path(),
+            &spec("  - name: a\n    runtime: claude\n    mcp: true\n"),
+            f,
+            sock,
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        let file = run.path().join("a.d/claude-mcp.json");
+        assert_eq!(w.args, format!(" --mcp-config='{}'", file.display()));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(config["mcpServers"]["fleet"]["command"], "/x/fleetctl");
+        assert_eq!(
+            config["mcpServers"]["fleet"]["args"],
+            serde_json::json!(["--socket", "/run/h.sock", "mcp"])
+        );
+        // Codex: -c overrides, its tools approved.
+        let w = wire_mcp(
+            run.path(),
+            &spec("  - name: b\n    runtime: codex\n    mcp: true\n"),
+            f,
+            sock,
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            w.args
+                .contains(r#"-c 'mcp_servers.fleet.command="/x/fleetctl"'"#),
+            "{}",
+            w.args
+        );
+        assert!(
+            w.args
+                .contains(r#"mcp_servers.fleet.args=["--socket","/run/h.sock","mcp"]"#),
+            "{}",
+            w.args
+        );
+        assert!(w.args.contains("default_tools_approval_mode"), "{}", w.args);
+        // opencode: added to the content the launch already has.
+        let so_far = [(
+            "OPENCODE_CONFIG_CONTENT".to_owned(),
+            r#"{"plugin":["file:///p.js"]}"#.to_owned(),
+        )];
+        let w = wire_mcp(
+            run.path(),
+            &spec("  - name: c\n    runtime: opencode\n    mcp: true\n"),
+            f,
+            sock,
+            &so_far,
+        )
+        .unwrap()
+        .unwrap();
+        let content: serde_json::Value = serde_json::from_str(&w.env[0].1).unwrap();
+        assert_eq!(content["plugin"][0], "file:///p.js");
+        assert_eq!(
+            content["mcp"]["fleet"]["command"],
+            serde_json::json!(["/x/fleetctl", "--socket", "/run/h.sock", "mcp"])
+        );
+        // pi, aider and a plain program have no MCP client: said.
+        for (name, runtime) in [("d", "pi"), ("e", "aider"), ("g", "shell")] {
+            let s = spec(&format!(
+                "  - name: {name}\n    runtime: {runtime}\n    mcp: true\n"
+            ));
+            assert!(
+                matches!(
+                    wire_mcp(run.path(), &s, f, sock, &[]),
+                    Err(McpError::Unsupported(_))
+                ),
+                "{runtime}"
+            );
+        }
     }
 
     #[test]

@@ -55,6 +55,10 @@ impl std::fmt::Debug for StatusProbe {
 /// ~2.9 s after Enter, opencode ~1.7 s).
 pub const ACK_GRACE: Duration = Duration::from_millis(4000);
 
+/// How long the runtime's acknowledgement is awaited at least once the
+/// screen shows the prompt submitted (a loaded host draws late).
+const ACK_AFTER_SCREEN: Duration = Duration::from_millis(2000);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub verify: bool,
@@ -67,6 +71,8 @@ pub struct Options {
     pub clear_draft: bool,
     /// Bound on waiting for a starting runtime's input box.
     pub ready_timeout: Duration,
+    /// Who asked, for the `sent` event (empty: not said).
+    pub who: String,
 }
 
 impl Options {
@@ -82,6 +88,7 @@ impl Options {
             trace_id,
             clear_draft: false,
             ready_timeout: fleet_proto::waits::QUEUE,
+            who: String::new(),
         }
     }
 }
@@ -340,7 +347,9 @@ pub async fn send(
     let enter_at = Instant::now();
     let deadline = enter_at + o.verify_timeout;
     let retry_after = Duration::from_millis(500).max(t.submit_gap * 3);
-    let ack_by = enter_at + ACK_GRACE.min(o.verify_timeout);
+    // The runtime's word follows the Enter that submitted and the screen
+    // that showed it: both move the wait on, never past the deadline.
+    let mut ack_by = (enter_at + ACK_GRACE).min(deadline);
     let mut screen_says: Option<Outcome> = None;
     let mut b = Backoff::new();
     let outcome = loop {
@@ -358,6 +367,7 @@ pub async fn send(
         ) {
             if matches!(o, Outcome::Screen(_)) && receipt.enter_to_screen_ms == 0 {
                 receipt.enter_to_screen_ms = (enter_at.elapsed().as_millis() as u64).max(1);
+                ack_by = ack_by.max(Instant::now() + ACK_AFTER_SCREEN).min(deadline);
             }
             if o == Outcome::Acknowledged {
                 receipt.enter_to_ack_ms = (enter_at.elapsed().as_millis() as u64).max(1);
@@ -388,6 +398,7 @@ pub async fn send(
         {
             tmux.run(["send-keys", "-t", &t.pane_id, "Enter"]).await?;
             receipt.enter_presses = 2;
+            ack_by = ack_by.max(Instant::now() + ACK_GRACE).min(deadline);
             receipt
                 .notes
                 .push("the draft was still on the input row: pressed Enter once more".into());

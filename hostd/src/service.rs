@@ -10,23 +10,29 @@ use fleet_proto::v1::fleet_server::Fleet;
 use fleet_proto::v1::{
     AgentRow, ControlAction, ControlRequest, ControlResult, Delta, Event, EventsRequest,
     FleetUpdate, ListAgentsRequest, ListAgentsResponse, ListHostsRequest, ListHostsResponse,
-    PaneState, ScreenFrame, SendReceipt, SendRequest, Verdict, WatchFleetRequest,
-    WatchScreenRequest,
+    NeedHumanReply, NeedHumanRequest, PaneState, ScreenFrame, Selector, SendReceipt, SendRequest,
+    Summary, SummaryRequest, Verdict, WatchFleetRequest, WatchScreenRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::address;
+use crate::callers::{self, AgentCaller, Caller};
 use crate::clock;
 use crate::events::EventLog;
 use crate::roster::Roster;
 use crate::send::{self, SendError};
 use crate::table::{Command, View};
 use crate::tmux::Tmux;
+use fleet_net::audit::Record;
+use fleet_proto::select::Select;
 use fleet_proto::stream::{Streamed, offer};
 use fleet_proto::trace::trace_id;
 use tracing::Instrument;
+
+/// The longest need-human text, bytes.
+const NEED_HUMAN_MAX: usize = 2000;
 
 /// Per-stream buffer; a client this far behind is shed.
 const STREAM_BUFFER: usize = 64;
@@ -45,6 +51,13 @@ pub struct FleetService {
     pub inputs: crate::inputs::Inputs,
     /// Turns true on SIGTERM: every open stream ends at once.
     pub shutdown: watch::Receiver<bool>,
+    /// What agents asked (`fleetctl mcp`): one line per send, refusal and
+    /// need-human. `None` when the log cannot be opened (said at start).
+    pub audit: Option<fleet_net::audit::Audit>,
+    /// The aggregator links an agent's call for another host goes up.
+    pub uplinks: crate::link::Uplinks,
+    /// The durable event history, for reads older than the backlog.
+    pub history: Option<fleet_store::Store>,
 }
 
 /// What a streaming client is told when hostd stops.
@@ -173,6 +186,196 @@ impl FleetService {
         Ok(())
     }
 
+    /// Who `req` comes from (an agent asking from outside any pane is
+    /// refused here, and audited).
+    fn caller<T>(&self, req: &Request<T>, verb: &str, target: &str) -> Result<Caller, Status> {
+        let view = self.view.borrow().clone();
+        let roster = self.roster.borrow().clone();
+        callers::identify(req, &view, &roster).inspect_err(|e| {
+            self.audit(Record {
+                kind: "security",
+                who: "local process (not in an agent's pane)".into(),
+                verb: verb.into(),
+                target: target.into(),
+                outcome: format!("denied: {}", e.message()),
+                ..Default::default()
+            });
+        })
+    }
+
+    fn audit(&self, r: Record) {
+        if let Some(a) = &self.audit {
+            a.write(r);
+        }
+    }
+
+    /// Refuses what `agent` may not do: an audit line, an `agent-refused`
+    /// event (who, what, which target) and the status.
+    fn refuse(&self, agent: &AgentCaller, verb: &str, target: &str, why: String) -> Status {
+        self.audit(Record {
+            kind: "command",
+            who: agent.subject.clone(),
+            verb: verb.into(),
+            target: target.into(),
+            outcome: format!("denied: {why}"),
+            ..Default::default()
+        });
+        self.events.emit(
+            &agent.name,
+            EventKind::AgentRefused,
+            format!("{} may not {verb} {target}: {why}", agent.subject),
+            &[
+                ("who", agent.subject.clone()),
+                ("verb", verb.to_owned()),
+                ("target", target.to_owned()),
+            ],
+        );
+        Status::permission_denied(format!("{} may not {verb} {target}: {why}", agent.subject))
+    }
+
+    /// `HOST/AGENT` when an agent's address names another host of its
+    /// tenant (`None`: this host); another tenant is refused.
+    fn elsewhere(&self, a: &AgentCaller, addr: &str) -> Result<Option<String>, Status> {
+        let parsed = fleet_proto::address::Address::parse(addr)?;
+        let (tenant, own) = {
+            let v = self.view.borrow();
+            (v.host.tenant_id.clone(), v.host.host.clone())
+        };
+        if parsed.tenant.as_ref().is_some_and(|t| *t != tenant) {
+            return Err(self.refuse(
+                a,
+                "send",
+                addr,
+                "an agent acts within its own tenant".into(),
+            ));
+        }
+        Ok(parsed
+            .host
+            .filter(|h| *h != own)
+            .map(|h| format!("{h}/{}", parsed.agent)))
+    }
+
+    /// An agent's send to another host: its roster grant first, then up a
+    /// link to the aggregator, which checks its own grant for the agent and
+    /// relays it to the target's hostd (its one-writer queue).
+    async fn send_elsewhere(
+        &self,
+        a: &AgentCaller,
+        target: String,
+        mut req: SendRequest,
+    ) -> Result<SendReceipt, Status> {
+        let own = self.view.borrow().host.host.clone();
+        let (host, name) = target.split_once('/').unwrap_or_default();
+        let tenant = self.view.borrow().host.tenant_id.clone();
+        let full = format!("{tenant}/{target}");
+        if !a.grants.send.admits(&own, host, name) {
+            return Err(self.refuse(
+                a,
+                "send",
+                &full,
+                format!("not in may.send {:?}", a.grants.send.patterns()),
+            ));
+        }
+        let started = std::time::Instant::now();
+        let timeout = fleet_proto::waits::Waits::of(&req).total() + Duration::from_secs(15);
+        if req.traceparent.is_empty() {
+            req.traceparent = fleet_proto::trace::TraceParent::fresh().to_string();
+        }
+        let trace = trace_id(&req.traceparent);
+        let bytes = req.text.len() as u64;
+        req.agent = target;
+        let call = fleet_proto::v1::AgentCall {
+            id: 0,
+            agent: a.name.clone(),
+            traceparent: req.traceparent.clone(),
+            deadline_unix_ms: clock::now_ms()
+                .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
+            op: Some(fleet_proto::v1::agent_call::Op::Send(req)),
+        };
+        let result = self.uplinks.call(call, timeout).await.and_then(|r| {
+            use fleet_proto::v1::agent_reply::Result as R;
+            match r.result {
+                Some(R::Receipt(r)) => Ok(r),
+                Some(R::Error(e)) => Err(Status::new(tonic::Code::from(e.code), e.message)),
+                _ => Err(Status::internal(
+                    "the aggregator answered a send with something else",
+                )),
+            }
+        });
+        self.audit(Record {
+            kind: "command",
+            who: a.subject.clone(),
+            verb: "send".into(),
+            target: full.clone(),
+            trace_id: trace,
+            outcome: match &result {
+                Ok(r) => Verdict::word_of(r.verdict).to_owned(),
+                Err(e) => format!("failed: {}", e.message()),
+            },
+            bytes: Some(bytes),
+            elapsed_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            ..Default::default()
+        });
+        if let Err(e) = &result
+            && e.code() == tonic::Code::PermissionDenied
+        {
+            self.events.emit(
+                &a.name,
+                EventKind::AgentRefused,
+                format!("{} may not send {full}: {}", a.subject, e.message()),
+                &[
+                    ("who", a.subject.clone()),
+                    ("verb", "send".into()),
+                    ("target", full),
+                ],
+            );
+        }
+        result
+    }
+
+    /// Rows of other hosts an agent may read, from the aggregator (none
+    /// when its grant names no other host or no link is up).
+    async fn rows_elsewhere(&self, a: &AgentCaller, selector: Option<Selector>) -> Vec<AgentRow> {
+        if !a.grants.read.beyond_own_host() {
+            return Vec::new();
+        }
+        let call = fleet_proto::v1::AgentCall {
+            id: 0,
+            agent: a.name.clone(),
+            traceparent: String::new(),
+            deadline_unix_ms: clock::now_ms() + 5_000,
+            op: Some(fleet_proto::v1::agent_call::Op::List(ListAgentsRequest {
+                selector,
+            })),
+        };
+        let own = self.view.borrow().host.host.clone();
+        match self.uplinks.call(call, Duration::from_secs(5)).await {
+            Ok(fleet_proto::v1::AgentReply {
+                result: Some(fleet_proto::v1::agent_reply::Result::Agents(l)),
+                ..
+            }) => l
+                .agents
+                .into_iter()
+                .filter(|r| r.host != own && a.grants.read.admits(&own, &r.host, &r.name))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Refuses a verb no agent is given (agents read with `ListAgents` and
+    /// `Events`, and act with `Send` and `NeedHuman`).
+    fn operators_only<T>(&self, req: &Request<T>, verb: &str, target: &str) -> Result<(), Status> {
+        match self.caller(req, verb, target)? {
+            Caller::Operator => Ok(()),
+            Caller::Agent(a) => Err(self.refuse(
+                &a,
+                verb,
+                target,
+                "agents are given ps, events, send and need-human only".into(),
+            )),
+        }
+    }
+
     /// A verified send to `agent` (the supervisor's pokes and digests).
     pub async fn deliver_to(&self, agent: &str, text: &[u8]) -> Result<SendReceipt, Status> {
         let row = self.live_row(agent)?;
@@ -275,6 +478,7 @@ impl FleetService {
                         ("verdict", verdict.to_owned()),
                         ("trace_id", r.trace_id.clone()),
                         ("elapsed_ms", r.elapsed_ms.to_string()),
+                        ("who", opts.who.clone()),
                     ],
                 );
             }
@@ -295,39 +499,97 @@ impl FleetService {
 impl Fleet for FleetService {
     async fn list_agents(
         &self,
-        _req: Request<ListAgentsRequest>,
+        req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
+        let select = Select::new(req.get_ref().selector.as_ref())?;
+        let caller = self.caller(&req, "read", "")?;
         let view = self.view.borrow().clone();
+        let reads = |r: &AgentRow| match &caller {
+            Caller::Operator => true,
+            Caller::Agent(a) => a.grants.read.admits(&view.host.host, &r.host, &r.name),
+        };
+        let mut agents: Vec<AgentRow> = view
+            .agents
+            .iter()
+            .filter(|r| select.agent(r) && reads(r))
+            .map(|r| AgentRow::clone(r))
+            .collect();
+        if let Caller::Agent(a) = &caller {
+            agents.extend(self.rows_elsewhere(a, req.into_inner().selector).await);
+        }
         Ok(Response::new(ListAgentsResponse {
-            agents: view.agents.clone(),
+            agents,
             generated_at_unix_ms: clock::now_ms(),
         }))
     }
 
     async fn list_hosts(
         &self,
-        _req: Request<ListHostsRequest>,
+        req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
+        let select = Select::new(req.get_ref().selector.as_ref())?;
         let view = self.view.borrow().clone();
         Ok(Response::new(ListHostsResponse {
-            hosts: vec![view.host.clone()],
+            hosts: select
+                .host_row(&view.host)
+                .then(|| view.host.clone())
+                .into_iter()
+                .collect(),
             generated_at_unix_ms: clock::now_ms(),
         }))
+    }
+
+    async fn summarize(&self, req: Request<SummaryRequest>) -> Result<Response<Summary>, Status> {
+        self.operators_only(&req, "summarize", "")?;
+        let select = Select::new(req.get_ref().selector.as_ref())?;
+        let view = self.view.borrow().clone();
+        Ok(Response::new(fleet_proto::select::summarize(
+            &select,
+            [(&view.host, view.agents.iter().map(|r| &**r))],
+            clock::now_ms(),
+        )))
     }
 
     type WatchFleetStream = Streamed<FleetUpdate>;
 
     async fn watch_fleet(
         &self,
-        _req: Request<WatchFleetRequest>,
+        req: Request<WatchFleetRequest>,
     ) -> Result<Response<Self::WatchFleetStream>, Status> {
+        self.operators_only(&req, "watch-fleet", "")?;
+        let select = Select::new(req.get_ref().selector.as_ref())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let mut view = self.view.clone();
         let epoch = self.epoch;
         tokio::spawn(async move {
+            // What the selector admits of a view: rows stay shared, so the
+            // diff of two picks is as cheap as of two views, and a row that
+            // stops matching is a removal.
+            let host_in = select.host_row(&view.borrow().host);
+            let pick = |v: &View| View {
+                agents: if host_in {
+                    v.agents
+                        .iter()
+                        .filter(|r| select.agent(r))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                host: v.host.clone(),
+            };
             let mut frames = fleet_proto::stream::Frames::new(epoch);
-            let mut prev = view.borrow_and_update().clone();
-            for first in frames.snapshot(&prev.agents, vec![prev.host.clone()], usize::MAX) {
+            let mut prev = pick(&view.borrow_and_update());
+            let hosts = if host_in {
+                vec![prev.host.clone()]
+            } else {
+                vec![]
+            };
+            for first in frames.snapshot(
+                &prev.agents,
+                hosts,
+                fleet_proto::stream::Chunk::rows(usize::MAX),
+            ) {
                 if tx.send(Ok(first)).await.is_err() {
                     return;
                 }
@@ -335,7 +597,10 @@ impl Fleet for FleetService {
             // The watch channel keeps only the newest view, so a slow client
             // skips intermediate states instead of growing a queue.
             while view.changed().await.is_ok() {
-                let next = view.borrow_and_update().clone();
+                if !host_in {
+                    continue;
+                }
+                let next = pick(&view.borrow_and_update());
                 let delta = diff(&prev, &next);
                 prev = next;
                 let Some(delta) = delta else { continue };
@@ -350,11 +615,44 @@ impl Fleet for FleetService {
     }
 
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendReceipt>, Status> {
+        let caller = self.caller(&req, "send", &req.get_ref().agent)?;
+        let relayed = req.extensions().get::<callers::RelayedFor>().cloned();
+        let local = crate::socket::peer_uid(&req);
         let req = req.into_inner();
+        if let Caller::Agent(a) = &caller
+            && let Some(elsewhere) = self.elsewhere(a, &req.agent)?
+        {
+            return self
+                .send_elsewhere(a, elsewhere, req)
+                .await
+                .map(Response::new);
+        }
         let span = tracing::info_span!("hostd", command = "send", agent = %req.agent);
         fleet_proto::telemetry::adopt(&span, &req.traceparent);
         let _entered = span.enter();
         let row = self.live_row(&req.agent)?;
+        let who = match (&caller, relayed, local) {
+            (Caller::Agent(a), ..) => {
+                let own = self.view.borrow().host.host.clone();
+                if !a.grants.send.admits(&own, &row.host, &row.name) {
+                    let granted = a.grants.send.patterns();
+                    return Err(self.refuse(
+                        a,
+                        "send",
+                        &format!("{}/{}/{}", row.tenant_id, row.host, row.name),
+                        if granted.is_empty() {
+                            "its roster grants it no sends (may.send)".into()
+                        } else {
+                            format!("not in may.send {granted:?}")
+                        },
+                    ));
+                }
+                a.subject.clone()
+            }
+            (Caller::Operator, Some(r), _) => r.0,
+            (Caller::Operator, None, Some(uid)) => crate::socket::local_operator(uid),
+            (Caller::Operator, None, None) => String::new(),
+        };
         let waits = fleet_proto::waits::Waits::of(&req);
         let queue = waits.queue;
         let opts = send::Options {
@@ -366,13 +664,31 @@ impl Fleet for FleetService {
             trace_id: trace_id(&req.traceparent),
             clear_draft: req.clear_draft,
             ready_timeout: queue,
+            who: who.clone(),
         };
         drop(_entered);
-        let receipt = self
+        let started = std::time::Instant::now();
+        let result = self
             .deliver(&row, &req.text, opts, queue)
             .instrument(span)
-            .await?;
-        Ok(Response::new(receipt))
+            .await;
+        if let Caller::Agent(_) = caller {
+            self.audit(Record {
+                kind: "command",
+                who,
+                verb: "send".into(),
+                target: format!("{}/{}/{}", row.tenant_id, row.host, row.name),
+                trace_id: trace_id(&req.traceparent),
+                outcome: match &result {
+                    Ok(r) => Verdict::word_of(r.verdict).to_owned(),
+                    Err(e) => format!("failed: {}", e.message()),
+                },
+                bytes: Some(req.text.len() as u64),
+                elapsed_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                ..Default::default()
+            });
+        }
+        Ok(Response::new(result?))
     }
 
     type WatchScreenStream = Streamed<ScreenFrame>;
@@ -381,6 +697,7 @@ impl Fleet for FleetService {
         &self,
         req: Request<WatchScreenRequest>,
     ) -> Result<Response<Self::WatchScreenStream>, Status> {
+        self.operators_only(&req, "watch-screen", &req.get_ref().agent)?;
         let req = req.into_inner();
         let view = self.view.borrow().clone();
         let row = address::resolve(&view.agents, &req.agent)?.clone();
@@ -456,6 +773,7 @@ impl Fleet for FleetService {
         &self,
         req: Request<ControlRequest>,
     ) -> Result<Response<ControlResult>, Status> {
+        self.operators_only(&req, "control", &req.get_ref().agent)?;
         // On the local socket the caller is the peer's uid, whatever the
         // request says; only a relayed command (no socket peer: the
         // aggregator verified its operator) keeps its `operator`.
@@ -479,7 +797,59 @@ impl Fleet for FleetService {
         &self,
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        self.events_stream(req.into_inner())
+        let reads = match self.caller(&req, "events", &req.get_ref().agent)? {
+            Caller::Operator => None,
+            Caller::Agent(a) => Some((a.grants.read, self.view.borrow().host.host.clone())),
+        };
+        self.events_stream(req.into_inner(), reads).await
+    }
+
+    async fn need_human(
+        &self,
+        req: Request<NeedHumanRequest>,
+    ) -> Result<Response<NeedHumanReply>, Status> {
+        let Caller::Agent(a) = self.caller(&req, "need-human", "")? else {
+            return Err(Status::failed_precondition(
+                "need-human is raised by an agent (`fleetctl mcp` in its pane); an operator is the human",
+            ));
+        };
+        if !a.grants.need_human {
+            return Err(self.refuse(
+                &a,
+                "need-human",
+                "",
+                "its roster sets may.need_human: false".into(),
+            ));
+        }
+        let req = req.into_inner();
+        let text = send::sanitize(req.text.as_bytes(), NEED_HUMAN_MAX)?
+            .text
+            .replace(['\n', '\t'], " ");
+        let first_mate = self.roster.borrow().supervision.first_mate.clone();
+        let event = self.events.emit(
+            &a.name,
+            EventKind::NeedHuman,
+            format!("{} asks for a human: {text}", a.name),
+            &[
+                ("who", a.subject.clone()),
+                ("text", text.clone()),
+                ("trace_id", trace_id(&req.traceparent)),
+            ],
+        );
+        self.audit(Record {
+            kind: "command",
+            who: a.subject.clone(),
+            verb: "need-human".into(),
+            target: a.subject.clone(),
+            trace_id: trace_id(&req.traceparent),
+            outcome: "raised".into(),
+            bytes: Some(text.len() as u64),
+            ..Default::default()
+        });
+        Ok(Response::new(NeedHumanReply {
+            event_seq: event.seq,
+            first_mate: first_mate.is_some_and(|m| m != a.name),
+        }))
     }
 }
 
@@ -559,12 +929,47 @@ impl FleetService {
         }))
     }
 
-    fn events_stream(&self, req: EventsRequest) -> Result<Response<Streamed<Event>>, Status> {
+    /// The events `req` selects; for an agent (`reads`: its grant and its
+    /// host), only those about agents it may read, and the host's own.
+    async fn events_stream(
+        &self,
+        req: EventsRequest,
+        reads: Option<(fleet_proto::reach::Reach, String)>,
+    ) -> Result<Response<Streamed<Event>>, Status> {
         let filter = fleet_proto::stream::EventFilter::new(&req)?;
-        let (backlog, live) = self.events.subscribe(req.after_seq);
-        let wanted = move |e: &Event| filter.matches(e);
+        let (mut backlog, live) = self.events.subscribe(req.after_seq);
+        // Asked for a time or a sequence older than memory: the history
+        // first (read on a blocking thread: it is a file).
+        if let (Some(h), Some(first)) = (&self.history, backlog.first())
+            && (req.since_unix_ms > 0 || req.after_seq > 0)
+            && first.seq > req.after_seq.saturating_add(1)
+            && (req.since_unix_ms <= 0 || first.ts_unix_ms > req.since_unix_ms)
+        {
+            let q = fleet_store::Query {
+                after_seq: req.after_seq,
+                before_seq: first.seq,
+                since_ms: req.since_unix_ms,
+                until_ms: req.until_unix_ms,
+                agent: None,
+                kinds: req.kinds.clone(),
+                limit: 0,
+            };
+            let h = h.clone();
+            let older = tokio::task::spawn_blocking(move || h.query(&q))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            backlog.splice(0..0, older);
+        }
+        let follow = req.follow && req.until_unix_ms <= 0;
+        let wanted = move |e: &Event| {
+            filter.matches(e)
+                && reads.as_ref().is_none_or(|(reach, own)| {
+                    e.agent.is_empty() || reach.admits(own, &e.host, &e.agent)
+                })
+        };
         Ok(Response::new(self.until_stop(fleet_proto::stream::events(
-            backlog, live, req.follow, wanted,
+            backlog, live, follow, wanted,
         ))))
     }
 

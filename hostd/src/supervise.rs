@@ -138,30 +138,20 @@ fn idle_ms(r: &AgentRow, now: i64) -> i64 {
     now - r.last_activity_unix_ms
 }
 
-/// One line per agent that matters for a digest: no times, so an unchanged
-/// fleet gives an unchanged digest.
-pub fn digest_text(rows: &[AgentRow], skip: &str) -> String {
-    let mut parts: Vec<String> = rows
-        .iter()
-        .filter(|r| managed(r) && r.name != skip)
-        .map(|r| {
-            let pane = match PaneState::try_from(r.pane) {
-                Ok(PaneState::Alive) => "alive",
-                Ok(PaneState::Dead) => "dead",
-                _ => "missing",
-            };
-            let st = status(r).word();
-            let health = if healthy(r) { "healthy" } else { "not-healthy" };
-            format!("{} {pane} {st} {health} restarts={}", r.name, r.restarts)
-        })
-        .collect();
-    parts.sort();
-    format!("[fleet digest] {}", parts.join("; "))
-}
+/// One line per agent that matters for a digest (fleet-proto's: the MCP
+/// server's `fleet_digest` pulls the same text).
+pub use fleet_proto::digest::text as digest_text;
 
 impl Supervisor {
     /// The decisions for this tick. Pure: no I/O, no clock but `now`.
-    pub fn decide(&mut self, rows: &[AgentRow], roster: &Roster, now: i64) -> Vec<Action> {
+    pub fn decide<R: std::borrow::Borrow<AgentRow>>(
+        &mut self,
+        rows: &[R],
+        roster: &Roster,
+        now: i64,
+    ) -> Vec<Action> {
+        let rows: Vec<&AgentRow> = rows.iter().map(R::borrow).collect();
+        let rows = rows.as_slice();
         let mut out = Vec::new();
         self.respawns(rows, roster, now, &mut out);
         if let Some(p) = &roster.supervision.poke {
@@ -171,7 +161,7 @@ impl Supervisor {
         out
     }
 
-    fn respawns(&mut self, rows: &[AgentRow], roster: &Roster, now: i64, out: &mut Vec<Action>) {
+    fn respawns(&mut self, rows: &[&AgentRow], roster: &Roster, now: i64, out: &mut Vec<Action>) {
         for r in rows.iter().filter(|r| managed(r)) {
             let Some(spec) = roster.agent(&r.name) else {
                 continue;
@@ -262,7 +252,7 @@ impl Supervisor {
 
     fn pokes(
         &mut self,
-        rows: &[AgentRow],
+        rows: &[&AgentRow],
         roster: &Roster,
         p: &crate::roster::PokePolicy,
         now: i64,
@@ -275,6 +265,7 @@ impl Supervisor {
         };
         let workers: Vec<&AgentRow> = rows
             .iter()
+            .copied()
             .filter(|r| managed(r) && roster.agent(&r.name).is_some() && !is_orch(r))
             .collect();
         let progressing = workers.iter().any(|w| {
@@ -327,7 +318,15 @@ impl Supervisor {
         }
     }
 
-    fn first_mate(&mut self, rows: &[AgentRow], s: &Supervision, now: i64, out: &mut Vec<Action>) {
+    /// An agent asked for a human (`fleetctl mcp`'s need-human): the first
+    /// mate hears it with the next alerts.
+    pub fn asked(&mut self, agent: &str, text: &str) {
+        self.digest
+            .alerts
+            .push_back(format!("[fleet NEED HUMAN] {agent} asks: {text}"));
+    }
+
+    fn first_mate(&mut self, rows: &[&AgentRow], s: &Supervision, now: i64, out: &mut Vec<Action>) {
         let Some(fm) = &s.first_mate else {
             return;
         };
@@ -488,12 +487,26 @@ pub async fn run(
     let mut remembered = sup.memory();
     let (done_tx, mut done_rx) = mpsc::channel::<(Action, Option<Verdict>)>(64);
     let mut shown: BTreeMap<String, fleet_proto::v1::Supervision> = BTreeMap::new();
+    // Need-human raised by agents (their events carry `who`).
+    let (_, mut raised) = svc.events.subscribe(u64::MAX);
     loop {
         let roster: Arc<Roster> = svc.roster.borrow().clone();
         let tick = roster.supervision.tick;
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+        loop {
+            match raised.try_recv() {
+                Ok(e) if e.kind() == Some(EventKind::NeedHuman) && e.fields.contains_key("who") => {
+                    let mate = roster.supervision.first_mate.as_deref();
+                    if mate.is_some_and(|m| m != e.agent) {
+                        sup.asked(&e.agent, e.fields.get("text").map_or("", String::as_str));
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
         }
         while let Ok((a, v)) = done_rx.try_recv() {
             sup.outcome(&a, v, clock::now_ms());

@@ -89,14 +89,17 @@ fn full(r: &AgentRow) -> String {
 }
 
 /// The one row `address` names.
-pub fn resolve<'a>(rows: &'a [AgentRow], address: &str) -> Result<&'a AgentRow, AddressError> {
+pub fn resolve<'a, R: std::borrow::Borrow<AgentRow>>(
+    rows: &'a [R],
+    address: &str,
+) -> Result<&'a AgentRow, AddressError> {
     let a = Address::parse(address)?;
-    let hits: Vec<&AgentRow> = rows.iter().filter(|r| a.matches(r)).collect();
+    let rows = rows.iter().map(R::borrow);
+    let hits: Vec<&AgentRow> = rows.clone().filter(|r| a.matches(r)).collect();
     match hits.as_slice() {
         [one] => Ok(one),
         [] => {
             let mut candidates: Vec<String> = rows
-                .iter()
                 .filter(|r| !r.has(crate::v1::AgentFlag::Unmanaged))
                 .map(|r| {
                     if a.host.is_some() {
@@ -168,7 +171,7 @@ mod tests {
         for bad in ["../x", "a:b", "a.b", "", "a/b/c/d", "/x", "t//x"] {
             assert!(
                 matches!(
-                    resolve(&[], bad),
+                    resolve::<AgentRow>(&[], bad),
                     Err(AddressError::Syntax(_) | AddressError::Name(_))
                 ),
                 "{bad}"

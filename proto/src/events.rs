@@ -19,10 +19,17 @@ pub struct EventLog {
     host: String,
 }
 
+/// Where every recorded event also goes, in order (a durable history); it
+/// must not wait.
+pub type Sink = Arc<dyn Fn(&Event) + Send + Sync>;
+
 struct Backlog {
     next_seq: u64,
     events: VecDeque<Event>,
     cap: usize,
+    sink: Option<Sink>,
+    /// The last sequence number of an earlier run (0: none).
+    resumed_after: u64,
 }
 
 impl EventLog {
@@ -33,6 +40,8 @@ impl EventLog {
                 next_seq: 1,
                 events: VecDeque::with_capacity(cap.min(4096)),
                 cap,
+                sink: None,
+                resumed_after: 0,
             })),
             live,
             tenant: tenant.to_owned(),
@@ -80,11 +89,42 @@ impl EventLog {
             b.events.pop_front();
         }
         b.events.push_back(ev.clone());
+        if let Some(sink) = &b.sink {
+            sink(&ev);
+        }
         // Sent while the backlog lock is held, so a reader that takes the
         // backlog and subscribes under the same lock sees no gap and no
         // duplicate.
         let _ = self.live.send(ev.clone());
         ev
+    }
+
+    /// Continues a history: numbering after `last_seq`, the backlog
+    /// starting from `recent` (the newest first-kept events, oldest first),
+    /// and every event from now on also given to `sink`.
+    pub fn resume(&self, last_seq: u64, recent: Vec<Event>, sink: Option<Sink>) {
+        let mut b = self.lock();
+        b.next_seq = b.next_seq.max(last_seq + 1);
+        b.resumed_after = b.next_seq - 1;
+        let skip = recent.len().saturating_sub(b.cap);
+        for e in recent.into_iter().skip(skip) {
+            if b.events.len() == b.cap {
+                b.events.pop_front();
+            }
+            b.events.push_back(e);
+        }
+        b.sink = sink;
+    }
+
+    /// Events numbered up to this one are an earlier run's (0: this log
+    /// has no earlier run): a link forwards only this run's.
+    pub fn resumed_after(&self) -> u64 {
+        self.lock().resumed_after
+    }
+
+    /// The oldest event kept in memory: its sequence number and time.
+    pub fn oldest(&self) -> Option<(u64, i64)> {
+        self.lock().events.front().map(|e| (e.seq, e.ts_unix_ms))
     }
 
     /// The retained events after `after_seq`, and a receiver for the ones
@@ -123,6 +163,27 @@ mod tests {
         assert_eq!(backlog[9].seq, 25);
         let (after, _) = log.subscribe(20);
         assert_eq!(after.len(), 5);
+    }
+
+    #[test]
+    fn a_resumed_log_continues_the_numbering_and_feeds_its_sink() {
+        let log = EventLog::new("t", "h", 3);
+        let old = EventLog::new("t", "h", 10);
+        for i in 0..5 {
+            old.emit("a", EventKind::Started, format!("n{i}"), &[]);
+        }
+        let (before, _) = old.subscribe(0);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        log.resume(
+            5,
+            before,
+            Some(Arc::new(move |e: &Event| s.lock().unwrap().push(e.seq))),
+        );
+        assert_eq!(log.oldest().map(|o| o.0), Some(3), "the newest three kept");
+        let e = log.emit("a", EventKind::Died, "after", &[]);
+        assert_eq!(e.seq, 6);
+        assert_eq!(*seen.lock().unwrap(), [6]);
     }
 
     #[tokio::test]

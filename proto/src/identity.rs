@@ -116,6 +116,11 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The request header with which `fleetctl mcp` says it calls for the agent
+/// whose pane it runs in (hostd then checks that, and holds the call to
+/// the agent's grants). Its value is informational.
+pub const CALLER_HEADER: &str = "fleet-caller";
+
 #[cfg(test)]
 mod tests {
     use super::*;

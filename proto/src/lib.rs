@@ -4,11 +4,15 @@
 
 pub mod address;
 pub mod clock;
+pub mod codec;
+pub mod digest;
 pub mod events;
 pub mod heartbeat;
 pub mod identity;
 pub mod name;
 pub mod paths;
+pub mod reach;
+pub mod select;
 pub mod stream;
 pub mod telemetry;
 pub mod trace;

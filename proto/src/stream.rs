@@ -1,6 +1,8 @@
 //! Server-streaming helpers shared by hostd and the aggregator.
 
+use std::borrow::Borrow;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -82,10 +84,13 @@ pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
 pub struct EventFilter {
     agent: Option<crate::address::Address>,
     kinds: Vec<String>,
+    select: crate::select::Select,
+    since_ms: i64,
+    until_ms: i64,
 }
 
 impl EventFilter {
-    pub fn new(req: &crate::v1::EventsRequest) -> Result<Self, crate::address::AddressError> {
+    pub fn new(req: &crate::v1::EventsRequest) -> Result<Self, tonic::Status> {
         let agent = match req.agent.as_str() {
             "" => None,
             a => Some(crate::address::Address::parse(a)?),
@@ -93,15 +98,21 @@ impl EventFilter {
         Ok(Self {
             agent,
             kinds: req.kinds.clone(),
+            select: crate::select::Select::new(req.selector.as_ref())?,
+            since_ms: req.since_unix_ms,
+            until_ms: req.until_unix_ms,
         })
     }
 
     pub fn matches(&self, e: &crate::v1::Event) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && e.ts_unix_ms >= self.since_ms
+            && (self.until_ms <= 0 || e.ts_unix_ms <= self.until_ms)
             && self
                 .agent
                 .as_ref()
                 .is_none_or(|a| a.names(&e.tenant_id, &e.host, &e.agent))
+            && self.select.event(e)
     }
 }
 
@@ -148,21 +159,63 @@ pub fn events(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// A snapshot as messages of at most `chunk` agent rows; every message but
-/// the last says `more`, and the hosts ride with the last one.
-pub fn snapshot_chunks(
-    agents: &[crate::v1::AgentRow],
+/// How a snapshot is cut into messages: at most `rows` agent rows and,
+/// past its first row, at most about `bytes` encoded bytes each.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl Chunk {
+    /// At most `rows` rows a message, whatever their size.
+    pub const fn rows(rows: usize) -> Self {
+        Self {
+            rows,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// A snapshot as messages cut by `chunk`; every message but the last says
+/// `more`, and the hosts ride with the last one.
+pub fn snapshot_chunks<R: Borrow<crate::v1::AgentRow>>(
+    agents: &[R],
     hosts: Vec<crate::v1::HostRow>,
-    chunk: usize,
+    chunk: Chunk,
 ) -> Vec<crate::v1::Snapshot> {
-    let mut parts: Vec<crate::v1::Snapshot> = agents
-        .chunks(chunk.max(1))
-        .map(|c| crate::v1::Snapshot {
-            agents: c.to_vec(),
-            hosts: vec![],
-            more: true,
-        })
-        .collect();
+    use prost::Message;
+    let mut parts: Vec<crate::v1::Snapshot> = Vec::new();
+    let mut part = crate::v1::Snapshot {
+        more: true,
+        ..Default::default()
+    };
+    let mut bytes = 0;
+    for r in agents {
+        let r = r.borrow();
+        let size = if chunk.bytes == usize::MAX {
+            0
+        } else {
+            r.encoded_len()
+        };
+        if !part.agents.is_empty()
+            && (part.agents.len() >= chunk.rows.max(1) || bytes + size > chunk.bytes)
+        {
+            parts.push(std::mem::replace(
+                &mut part,
+                crate::v1::Snapshot {
+                    more: true,
+                    ..Default::default()
+                },
+            ));
+            bytes = 0;
+        }
+        bytes += size;
+        part.agents.push(r.clone());
+    }
+    if !part.agents.is_empty() {
+        parts.push(part);
+    }
     if parts.is_empty() {
         parts.push(crate::v1::Snapshot::default());
     }
@@ -200,11 +253,11 @@ impl Frames {
     }
 
     /// A snapshot as numbered messages of at most `chunk` rows.
-    pub fn snapshot(
+    pub fn snapshot<R: Borrow<crate::v1::AgentRow>>(
         &mut self,
-        agents: &[crate::v1::AgentRow],
+        agents: &[R],
         hosts: Vec<crate::v1::HostRow>,
-        chunk: usize,
+        chunk: Chunk,
     ) -> Vec<crate::v1::FleetUpdate> {
         snapshot_chunks(agents, hosts, chunk)
             .into_iter()
@@ -219,33 +272,35 @@ impl Frames {
 
 /// What changed between one host's two views: rows that changed or
 /// appeared, rows that vanished, and the host row when it changed in more
-/// than its last-seen time. `None` when nothing did.
+/// than its last-seen time. `None` when nothing did. A row the next view
+/// shares with the previous one (the same `Arc`) is unchanged without a
+/// look at its fields.
 pub fn diff(
-    (prev_agents, prev_host): (&[crate::v1::AgentRow], &crate::v1::HostRow),
-    (next_agents, next_host): (&[crate::v1::AgentRow], &crate::v1::HostRow),
+    (prev_agents, prev_host): (&[Arc<crate::v1::AgentRow>], &crate::v1::HostRow),
+    (next_agents, next_host): (&[Arc<crate::v1::AgentRow>], &crate::v1::HostRow),
 ) -> Option<crate::v1::Delta> {
     use std::collections::{HashMap, HashSet};
     let same_names = prev_agents.len() == next_agents.len()
         && prev_agents
             .iter()
             .zip(next_agents)
-            .all(|(p, n)| p.name == n.name);
+            .all(|(p, n)| Arc::ptr_eq(p, n) || p.name == n.name);
     let (upserts, removals): (Vec<crate::v1::AgentRow>, Vec<crate::v1::AgentKey>) = if same_names {
         // The usual case (the same agents in the same order): pairwise.
         let upserts = prev_agents
             .iter()
             .zip(next_agents)
-            .filter(|(p, n)| p != n)
-            .map(|(_, n)| n.clone())
+            .filter(|(p, n)| !Arc::ptr_eq(p, n) && p != n)
+            .map(|(_, n)| crate::v1::AgentRow::clone(n))
             .collect();
         (upserts, Vec::new())
     } else {
-        let old: HashMap<&str, &crate::v1::AgentRow> =
+        let old: HashMap<&str, &Arc<crate::v1::AgentRow>> =
             prev_agents.iter().map(|r| (r.name.as_str(), r)).collect();
         let upserts = next_agents
             .iter()
             .filter(|r| old.get(r.name.as_str()) != Some(r))
-            .cloned()
+            .map(|r| crate::v1::AgentRow::clone(r))
             .collect();
         let new: HashSet<&str> = next_agents.iter().map(|r| r.name.as_str()).collect();
         let removals = prev_agents
@@ -259,11 +314,7 @@ pub fn diff(
             .collect();
         (upserts, removals)
     };
-    let moved = crate::v1::HostRow {
-        last_seen_unix_ms: next_host.last_seen_unix_ms,
-        ..prev_host.clone()
-    };
-    let hosts = if moved == *next_host {
+    let hosts = if same_but_last_seen(prev_host, next_host) {
         vec![]
     } else {
         vec![next_host.clone()]
@@ -279,6 +330,52 @@ pub fn diff(
     }
 }
 
+/// Whether two host rows differ in at most their last-seen time (every
+/// field named, so a new one cannot be forgotten here).
+fn same_but_last_seen(a: &crate::v1::HostRow, b: &crate::v1::HostRow) -> bool {
+    let crate::v1::HostRow {
+        tenant_id,
+        host,
+        uid,
+        hostd_version,
+        boot_epoch,
+        started_at_unix_ms,
+        tmux_socket,
+        tmux_running,
+        agents_total,
+        agents_alive,
+        agents_healthy,
+        unit,
+        flags,
+        roster_path,
+        roster_loaded_at_unix_ms,
+        last_seen_unix_ms: _,
+        link,
+        via,
+        uplinks,
+        flag_codes,
+    } = a;
+    *tenant_id == b.tenant_id
+        && *host == b.host
+        && *uid == b.uid
+        && *hostd_version == b.hostd_version
+        && *boot_epoch == b.boot_epoch
+        && *started_at_unix_ms == b.started_at_unix_ms
+        && *tmux_socket == b.tmux_socket
+        && *tmux_running == b.tmux_running
+        && *agents_total == b.agents_total
+        && *agents_alive == b.agents_alive
+        && *agents_healthy == b.agents_healthy
+        && *unit == b.unit
+        && *flags == b.flags
+        && *roster_path == b.roster_path
+        && *roster_loaded_at_unix_ms == b.roster_loaded_at_unix_ms
+        && *link == b.link
+        && *via == b.via
+        && *uplinks == b.uplinks
+        && *flag_codes == b.flag_codes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,8 +388,9 @@ mod tests {
             pane_command: cmd.into(),
             ..Default::default()
         };
+        let arcs = |v: Vec<AgentRow>| v.into_iter().map(Arc::new).collect::<Vec<_>>();
         let host = HostRow::default();
-        let a = vec![row("a", "x"), row("b", "x")];
+        let a = arcs(vec![row("a", "x"), row("b", "x")]);
         assert!(diff((&a, &host), (&a, &host)).is_none(), "nothing changed");
         let moved = HostRow {
             last_seen_unix_ms: 5,
@@ -303,12 +401,12 @@ mod tests {
             "a newer last-seen time alone is no change"
         );
         // Same names, same order: the changed row only.
-        let b = vec![row("a", "x"), row("b", "y")];
+        let b = arcs(vec![row("a", "x"), row("b", "y")]);
         let d = diff((&a, &host), (&b, &host)).unwrap();
         assert_eq!(d.upserts, vec![row("b", "y")]);
         assert!(d.removals.is_empty() && d.hosts.is_empty());
         // Reordered, one gone, one new, one changed.
-        let c = vec![row("c", "z"), row("a", "w")];
+        let c = arcs(vec![row("c", "z"), row("a", "w")]);
         let d = diff((&a, &host), (&c, &host)).unwrap();
         assert_eq!(d.upserts, vec![row("c", "z"), row("a", "w")]);
         assert_eq!(
@@ -372,7 +470,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let parts = snapshot_chunks(&rows, vec![HostRow::default()], 2);
+        let parts = snapshot_chunks(&rows, vec![HostRow::default()], Chunk::rows(2));
         assert_eq!(
             parts.iter().map(|p| p.agents.len()).collect::<Vec<_>>(),
             [2, 2, 1]
@@ -385,8 +483,41 @@ mod tests {
             parts.iter().map(|p| p.hosts.len()).collect::<Vec<_>>(),
             [0, 0, 1]
         );
-        let empty = snapshot_chunks(&[], vec![HostRow::default()], 2);
+        let empty = snapshot_chunks::<AgentRow>(&[], vec![HostRow::default()], Chunk::rows(2));
         assert_eq!(empty.len(), 1);
         assert!(!empty[0].more && empty[0].hosts.len() == 1);
+    }
+
+    #[test]
+    fn a_snapshot_is_cut_by_bytes_too_but_never_below_one_row() {
+        use prost::Message;
+        let row = |n: usize| AgentRow {
+            name: format!("a{n}"),
+            pane_command: "x".repeat(100),
+            ..Default::default()
+        };
+        let rows: Vec<AgentRow> = (0..5).map(row).collect();
+        let one = rows[0].encoded_len();
+        let by_bytes = Chunk {
+            rows: 100,
+            bytes: one * 2,
+        };
+        let parts = snapshot_chunks(&rows, vec![], by_bytes);
+        assert_eq!(
+            parts.iter().map(|p| p.agents.len()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        let tiny = Chunk {
+            rows: 100,
+            bytes: 1,
+        };
+        let parts = snapshot_chunks(&rows, vec![], tiny);
+        assert_eq!(parts.len(), 5, "a row bigger than the bound is a message");
+        let all: Vec<String> = parts
+            .into_iter()
+            .flat_map(|p| p.agents)
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(all, ["a0", "a1", "a2", "a3", "a4"]);
     }
 }

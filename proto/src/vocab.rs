@@ -91,6 +91,10 @@ words!(EventKind {
     HostConnected => "host-connected", "a hostd linked to the aggregator";
     HostUnreachable => "host-unreachable", "the aggregator lost a host's stream or its lease expired";
     DuplicateIdentity => "duplicate-identity", "a second hostd with a live host's identity was refused";
+    AgentRefused => "agent-refused", "an agent asked for something its grants do not allow (who, what, target)";
+    McpOff => "mcp-off", "Fleet's MCP server could not be wired into the agent's runtime (the message says why)";
+    HistoryFailing => "history-failing", "events are not being written to the durable history (disk full or gone); live watchers still get them";
+    HistoryRecovered => "history-recovered", "events are written to the durable history again";
 });
 
 words!(AgentFlag {
@@ -107,6 +111,7 @@ words!(HostFlag {
     TmuxUnresponsive => "tmux-unresponsive", "the tmux server does not answer within its bound";
     Unreachable => "unreachable", "the aggregator lost this host's stream; values are the last known";
     DuplicateIdentity => "duplicate-identity", "a second hostd with this identity tried to link";
+    HistoryFailing => "history-failing", "the durable event history cannot be written (the message of its event says why)";
 });
 
 words!(SupervisorState {

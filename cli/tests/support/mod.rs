@@ -154,7 +154,7 @@ impl Fleet {
                 panic!("hostd exited early ({status}):\n{}", self.log());
             }
             let ok = match fleetctl::client::connect(&self.socket).await {
-                Ok(mut c) => c.list_agents(ListAgentsRequest {}).await.is_ok(),
+                Ok(mut c) => c.list_agents(ListAgentsRequest::default()).await.is_ok(),
                 Err(_) => false,
             };
             if ok {
@@ -197,7 +197,7 @@ impl Fleet {
     pub async fn agents(&self) -> Vec<AgentRow> {
         self.client()
             .await
-            .list_agents(ListAgentsRequest {})
+            .list_agents(ListAgentsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -216,7 +216,7 @@ impl Fleet {
         let mut client = self.client().await;
         loop {
             let agents = client
-                .list_agents(ListAgentsRequest {})
+                .list_agents(ListAgentsRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -241,8 +241,7 @@ impl Fleet {
             .events(EventsRequest {
                 follow: false,
                 after_seq: 0,
-                agent: String::new(),
-                kinds: Vec::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

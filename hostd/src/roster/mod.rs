@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_proto::name::AgentName;
+use fleet_proto::reach::Reach;
 use serde::Deserialize;
 
 use crate::runtime;
@@ -107,6 +108,15 @@ impl Default for Supervision {
     }
 }
 
+/// What an agent may do through Fleet's MCP server (`may:`). Reads and
+/// sends reach agents of its own tenant only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grants {
+    pub read: Reach,
+    pub send: Reach,
+    pub need_human: bool,
+}
+
 /// One agent, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
@@ -135,6 +145,10 @@ pub struct AgentSpec {
     /// The mechanism (the built-in runtime's, or the one a custom runtime
     /// names).
     pub native_kind: runtime::Native,
+    /// Fleet's MCP server (`fleetctl mcp`) is added to the runtime's launch.
+    pub mcp: bool,
+    /// What the agent may do through it.
+    pub may: Grants,
     /// The screen rules hostd reads this agent by.
     pub screen: &'static runtime::Screen,
     /// Longest start-up to the input box.
@@ -354,6 +368,30 @@ mod tests {
             err("version: 1\ntransport: tmux\nruntimes:\n  x:\n    command: x\n    native: cobol\nagents:\n  - name: a\n    runtime: x\n")
                 .contains("unknown mechanism \"cobol\""),
         );
+    }
+
+    #[test]
+    fn mcp_and_may_take_defaults_and_a_tenant_wide_reach_is_refused() {
+        let r = parse_yaml(
+            "version: 1\ntransport: tmux\ndefaults:\n  mcp: true\n  may:\n    send: [\"w-*\"]\nruntimes:\n  quiet:\n    command: claude\n    mcp: false\nagents:\n  - name: a\n    runtime: claude\n  - name: b\n    runtime: quiet\n  - name: c\n    runtime: shell\n    may:\n      read: [c, \"box2/*\"]\n      need_human: false\n",
+        )
+        .unwrap();
+        let a = |n: &str| r.agent(n).unwrap();
+        assert!(a("a").mcp && !a("b").mcp, "a runtime's switch");
+        assert_eq!(a("a").may.read.patterns(), ["*"], "its own host by default");
+        assert_eq!(a("a").may.send.patterns(), ["w-*"], "the defaults' sends");
+        assert!(a("a").may.need_human);
+        assert_eq!(a("c").may.read.patterns(), ["c", "box2/*"]);
+        assert_eq!(a("c").may.send.patterns(), ["w-*"], "each key on its own");
+        assert!(!a("c").may.need_human);
+        let e = err(
+            "version: 1\ntransport: tmux\nagents:\n  - name: a\n    runtime: shell\n    may:\n      send: [\"other/box/a\"]\n",
+        );
+        assert!(e.contains("may.send") && e.contains("own tenant"), "{e}");
+        let e = err(
+            "version: 1\ntransport: tmux\nagents:\n  - name: a\n    runtime: shell\n    may:\n      write: [x]\n",
+        );
+        assert!(e.contains("write"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,17 @@ pub(super) struct RawDefaults {
     pub(super) path: Vec<String>,
     pub(super) heartbeat_interval_secs: Option<f64>,
     pub(super) native: Option<NativeSetting>,
+    pub(super) mcp: Option<bool>,
+    pub(super) may: Option<RawMay>,
+}
+
+/// `may:` — what an agent may do through Fleet's MCP server.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMay {
+    pub(super) read: Option<Vec<String>>,
+    pub(super) send: Option<Vec<String>>,
+    pub(super) need_human: Option<bool>,
 }
 
 /// `native:` — `true`/`false` turns the runtime's own status mechanism on
@@ -102,6 +113,7 @@ pub(super) struct RawRuntime {
     pub(super) submit_gap_ms: Option<u64>,
     pub(super) bracketed_paste: Option<bool>,
     pub(super) native: Option<NativeSetting>,
+    pub(super) mcp: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +139,8 @@ pub(super) struct RawAgent {
     pub(super) bracketed_paste: Option<bool>,
     pub(super) respawn: Option<RawRespawn>,
     pub(super) native: Option<bool>,
+    pub(super) mcp: Option<bool>,
+    pub(super) may: Option<RawMay>,
 }
 
 /// Variables hostd sets in every pane; a roster may not override them.

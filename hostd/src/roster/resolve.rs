@@ -164,6 +164,23 @@ pub(super) fn resolve(
             .or_else(|| custom.and_then(|c| on(&c.native)))
             .or_else(|| on(&raw.defaults.native))
             .unwrap_or(true);
+        let mcp = a
+            .mcp
+            .or_else(|| custom.and_then(|c| c.mcp))
+            .or(raw.defaults.mcp)
+            .unwrap_or(false);
+        let may = resolve_may(
+            a.may.as_ref(),
+            raw.defaults.may.as_ref(),
+            &|k: &str, m: String| {
+                let key = if a.may.is_some() {
+                    key(&format!("may.{k}"))
+                } else {
+                    format!("defaults.may.{k}")
+                };
+                at(&key, m)
+            },
+        )?;
         let rules_of = like.and_then(|(_, b)| b).or(builtin);
         let screen = rules_of.map_or(&runtime::Screen::GENERIC, |b| b.screen);
         let startup = rules_of.map_or(Duration::from_secs(10), |b| b.startup);
@@ -196,6 +213,8 @@ pub(super) fn resolve(
             heartbeat_interval: hb.or(default_interval),
             native,
             native_kind,
+            mcp,
+            may,
             screen,
             startup,
             respawn: match &a.respawn {
@@ -378,4 +397,26 @@ pub(super) fn interval(
             format!("{s} is not a number of seconds in (0, 86400]"),
         )),
     }
+}
+
+/// An agent's `may:` over the defaults' (each key on its own): read its own
+/// host's agents, send to none, raise need-human.
+fn resolve_may(
+    agent: Option<&RawMay>,
+    defaults: Option<&RawMay>,
+    at: &dyn Fn(&str, String) -> RosterError,
+) -> Result<Grants, RosterError> {
+    let pick =
+        |f: fn(&RawMay) -> Option<Vec<String>>| agent.and_then(f).or_else(|| defaults.and_then(f));
+    let read = pick(|m| m.read.clone()).unwrap_or_else(|| vec!["*".into()]);
+    let send = pick(|m| m.send.clone()).unwrap_or_default();
+    let need_human = agent
+        .and_then(|m| m.need_human)
+        .or_else(|| defaults.and_then(|m| m.need_human))
+        .unwrap_or(true);
+    Ok(Grants {
+        read: Reach::parse(&read).map_err(|e| at("read", e))?,
+        send: Reach::parse(&send).map_err(|e| at("send", e))?,
+        need_human,
+    })
 }

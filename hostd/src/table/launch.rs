@@ -41,7 +41,12 @@ impl Table {
         a.launched_wall = Some(SystemTime::now());
         a.native_status = None;
         a.observed = None;
-        match native::wire(&self.cfg.run_dir, spec, self.fleetctl.as_deref()) {
+        // What each wiring adds (its flags, its variables over the
+        // roster's), or the event saying why it is off.
+        let add = |wired: Result<Option<native::Wiring>, String>,
+                   off: EventKind,
+                   command: &mut String,
+                   env: &mut tmux::PaneEnv| match wired {
             Ok(Some(w)) => {
                 command.push_str(&w.args);
                 for (k, v) in w.env {
@@ -51,10 +56,33 @@ impl Table {
             }
             Ok(None) => {}
             Err(e) => {
-                self.events
-                    .emit(&name, EventKind::NativeOff, e.to_string(), &[]);
+                self.events.emit(&name, off, e, &[]);
             }
-        }
+        };
+        let wired = native::wire(&self.cfg.run_dir, spec, self.fleetctl.as_deref());
+        add(
+            wired.map_err(|e| e.to_string()),
+            EventKind::NativeOff,
+            &mut command,
+            &mut env,
+        );
+        let so_far: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let wired = native::wire_mcp(
+            &self.cfg.run_dir,
+            spec,
+            self.fleetctl.as_deref(),
+            &self.cfg.socket,
+            &so_far,
+        );
+        add(
+            wired.map_err(|e| e.to_string()),
+            EventKind::McpOff,
+            &mut command,
+            &mut env,
+        );
         (command, env)
     }
 

@@ -48,7 +48,9 @@ use rows::*;
 /// Everything a reader needs, published after each change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
-    pub agents: Vec<AgentRow>,
+    /// In name order. A row that did not change is the previous view's
+    /// own (the same `Arc`): a reader diffing two views skips it unread.
+    pub agents: Vec<Arc<AgentRow>>,
     pub host: HostRow,
 }
 
@@ -157,6 +159,8 @@ pub struct Table {
     fleetctl: Option<PathBuf>,
     /// Each link up to an aggregator, as its task last reported it.
     uplinks: BTreeMap<String, fleet_proto::v1::Uplink>,
+    /// The durable history, whose failure is a host flag.
+    pub history: Option<fleet_store::Store>,
 }
 
 impl Table {
@@ -245,6 +249,7 @@ impl Table {
             roster_tx,
             fleetctl: native::find_fleetctl(),
             uplinks: BTreeMap::new(),
+            history: None,
         };
         table.events.emit(
             "",

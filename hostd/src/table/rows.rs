@@ -148,17 +148,21 @@ impl Table {
                     .filter(|p| p.status == hb.status)
                     .map_or(now, |p| p.status_since_unix_ms);
             }
-            let same = prev_row.is_some_and(|p| {
+            let same = prev_row.filter(|p| {
                 row.observed_at_unix_ms = p.observed_at_unix_ms;
-                *p == row
+                ***p == row
             });
-            if !same {
-                changed = true;
-                row.observed_at_unix_ms = now;
-                flag_events(&self.events, name, prev_row, &row);
-                status_events(&self.events, name, prev_row, &row);
+            match same {
+                Some(p) => rows.push(p.clone()),
+                None => {
+                    changed = true;
+                    row.observed_at_unix_ms = now;
+                    let prev_row = prev_row.map(|p| &**p);
+                    flag_events(&self.events, name, prev_row, &row);
+                    status_events(&self.events, name, prev_row, &row);
+                    rows.push(Arc::new(row));
+                }
             }
-            rows.push(row);
         }
         let host = self.host_row(&rows, boot_gap);
         let mut host_cmp = host.clone();
@@ -303,7 +307,7 @@ impl Table {
         row
     }
 
-    pub(super) fn host_row(&self, rows: &[AgentRow], boot_gap: bool) -> HostRow {
+    pub(super) fn host_row(&self, rows: &[Arc<AgentRow>], boot_gap: bool) -> HostRow {
         let count = |f: &dyn Fn(&AgentRow) -> bool| {
             u32::try_from(rows.iter().filter(|r| f(r)).count()).unwrap_or(u32::MAX)
         };
@@ -337,6 +341,9 @@ impl Table {
         }
         if self.unresponsive.is_some() {
             row.flag(HostFlag::TmuxUnresponsive);
+        }
+        if self.history.as_ref().is_some_and(|h| h.failing().is_some()) {
+            row.flag(HostFlag::HistoryFailing);
         }
         row
     }
