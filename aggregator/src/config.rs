@@ -33,6 +33,33 @@ pub struct FileConfig {
     /// event).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<PathBuf>,
+    /// Rotate the audit file past this size (MiB, default 64), keeping
+    /// `audit_keep` old files (default 5). The history database holds
+    /// every line too, and is the source of truth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_max_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_keep: Option<u32>,
+    /// The durable history of events and audit (SQLite, WAL): `history_db`
+    /// (default `history.db` beside the audit log), kept
+    /// `history_max_age_days` (30) and under `history_max_mb` (256);
+    /// `history = false` keeps events in memory and the audit in the file
+    /// only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_db: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_age_days: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_mb: Option<u64>,
+    /// Serve Prometheus metrics (`GET /metrics`) here, e.g.
+    /// "127.0.0.1:9465"; off when unset. Plain HTTP without identities: an
+    /// address off loopback also needs `metrics_public = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_public: Option<bool>,
     /// How often hostds send an application heartbeat, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beat_secs: Option<f64>,
@@ -95,6 +122,10 @@ pub struct Config {
     pub trust_domain: String,
     pub authz: PathBuf,
     pub audit_log: PathBuf,
+    pub audit_rotation: fleet_net::audit::Rotation,
+    /// `None`: events in memory, the audit in its file only.
+    pub history: Option<fleet_store::Config>,
+    pub metrics_listen: Option<SocketAddr>,
     pub beat: Duration,
     pub lease: Duration,
     pub reload: Duration,
@@ -240,12 +271,49 @@ fn resolve(raw: FileConfig, sources: Vec<PathBuf>) -> Result<Config, ConfigError
     let audit_log = raw
         .audit_log
         .unwrap_or_else(|| PathBuf::from("/var/log/fleet-aggregator/audit.jsonl"));
+    let audit_mb = raw.audit_max_mb.unwrap_or(64);
+    if !(1..=1_048_576).contains(&audit_mb) {
+        return Err(invalid(
+            "audit_max_mb",
+            format!("{audit_mb} is outside 1..=1048576"),
+        ));
+    }
+    let audit_keep = raw.audit_keep.unwrap_or(5);
+    if !(1..=1000).contains(&audit_keep) {
+        return Err(invalid(
+            "audit_keep",
+            format!("{audit_keep} is outside 1..=1000"),
+        ));
+    }
+    let history = fleet_store::Config::from_keys(
+        raw.history,
+        raw.history_db,
+        raw.history_max_age_days,
+        raw.history_max_mb,
+        audit_log
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("history.db"),
+    )
+    .map_err(|(key, message)| invalid(key, message))?;
+    let metrics_listen = raw
+        .metrics_listen
+        .as_deref()
+        .map(|l| fleet_net::metrics::parse_listen(l, raw.metrics_public.unwrap_or(false)))
+        .transpose()
+        .map_err(|m| invalid("metrics_listen", m))?;
     Ok(Config {
         listen,
         name,
         trust_domain,
         authz,
         audit_log,
+        audit_rotation: fleet_net::audit::Rotation {
+            max_bytes: audit_mb << 20,
+            keep: audit_keep,
+        },
+        history,
+        metrics_listen,
         beat,
         lease,
         reload,

@@ -50,6 +50,8 @@ pub struct FleetService {
     pub dev: bool,
     /// Turns true on SIGTERM: every open stream ends at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The durable event history, for reads older than the backlog.
+    pub history: Option<fleet_store::Store>,
 }
 
 /// What a streaming client is told when the aggregator stops.
@@ -792,6 +794,7 @@ impl Fleet for FleetService {
                 // batches wait in the broadcast and then ride in one message.
                 // Shed when the client stalls or the broadcast overtook it.
                 let Ok(Ok(permit)) = tokio::time::timeout(CLIENT_STALL, tx.reserve()).await else {
+                    fleet_proto::stream::shed_one();
                     let _ = tx.try_send(Err(Status::resource_exhausted(
                         "client too slow for the fleet's change rate; call again to resync",
                     )));
@@ -802,6 +805,7 @@ impl Fleet for FleetService {
                     match got {
                         Ok(b) => fold.add(&b, &versions, &sees, &mut shown),
                         Err(broadcast::error::RecvError::Lagged(_)) => {
+                            fleet_proto::stream::shed_one();
                             permit.send(Err(Status::resource_exhausted(
                                 "client too slow for the fleet's change rate; call again to resync",
                             )));
@@ -849,9 +853,22 @@ impl Fleet for FleetService {
         let filter = fleet_proto::stream::EventFilter::new(&req)?;
         let sees = caller.sees_now(&self.authz);
         let wanted = move |e: &Event| sees(&e.tenant_id) && filter.matches(e);
-        let (backlog, live) = self.view.events.subscribe(req.after_seq);
+        let (mut backlog, live) = self.view.events.subscribe(req.after_seq);
+        // Older than memory: the history first (grants apply to it alike).
+        if let (Some(h), Some(q)) = (
+            &self.history,
+            fleet_store::older_than_memory(&req, backlog.first()),
+        ) {
+            let older = h
+                .query_blocking(q)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            backlog.splice(0..0, older);
+        }
+        // A bounded window is answered, never followed.
+        let follow = req.follow && req.until_unix_ms <= 0;
         Ok(Response::new(self.revocable(
-            fleet_proto::stream::events(backlog, live, req.follow, wanted),
+            fleet_proto::stream::events(backlog, live, follow, wanted),
             &caller,
             Verb::Read,
             target,

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod config;
 pub mod fleet;
 pub mod link;
+pub mod metrics;
 pub mod route;
 pub mod view;
 
@@ -38,6 +39,13 @@ pub enum AggregatorError {
     #[error("audit log {path}: {source}")]
     Audit {
         path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    History(fleet_store::StoreError),
+    #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
+    Metrics {
+        addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("cannot listen on {addr}: {source}")]
@@ -123,10 +131,44 @@ const DRAIN: Duration = Duration::from_millis(800);
 /// Runs the aggregator until shutdown. `cfg` is already validated.
 pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     let authz = authz::Authz::load(&cfg.authz)?;
-    let audit = audit::Audit::open(&cfg.audit_log).map_err(|source| AggregatorError::Audit {
-        path: cfg.audit_log.clone(),
-        source,
-    })?;
+    let audit =
+        audit::Audit::open_rotating(&cfg.audit_log, cfg.audit_rotation).map_err(|source| {
+            AggregatorError::Audit {
+                path: cfg.audit_log.clone(),
+                source,
+            }
+        })?;
+    // The history: opened before anything is recorded or audited. Every
+    // audit line is committed to it before the caller goes on (a relayed
+    // command's intent before it is relayed).
+    let history = match &cfg.history {
+        Some(h) => {
+            Some(fleet_store::Store::open(h, cfg.event_backlog).map_err(AggregatorError::History)?)
+        }
+        None => None,
+    };
+    if let Some(h) = &history {
+        let store = h.store.clone();
+        audit.add_sink(Arc::new(move |r: &audit::Record| {
+            let row = fleet_store::AuditRow {
+                ts_ms: fleet_proto::clock::now_ms(),
+                kind: r.kind.to_owned(),
+                who: r.who.clone(),
+                verb: r.verb.clone(),
+                target: r.target.clone(),
+                outcome: r.outcome.clone(),
+                command_id: r.command_id,
+                phase: r.phase.map(str::to_owned),
+                line: serde_json::to_string(r).unwrap_or_default(),
+            };
+            if let Err(e) = store.audit(&row) {
+                tracing::error!(error = %e, "cannot commit an audit record to the history; it is in the audit file only");
+            }
+        }));
+    }
+    let audit_metrics = metrics::AuditMetrics::default();
+    audit.add_sink(metrics::audit_sink(&audit_metrics));
+    let mut certs = fleet_net::metrics::CertExpiry::default();
     let security = match &cfg.tls {
         Some(t) => {
             let a = audit.clone();
@@ -147,6 +189,8 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
                     });
                 },
             )?;
+            certs.me = Some(me.clone());
+            certs.trust = Some(trust.clone());
             let server = fleet_net::tls::server_config(trust, me)?;
             Security::Mtls(Arc::new(server))
         }
@@ -183,7 +227,40 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         cfg.event_backlog,
         shards,
         audit.clone(),
+        history
+            .as_ref()
+            .map(|h| h.cursors.clone())
+            .unwrap_or_default(),
     );
+    let event_metrics = fleet_net::metrics::EventMetrics::new();
+    let store = history.map(|opened| {
+        let store = opened.store.clone();
+        view.events.resume(
+            opened.continue_after(),
+            opened.recent,
+            Some(Arc::new(move |e: &fleet_proto::v1::Event| store.record(e))),
+        );
+        opened.store
+    });
+    view.events.add_sink(event_metrics.sink());
+    let otlp = fleet_net::metrics::otlp::Exporter::new("fleet-aggregator", &view.events);
+    let registry = Arc::new(metrics::registry(
+        view.clone(),
+        &event_metrics,
+        &audit_metrics,
+        certs,
+    ));
+    let metrics_at = match cfg.metrics_listen {
+        Some(addr) => Some(
+            fleet_net::metrics::serve(addr, registry.clone(), opts.shutdown.clone())
+                .await
+                .map_err(|source| AggregatorError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    if let Some(x) = otlp {
+        x.run(registry, opts.shutdown.clone());
+    }
     {
         let view = view.clone();
         let every = cfg.stats;
@@ -213,6 +290,7 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         trust_domain: cfg.trust_domain.clone(),
         dev,
         shutdown: opts.shutdown.clone(),
+        history: store,
     };
     let link = link::HostLinkService {
         view: view.clone(),
@@ -253,7 +331,11 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
     }
     // `STATUS=serving on ADDR`: with `listen = "…:0"` this is how a
     // supervisor or a test learns the port without racing for one.
-    fleet_net::transport::notify_ready(Some(&format!("serving on {local}")), opts.shutdown.clone());
+    let status = match metrics_at {
+        Some(m) => format!("serving on {local}; metrics on {m}"),
+        None => format!("serving on {local}"),
+    };
+    fleet_net::transport::notify_ready(Some(&status), opts.shutdown.clone());
     let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
         .layer(audit::RefusedAtDecode {

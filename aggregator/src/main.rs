@@ -110,6 +110,10 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(fleet_aggregator::AggregatorError::History(e)) if e.is_config() => {
+            eprintln!("fleet-aggregator: {e} (history_db in the configuration)");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("fleet-aggregator: {e}");
             ExitCode::FAILURE

@@ -185,13 +185,19 @@ impl From<NoRoute> for tonic::Status {
 
 // === the handle ===
 
-/// Counters for stats and benchmarks.
+/// Counters for stats, metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Updates (snapshot chunks and deltas) applied.
     pub applied: AtomicU64,
     /// Rows in them.
     pub applied_rows: AtomicU64,
+    /// Host streams taken (a hostd linked).
+    pub links_up: AtomicU64,
+    /// Host streams that ended.
+    pub links_lost: AtomicU64,
+    /// Hosts silent past their lease (their streams ended).
+    pub leases_expired: AtomicU64,
 }
 
 /// The merged view, as links and operators hold it.
@@ -279,10 +285,15 @@ impl View {
         event_backlog: usize,
         shards: usize,
         audit: Audit,
+        cursors: Vec<fleet_store::Cursor>,
     ) -> Self {
         let (changes, _) = broadcast::channel(CHANGES);
         let events = EventLog::new("", "", event_backlog);
         let ctx = Arc::new(Ctx {
+            cursors: cursors
+                .into_iter()
+                .map(|c| ((c.tenant, c.host), (c.epoch, c.seq)))
+                .collect(),
             name: name.to_owned(),
             lease,
             events: events.clone(),
@@ -490,6 +501,9 @@ fn ago(ms: i64) -> String {
 
 /// What every shard shares.
 struct Ctx {
+    /// Per host, the boot epoch and newest event of it an earlier run
+    /// recorded: a host back under that epoch is asked only for newer ones.
+    cursors: std::collections::HashMap<HostKey, (u64, u64)>,
     name: String,
     lease: Duration,
     events: EventLog,
@@ -715,6 +729,12 @@ impl Shard {
         let key = Arc::new((hello.tenant_id.clone(), hello.host.clone()));
         let now = Instant::now();
         let lease = self.ctx.lease;
+        let recorded = self
+            .ctx
+            .cursors
+            .get(&*key)
+            .filter(|(epoch, _)| *epoch == hello.boot_epoch)
+            .map_or(0, |(_, seq)| *seq);
         let entry = self.hosts.entry(key.clone()).or_insert_with(|| Entry {
             shown: Host {
                 row: Arc::new(HostRow {
@@ -734,7 +754,7 @@ impl Shard {
             duplicate_since: None,
             awaiting_snapshot: true,
             last_heard: now,
-            last_event_seq: 0,
+            last_event_seq: recorded,
         });
         let live = entry.shown.route.is_some() && now.duration_since(entry.last_heard) <= lease;
         if live && entry.epoch != hello.boot_epoch {
@@ -770,6 +790,7 @@ impl Shard {
         let events_after = entry.last_event_seq;
         // The route is published at once: commands may follow the Welcome.
         self.dirty.push(key.clone());
+        self.ctx.counters.links_up.fetch_add(1, Ordering::Relaxed);
         self.event(
             &key,
             EventKind::HostConnected,
@@ -984,6 +1005,13 @@ impl Shard {
             return;
         }
         e.last_event_seq = ev.seq;
+        // Where it came from, so a restarted aggregator's history knows
+        // which of this host's events it holds (`fleet_store` keeps the
+        // newest per host) and asks for no replay.
+        ev.fields
+            .insert(fleet_store::HOST_SEQ.into(), ev.seq.to_string());
+        ev.fields
+            .insert(fleet_store::HOST_EPOCH.into(), format!("{:x}", e.epoch));
         ev.tenant_id.clone_from(&key.0);
         ev.host.clone_from(&key.1);
         self.ctx.events.record(ev);
@@ -998,6 +1026,7 @@ impl Shard {
         }
         e.shown.route = None;
         let change = mark_unreachable(key, e);
+        self.ctx.counters.links_lost.fetch_add(1, Ordering::Relaxed);
         self.changed(key, change);
         self.event(
             key,
@@ -1026,6 +1055,10 @@ impl Shard {
                 if let Some(r) = e.shown.route.take() {
                     r.end("lease expired", None);
                 }
+                self.ctx
+                    .counters
+                    .leases_expired
+                    .fetch_add(1, Ordering::Relaxed);
                 expired.push((key.clone(), mark_unreachable(key, e)));
             }
         }
@@ -1303,7 +1336,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let audit = Audit::open(&dir.path().join("audit.jsonl")).unwrap();
         Bed {
-            view: View::start("agg", lease, 100, 2, audit),
+            view: View::start("agg", lease, 100, 2, audit, Vec::new()),
             _dir: dir,
         }
     }

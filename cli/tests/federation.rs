@@ -714,15 +714,30 @@ async fn the_view_survives_an_aggregator_kill_and_a_partitioned_host_is_unreacha
 }
 
 mod otlp {
-    //! A real OTLP/gRPC trace receiver: the collector's TraceService.
+    //! A real OTLP/gRPC receiver: the collector's trace, logs and metrics
+    //! services.
     use std::sync::{Arc, Mutex};
 
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
         TraceService, TraceServiceServer,
     };
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
     };
+    pub use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    pub use opentelemetry_proto::tonic::metrics::v1::Metric;
 
     /// (service.name, span name, trace id hex) of every span received.
     #[derive(Clone, Default)]
@@ -755,26 +770,85 @@ mod otlp {
         }
     }
 
-    pub async fn start() -> (String, Receiver) {
+    fn service_of(r: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+        r.into_iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|a| a.key == "service.name")
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    }
+
+    /// Every log record received, with the service that sent it.
+    #[derive(Clone, Default)]
+    pub struct Logs(pub Arc<Mutex<Vec<(String, LogRecord)>>>);
+
+    #[tonic::async_trait]
+    impl LogsService for Logs {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let mut got = self.0.lock().unwrap();
+            for rl in req.into_inner().resource_logs {
+                let service = service_of(rl.resource.as_ref());
+                for sl in rl.scope_logs {
+                    got.extend(sl.log_records.into_iter().map(|l| (service.clone(), l)));
+                }
+            }
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    /// The newest metrics each service sent, by name.
+    #[derive(Clone, Default)]
+    pub struct Metrics(pub Arc<Mutex<std::collections::HashMap<(String, String), Metric>>>);
+
+    #[tonic::async_trait]
+    impl MetricsService for Metrics {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let mut got = self.0.lock().unwrap();
+            for rm in req.into_inner().resource_metrics {
+                let service = service_of(rm.resource.as_ref());
+                for sm in rm.scope_metrics {
+                    for m in sm.metrics {
+                        got.insert((service.clone(), m.name.clone()), m);
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    /// A collector answering traces, logs and metrics on one port.
+    pub async fn start() -> (String, Receiver, Logs, Metrics) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let r = Receiver::default();
-        let svc = TraceServiceServer::new(r.clone());
+        let logs = Logs::default();
+        let metrics = Metrics::default();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(svc)
+                .add_service(TraceServiceServer::new(r.clone()))
+                .add_service(LogsServiceServer::new(logs.clone()))
+                .add_service(MetricsServiceServer::new(metrics.clone()))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        (format!("http://{addr}"), r)
+        (format!("http://{addr}"), r, logs, metrics)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
-    let (endpoint, receiver) = otlp::start().await;
+    let (endpoint, receiver, logs, metrics) = otlp::start().await;
     let env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+        ("OTEL_BLRP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "200".to_owned()),
     ];
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
@@ -831,6 +905,96 @@ async fn one_send_is_one_trace_across_fleetctl_aggregator_hostd_and_tmux() {
                 receiver.0.lock().unwrap().len()
             )
         })
+    })
+    .await;
+
+    // The lifecycle events as OTLP log records: the send's carries its
+    // trace and verdict, from hostd and (forwarded) from the aggregator.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let attr = |l: &otlp::LogRecord, k: &str| {
+        l.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    eventually(
+        "the sent event as a log record",
+        Duration::from_secs(15),
+        async || {
+            let got = logs.0.lock().unwrap().clone();
+            let sent = |svc: &str| {
+                got.iter().any(|(s, l)| {
+                    s.contains(svc)
+                        && l.event_name == "fleet.sent"
+                        && hex(&l.trace_id) == trace
+                        && attr(l, "fleet.verdict").contains("VERDICT_")
+                        && attr(l, "fleet.agent").contains("worker")
+                })
+            };
+            let started = got
+                .iter()
+                .any(|(s, l)| s.contains("\"fleet-hostd\"") && l.event_name == "fleet.started");
+            (sent("\"fleet-hostd\"") && sent("\"fleet-aggregator\"") && started)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "log records: {:#?}",
+                        got.iter()
+                            .map(|(s, l)| (s.clone(), l.event_name.clone(), hex(&l.trace_id)))
+                            .collect::<Vec<_>>()
+                    )
+                })
+        },
+    )
+    .await;
+
+    // The metrics Prometheus serves, the same registry over OTLP: agents
+    // as a gauge (two on box1), sends as a monotonic sum with a verdict.
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let value = |v: &Option<Value>| match v {
+        Some(Value::AsDouble(d)) => *d,
+        Some(Value::AsInt(i)) => *i as f64,
+        None => 0.0,
+    };
+    eventually("agents and sends as OTLP metrics", Duration::from_secs(15), async || {
+        let got = metrics.0.lock().unwrap().clone();
+        let agents = |svc: &str| match got
+            .get(&(svc.to_owned(), "fleet_agents".to_owned()))
+            .and_then(|m| m.data.clone())
+        {
+            Some(Data::Gauge(g)) => g.data_points.iter().map(|p| value(&p.value)).sum::<f64>(),
+            _ => -1.0,
+        };
+        let sends = |svc: &str| match got
+            .get(&(svc.to_owned(), "fleet_sends".to_owned()))
+            .and_then(|m| m.data.clone())
+        {
+            Some(Data::Sum(s)) if s.is_monotonic => {
+                s.data_points.iter().map(|p| value(&p.value)).sum::<f64>()
+            }
+            _ => -1.0,
+        };
+        let latency = matches!(
+            got.get(&("Some(StringValue(\"fleet-hostd\"))".to_owned(), "fleet_send_verdict_seconds".to_owned()))
+                .and_then(|m| m.data.clone()),
+            Some(Data::Histogram(h)) if h.data_points.iter().any(|p| p.count >= 1 && p.bucket_counts.len() == p.explicit_bounds.len() + 1)
+        );
+        let hostd = "Some(StringValue(\"fleet-hostd\"))";
+        let agg = "Some(StringValue(\"fleet-aggregator\"))";
+        (agents(hostd) == 2.0 && agents(agg) == 2.0 && sends(hostd) >= 1.0 && sends(agg) >= 1.0 && latency)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "agents {} / {}, sends {} / {}, latency histogram {latency}; names: {:?}",
+                    agents(hostd),
+                    agents(agg),
+                    sends(hostd),
+                    sends(agg),
+                    got.keys().collect::<Vec<_>>()
+                )
+            })
     })
     .await;
 }

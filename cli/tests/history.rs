@@ -140,3 +140,169 @@ async fn a_damaged_or_misplaced_database_stops_hostd_at_start_saying_what_to_do(
     assert_eq!(out.status.code(), Some(78), "a misconfigured path: {err}");
     assert!(err.contains("history_db"), "{err}");
 }
+
+/// `fleetctl events --since 1h` through `agg` as `who`.
+fn agg_events(
+    pki: &support::fed::Pki,
+    agg: &support::fed::Aggregator,
+    who: &str,
+    args: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut all = vec!["events", "--no-follow", "--json", "--since", "1h"];
+    all.extend_from_slice(args);
+    let out = support::fed::fleetctl_as(pki, agg, who, &all, &[]);
+    assert!(out.status.success(), "{out:?}\n{}", agg.log());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// What the aggregator's history holds after a `kill -9`: the intent line
+/// of a command it was relaying when it died (written before the relay),
+/// and — after a restart — every event of the earlier run, numbered before
+/// the new run's, read back through `fleetctl events --since` within the
+/// caller's grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregators_history_keeps_a_relayed_commands_audit_and_its_events_across_a_kill() {
+    use support::fed::{Aggregator, Pki, linked_hostd, wait_ps};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.operator("alice");
+    pki.operator("bob");
+    let grants = "[operators.alice]\ntenants = [\"*\"]\nverbs = [\"read\", \"send\"]\n\n[operators.bob]\ntenants = [\"globex\"]\nverbs = [\"read\"]\n";
+    let mut agg = Aggregator::new(dir.path(), &pki, grants, "event_backlog = 10\n");
+    agg.start();
+    let mut host = linked_hostd(&pki, &agg, "acme", "box1", ROSTER);
+    host.start().await;
+    let linked = |d: &serde_json::Value| {
+        support::fed::hosts(d)
+            .iter()
+            .any(|h| h["host"] == "box1" && h["link"] == "connected")
+            && support::fed::agents(d)
+                .iter()
+                .any(|a| a["name"] == "sh0" && a["pane"] == "alive")
+    };
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked",
+        Duration::from_secs(30),
+        linked,
+    )
+    .await;
+    // More events than the aggregator's memory keeps (10).
+    for _ in 0..6 {
+        let out = host.fleetctl(&["restart", "sh0"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let before = support::eventually(
+        "the restarts forwarded",
+        Duration::from_secs(20),
+        async || {
+            let evs = agg_events(&pki, &agg, "alice", &["--kind", "restart"]);
+            (evs.len() == 6).then_some(()).ok_or(format!("{evs:#?}"))?;
+            Ok::<_, String>(agg_events(&pki, &agg, "alice", &[]))
+        },
+    )
+    .await;
+    assert!(
+        before.len() > 10,
+        "more than memory holds: {}",
+        before.len()
+    );
+
+    // A relay in flight when the aggregator dies: the host is stopped, so
+    // the send waits; its intent line is in the database already.
+    host.signal_hostd(rustix::process::Signal::STOP);
+    let mut send = std::process::Command::new(support::bin("fleetctl"));
+    let (cert, key) = pki.pair("operator-alice");
+    send.args(["--aggregator", &agg.address()])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["send", "acme/box1/sh0", "echo in-flight"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut send = send.spawn().unwrap();
+    let audit = agg.audit.clone();
+    support::eventually("the intent line", Duration::from_secs(10), async || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        text.lines()
+            .any(|l| l.contains("\"phase\":\"intent\"") && l.contains("acme/box1/sh0"))
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+    agg.kill();
+    let _ = send.kill();
+    let _ = send.wait();
+    host.signal_hostd(rustix::process::Signal::CONT);
+    {
+        let cfg = fleet_store::Config {
+            path: agg.history_db(),
+            max_age: Duration::from_secs(86_400),
+            max_bytes: 1 << 30,
+        };
+        let opened = fleet_store::Store::open(&cfg, 10).unwrap();
+        let rows = opened.store.audit_since(0, 10_000).unwrap();
+        let intent = rows
+            .iter()
+            .find(|r| {
+                r.verb == "send"
+                    && r.target == "acme/box1/sh0"
+                    && r.phase.as_deref() == Some("intent")
+            })
+            .unwrap_or_else(|| panic!("no intent row: {rows:#?}"));
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.command_id == intent.command_id && r.phase.as_deref() == Some("done")),
+            "the relay was cut off before its outcome: {rows:#?}"
+        );
+        assert!(intent.line.contains("\"who\""), "{intent:?}");
+        assert!(opened.last_seq >= before.last().unwrap()["seq"].as_u64().unwrap());
+    }
+
+    // A new run: the old events come back first, the numbering goes on.
+    agg.start();
+    wait_ps(
+        &pki,
+        &agg,
+        "alice",
+        "box1 linked again",
+        Duration::from_secs(30),
+        linked,
+    )
+    .await;
+    let after = support::eventually(
+        "the new run's host-connected",
+        Duration::from_secs(20),
+        async || {
+            let evs = agg_events(&pki, &agg, "alice", &[]);
+            let old_last = before.last().unwrap()["seq"].as_u64().unwrap();
+            evs.iter()
+                .any(|e| e["kind"] == "host-connected" && e["seq"].as_u64().unwrap() > old_last)
+                .then_some(evs.clone())
+                .ok_or(format!("{evs:#?}"))
+        },
+    )
+    .await;
+    let seqs: Vec<u64> = after.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for e in &before {
+        assert!(
+            after
+                .iter()
+                .any(|a| a["seq"] == e["seq"] && a["kind"] == e["kind"]),
+            "lost {e}"
+        );
+    }
+    assert_eq!(agg_events(&pki, &agg, "alice", &["--kind", "restart"]).len(), 6);
+    // Grants apply to the history: bob reads only globex.
+    assert!(agg_events(&pki, &agg, "bob", &[]).is_empty(), "bob sees acme's history");
+}

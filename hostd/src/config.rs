@@ -83,6 +83,13 @@ pub struct FileConfig {
     pub history_max_age_days: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_max_mb: Option<u64>,
+    /// Serve Prometheus metrics (`GET /metrics`, OpenMetrics text) here,
+    /// e.g. "127.0.0.1:9464"; off when unset. Plain HTTP without
+    /// identities: an address off loopback also needs `metrics_public`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_public: Option<bool>,
     #[serde(default, skip_serializing_if = "SystemdFile::is_empty")]
     pub systemd: SystemdFile,
     /// Run the supervisor (respawn, pokes, digest) per the roster's
@@ -196,6 +203,8 @@ pub struct Config {
     pub supervise: bool,
     /// `None`: events in memory only.
     pub history: Option<fleet_store::Config>,
+    /// Where `GET /metrics` is served (`None`: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Files that contributed, for `--check-config` and error messages.
     pub sources: Vec<PathBuf>,
 }
@@ -441,36 +450,27 @@ fn resolve(
         .clone()
         .map(expand)
         .unwrap_or_else(|| env.state_dir().join("run"));
-    let history = if raw.history.unwrap_or(true) {
-        let days = raw.history_max_age_days.unwrap_or(30.0);
-        if !(days.is_finite() && (0.001..=3650.0).contains(&days)) {
-            return Err(ConfigError::Invalid {
-                key: "history_max_age_days",
-                message: format!("{days} is outside 0.001..=3650"),
-            });
-        }
-        let mb = raw.history_max_mb.unwrap_or(256);
-        if !(1..=1_048_576).contains(&mb) {
-            return Err(ConfigError::Invalid {
-                key: "history_max_mb",
-                message: format!("{mb} is outside 1..=1048576"),
-            });
-        }
-        Some(fleet_store::Config {
-            path: raw
-                .history_db
-                .clone()
-                .map(expand)
-                .unwrap_or_else(|| run_dir.parent().unwrap_or(&run_dir).join("history.db")),
-            max_age: Duration::from_secs_f64(days * 86_400.0),
-            max_bytes: mb << 20,
-        })
-    } else {
-        None
-    };
+    let history = fleet_store::Config::from_keys(
+        raw.history,
+        raw.history_db.clone().map(&expand),
+        raw.history_max_age_days,
+        raw.history_max_mb,
+        run_dir.parent().unwrap_or(&run_dir).join("history.db"),
+    )
+    .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+    let metrics_listen = raw
+        .metrics_listen
+        .as_deref()
+        .map(|l| fleet_net::metrics::parse_listen(l, raw.metrics_public.unwrap_or(false)))
+        .transpose()
+        .map_err(|message| ConfigError::Invalid {
+            key: "metrics_listen",
+            message,
+        })?;
     Ok(Config {
         link,
         history,
+        metrics_listen,
         supervise: raw.supervise.unwrap_or(true),
         tenant,
         host,

@@ -12,6 +12,7 @@ pub mod exits;
 pub mod incoming;
 pub mod inputs;
 pub mod link;
+pub mod metrics;
 pub mod native;
 pub mod observe;
 pub mod proc;
@@ -72,6 +73,11 @@ pub enum HostdError {
     Serve(#[from] tonic::transport::Error),
     #[error("{0}")]
     History(fleet_store::StoreError),
+    #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Takes `path`'s exclusive lock (`flock`, never waiting) and writes our pid
@@ -175,6 +181,11 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         }
         None => None,
     };
+    // Counted from the first event on; served (and exported) once the
+    // table's view exists.
+    let event_metrics = fleet_net::metrics::EventMetrics::new();
+    events.add_sink(event_metrics.sink());
+    let otlp = fleet_net::metrics::otlp::Exporter::new("fleet-hostd", &events);
     let probe = systemd::Probe {
         runner: opts.systemd,
         systemctl: cfg.systemd.systemctl.clone(),
@@ -235,6 +246,7 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
             message: e.to_string(),
         })
     })?;
+    let mut certs = fleet_net::metrics::CertExpiry::default();
     let tls = match &cfg.link.tls {
         Some(t) => {
             let (me, trust) =
@@ -242,12 +254,26 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
                     tracing::error!(error = %e, "{what} reload refused; keeping the current one");
                 })
                 .map_err(HostdError::Tls)?;
+            certs.me = Some(me.clone());
+            certs.trust = Some(trust.clone());
             Some(Arc::new(
                 fleet_net::tls::client_config(trust, me).map_err(HostdError::Tls)?,
             ))
         }
         None => None,
     };
+    let registry = Arc::new(metrics::registry(svc.view.clone(), &event_metrics, certs));
+    let metrics_at = match cfg.metrics_listen {
+        Some(addr) => Some(
+            fleet_net::metrics::serve(addr, registry.clone(), opts.shutdown.clone())
+                .await
+                .map_err(|source| HostdError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    if let Some(x) = otlp {
+        x.run(registry, opts.shutdown.clone());
+    }
     for a in &cfg.link.aggregators {
         let dial = fleet_net::transport::Dial {
             address: a.clone(),
@@ -294,7 +320,10 @@ pub async fn run(cfg: Config, roster: roster::Roster, opts: Options) -> Result<(
         let _ = ready.send(());
     }
     tracing::info!(socket = %cfg.socket.display(), tenant = %cfg.tenant, host = %cfg.host, "serving");
-    fleet_net::transport::notify_ready(None, opts.shutdown.clone());
+    // With `metrics_listen = "…:0"` this is how a supervisor or a test
+    // learns the metrics port.
+    let status = metrics_at.map(|a| format!("metrics on {a}"));
+    fleet_net::transport::notify_ready(status.as_deref(), opts.shutdown.clone());
     let mut shutdown = opts.shutdown.clone();
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -940,24 +940,13 @@ impl FleetService {
         let (mut backlog, live) = self.events.subscribe(req.after_seq);
         // Asked for a time or a sequence older than memory: the history
         // first (read on a blocking thread: it is a file).
-        if let (Some(h), Some(first)) = (&self.history, backlog.first())
-            && (req.since_unix_ms > 0 || req.after_seq > 0)
-            && first.seq > req.after_seq.saturating_add(1)
-            && (req.since_unix_ms <= 0 || first.ts_unix_ms > req.since_unix_ms)
-        {
-            let q = fleet_store::Query {
-                after_seq: req.after_seq,
-                before_seq: first.seq,
-                since_ms: req.since_unix_ms,
-                until_ms: req.until_unix_ms,
-                agent: None,
-                kinds: req.kinds.clone(),
-                limit: 0,
-            };
-            let h = h.clone();
-            let older = tokio::task::spawn_blocking(move || h.query(&q))
+        if let (Some(h), Some(q)) = (
+            &self.history,
+            fleet_store::older_than_memory(&req, backlog.first()),
+        ) {
+            let older = h
+                .query_blocking(q)
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             backlog.splice(0..0, older);
         }

@@ -188,15 +188,19 @@ impl Tmux {
         args: &[std::ffi::OsString],
         call: impl std::future::Future<Output = T>,
     ) -> Result<T, TmuxError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| TmuxError::Timeout {
-                command: args
-                    .first()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                timeout: self.timeout,
-            })
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(self.timeout, call).await;
+        match answered {
+            Ok(_) => crate::metrics::TMUX.observe("oneshot", started.elapsed().as_secs_f64()),
+            Err(_) => crate::metrics::TMUX.timed_out("oneshot"),
+        }
+        answered.map_err(|_| TmuxError::Timeout {
+            command: args
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            timeout: self.timeout,
+        })
     }
 
     /// True when a server answers on the socket.
@@ -618,7 +622,13 @@ impl Control {
                 return Err(TmuxError::ControlGone);
             }
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(timeout, rx).await;
+        match &answered {
+            Ok(_) => crate::metrics::TMUX.observe("control", started.elapsed().as_secs_f64()),
+            Err(_) => crate::metrics::TMUX.timed_out("control"),
+        }
+        match answered {
             Ok(Ok(Ok(lines))) => Ok(lines),
             Ok(Ok(Err(message))) => Err(TmuxError::Failed {
                 command: line.split(' ').next().unwrap_or_default().to_owned(),

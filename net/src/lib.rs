@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod backoff;
+pub mod metrics;
 pub mod reload;
 pub mod signal;
 pub mod tls;

@@ -163,6 +163,22 @@ impl Reloading {
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.get()
     }
+
+    /// The subject and expiry (Unix seconds) of the certificate in use.
+    pub fn not_after(&self) -> Vec<(String, i64)> {
+        self.current()
+            .cert
+            .first()
+            .and_then(not_after)
+            .into_iter()
+            .collect()
+    }
+}
+
+/// A certificate's subject and its expiry in Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<(String, i64)> {
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some((x.subject().to_string(), x.validity().not_after.timestamp()))
 }
 
 impl Reload for Reloading {
@@ -209,12 +225,19 @@ pub struct Trust {
 struct Verifiers {
     client: Arc<dyn ClientCertVerifier>,
     server: Arc<dyn ServerCertVerifier>,
+    /// Each CA's subject and expiry.
+    not_after: Vec<(String, i64)>,
 }
 
 impl Verifiers {
     fn load(ca: &Path) -> Result<Self, TlsError> {
         let roots = Arc::new(load_roots(ca)?);
+        let not_after = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| file_err(ca, e))?
+            .filter_map(|c| c.ok().as_ref().and_then(not_after))
+            .collect();
         Ok(Self {
+            not_after,
             client: WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
                 .map_err(|e| file_err(ca, e))?,
@@ -236,6 +259,11 @@ impl Trust {
 
     fn current(&self) -> Arc<Verifiers> {
         self.current.get()
+    }
+
+    /// Each trusted CA's subject and expiry (Unix seconds), as loaded now.
+    pub fn not_after(&self) -> Vec<(String, i64)> {
+        self.current().not_after.clone()
     }
 }
 

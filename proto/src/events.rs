@@ -19,15 +19,15 @@ pub struct EventLog {
     host: String,
 }
 
-/// Where every recorded event also goes, in order (a durable history); it
-/// must not wait.
+/// Where every recorded event also goes, in order (a durable history, the
+/// metrics, the OTLP log export); it must not wait.
 pub type Sink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 struct Backlog {
     next_seq: u64,
     events: VecDeque<Event>,
     cap: usize,
-    sink: Option<Sink>,
+    sinks: Vec<Sink>,
     /// The last sequence number of an earlier run (0: none).
     resumed_after: u64,
 }
@@ -40,7 +40,7 @@ impl EventLog {
                 next_seq: 1,
                 events: VecDeque::with_capacity(cap.min(4096)),
                 cap,
-                sink: None,
+                sinks: Vec::new(),
                 resumed_after: 0,
             })),
             live,
@@ -89,7 +89,7 @@ impl EventLog {
             b.events.pop_front();
         }
         b.events.push_back(ev.clone());
-        if let Some(sink) = &b.sink {
+        for sink in &b.sinks {
             sink(&ev);
         }
         // Sent while the backlog lock is held, so a reader that takes the
@@ -113,7 +113,13 @@ impl EventLog {
             }
             b.events.push_back(e);
         }
-        b.sink = sink;
+        b.sinks.extend(sink);
+    }
+
+    /// Every event from now on is also given to `sink`, after the sinks
+    /// added before it.
+    pub fn add_sink(&self, sink: Sink) {
+        self.lock().sinks.push(sink);
     }
 
     /// Events numbered up to this one are an earlier run's (0: this log

@@ -62,6 +62,14 @@ impl<T> Stream for Until<T> {
     }
 }
 
+/// Streaming clients shed so far (too slow for their buffer or behind the
+/// event broadcast), for the daemons' metrics.
+pub static SHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn shed_one() {
+    SHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Queues one message, or sheds a client whose buffer is full: it gets
 /// `RESOURCE_EXHAUSTED` and should call again for a fresh snapshot.
 pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
@@ -69,6 +77,7 @@ pub async fn offer<T>(tx: &mpsc::Sender<Result<T, Status>>, item: T) -> bool {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Closed(_)) => false,
         Err(mpsc::error::TrySendError::Full(_)) => {
+            shed_one();
             let shed = Status::resource_exhausted("client too slow; call again to resync");
             let _ = tx.send_timeout(Err(shed), Duration::from_secs(1)).await;
             false
@@ -145,6 +154,7 @@ pub fn events(
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
+                    shed_one();
                     let _ = tx
                         .send(Err(Status::resource_exhausted(format!(
                             "event stream fell {n} events behind; reconnect with after_seq"

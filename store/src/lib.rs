@@ -38,6 +38,40 @@ pub struct Config {
     pub max_bytes: u64,
 }
 
+impl Config {
+    /// The history a daemon's configuration asks for, from its keys
+    /// (`history`, `history_db`, `history_max_age_days`,
+    /// `history_max_mb`): `None` when it is off. A bad value is the key
+    /// and what is wrong with it.
+    pub fn from_keys(
+        enabled: Option<bool>,
+        db: Option<PathBuf>,
+        max_age_days: Option<f64>,
+        max_mb: Option<u64>,
+        default_db: PathBuf,
+    ) -> Result<Option<Config>, (&'static str, String)> {
+        if !enabled.unwrap_or(true) {
+            return Ok(None);
+        }
+        let days = max_age_days.unwrap_or(30.0);
+        if !(days.is_finite() && (0.001..=3650.0).contains(&days)) {
+            return Err((
+                "history_max_age_days",
+                format!("{days} is outside 0.001..=3650"),
+            ));
+        }
+        let mb = max_mb.unwrap_or(256);
+        if !(1..=1_048_576).contains(&mb) {
+            return Err(("history_max_mb", format!("{mb} is outside 1..=1048576")));
+        }
+        Ok(Some(Config {
+            path: db.unwrap_or(default_db),
+            max_age: Duration::from_secs_f64(days * 86_400.0),
+            max_bytes: mb << 20,
+        }))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: cannot open the history database: {message}")]
@@ -58,6 +92,28 @@ impl StoreError {
     pub fn is_config(&self) -> bool {
         matches!(self, StoreError::Open { .. })
     }
+}
+
+/// The history an `Events` request needs before `first`, the oldest
+/// event memory holds: `None` when memory covers what it asks (no `since`
+/// or `after_seq` older than `first`).
+pub fn older_than_memory(
+    req: &fleet_proto::v1::EventsRequest,
+    first: Option<&Event>,
+) -> Option<Query> {
+    let first = first?;
+    let asks_older = (req.since_unix_ms > 0 || req.after_seq > 0)
+        && first.seq > req.after_seq.saturating_add(1)
+        && (req.since_unix_ms <= 0 || first.ts_unix_ms > req.since_unix_ms);
+    asks_older.then(|| Query {
+        after_seq: req.after_seq,
+        before_seq: first.seq,
+        since_ms: req.since_unix_ms,
+        until_ms: req.until_unix_ms,
+        agent: None,
+        kinds: req.kinds.clone(),
+        limit: 0,
+    })
 }
 
 /// What a read asks for; every bound is optional.
@@ -93,6 +149,8 @@ pub struct Opened {
     pub recent: Vec<Event>,
     /// The database was made by this open (no earlier run).
     pub created: bool,
+    /// Per host, the newest forwarded event recorded (an aggregator's).
+    pub cursors: Vec<Cursor>,
 }
 
 impl Opened {
@@ -113,6 +171,9 @@ pub struct Store {
     path: PathBuf,
     tx: SyncSender<Event>,
     health: Arc<Mutex<Health>>,
+    /// Audit records are committed one by one on their own connection
+    /// (opened at first use), before the caller goes on.
+    audit: Arc<Mutex<Option<Connection>>>,
     /// Held for the store's life: the lock file.
     _lock: Arc<std::fs::File>,
 }
@@ -154,7 +215,63 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    who TEXT NOT NULL,
+    verb TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    command_id INTEGER,
+    phase TEXT,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE TABLE IF NOT EXISTS host_cursors (
+    tenant TEXT NOT NULL,
+    host TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, host)
+);
 ";
+
+/// The field of a forwarded event naming its sequence number on its host.
+pub const HOST_SEQ: &str = "host_seq";
+/// The field of a forwarded event naming its host's boot epoch (hex).
+pub const HOST_EPOCH: &str = "host_epoch";
+
+/// The newest event of one host's boot epoch the history holds (from the
+/// [`HOST_SEQ`] and [`HOST_EPOCH`] fields of forwarded events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub tenant: String,
+    pub host: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+fn cursor_of(e: &Event) -> Option<(u64, u64)> {
+    let seq = e.fields.get(HOST_SEQ)?.parse().ok()?;
+    let epoch = u64::from_str_radix(e.fields.get(HOST_EPOCH)?, 16).ok()?;
+    Some((epoch, seq))
+}
+
+/// One audit record as the history keeps it: the fields a review filters
+/// on, and the whole JSON line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    pub ts_ms: i64,
+    pub kind: String,
+    pub who: String,
+    pub verb: String,
+    pub target: String,
+    pub outcome: String,
+    pub command_id: Option<u64>,
+    pub phase: Option<String>,
+    pub line: String,
+}
 
 impl Store {
     /// Opens (or creates) the database at `cfg.path`, checks it, and
@@ -234,6 +351,22 @@ impl Store {
         )
         .map_err(corrupt)?;
         recent_events.reverse();
+        let cursors = {
+            let mut stmt = conn
+                .prepare("SELECT tenant, host, epoch, seq FROM host_cursors")
+                .map_err(corrupt)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Cursor {
+                        tenant: r.get(0)?,
+                        host: r.get(1)?,
+                        epoch: r.get::<_, i64>(2)?.cast_unsigned(),
+                        seq: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    })
+                })
+                .map_err(corrupt)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)?
+        };
         let (tx, rx) = sync_channel(QUEUE);
         let health = Arc::new(Mutex::new(Health::default()));
         let writer = Writer {
@@ -250,11 +383,13 @@ impl Store {
                 path,
                 tx,
                 health,
+                audit: Arc::default(),
                 _lock: Arc::new(lock),
             },
             last_seq: u64::try_from(last_seq).unwrap_or(0),
             recent: recent_events,
             created,
+            cursors,
         })
     }
 
@@ -281,6 +416,79 @@ impl Store {
         }
     }
 
+    /// Commits one audit record before returning (blocking, bounded by
+    /// SQLite's busy timeout): a relayed command's intent is durable
+    /// before it is relayed.
+    pub fn audit(&self, r: &AuditRow) -> Result<(), StoreError> {
+        let err = |e: rusqlite::Error| StoreError::Query {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let mut conn = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_none() {
+            *conn = Some(connect(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?);
+        }
+        let Some(c) = conn.as_ref() else {
+            return Ok(());
+        };
+        c.prepare_cached(
+            "INSERT INTO audit (ts, kind, who, verb, target, outcome, command_id, phase, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                r.ts_ms,
+                r.kind,
+                r.who,
+                r.verb,
+                r.target,
+                r.outcome,
+                r.command_id.and_then(|i| i64::try_from(i).ok()),
+                r.phase,
+                r.line
+            ])
+        })
+        .map(|_| ())
+        .map_err(err)
+    }
+
+    /// The newest `limit` audit records since `since_ms`, oldest first
+    /// (blocking).
+    pub fn audit_since(&self, since_ms: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        let err = |e: rusqlite::Error| StoreError::Query {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT ts, kind, who, verb, target, outcome, command_id, phase, line FROM audit WHERE ts >= ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(
+                params![since_ms, i64::try_from(limit.min(QUERY_MAX)).unwrap_or(0)],
+                |r| {
+                    Ok(AuditRow {
+                        ts_ms: r.get(0)?,
+                        kind: r.get(1)?,
+                        who: r.get(2)?,
+                        verb: r.get(3)?,
+                        target: r.get(4)?,
+                        outcome: r.get(5)?,
+                        command_id: r
+                            .get::<_, Option<i64>>(6)?
+                            .and_then(|i| u64::try_from(i).ok()),
+                        phase: r.get(7)?,
+                        line: r.get(8)?,
+                    })
+                },
+            )
+            .map_err(err)?;
+        let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+        out.reverse();
+        Ok(out)
+    }
+
     /// Why the history is not being written, if it is not.
     pub fn failing(&self) -> Option<String> {
         self.health
@@ -294,6 +502,17 @@ impl Store {
     pub fn counts(&self) -> (u64, u64) {
         let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         (h.written, h.dropped)
+    }
+
+    /// [`query`](Self::query) on a blocking thread, for async callers.
+    pub async fn query_blocking(&self, q: Query) -> Result<Vec<Event>, StoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.query(&q))
+            .await
+            .map_err(|e| StoreError::Query {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?
     }
 
     /// The events `q` selects, oldest first, on a connection of its own
@@ -427,6 +646,19 @@ impl Writer {
                     e.encode_to_vec()
                 ])?;
             }
+            let mut cursor = tx.prepare_cached(
+                "INSERT OR REPLACE INTO host_cursors (tenant, host, epoch, seq) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for e in batch {
+                if let Some((epoch, seq)) = cursor_of(e) {
+                    cursor.execute(params![
+                        e.tenant_id,
+                        e.host,
+                        epoch.cast_signed(),
+                        i64::try_from(seq).unwrap_or(i64::MAX)
+                    ])?;
+                }
+            }
         }
         tx.commit()
     }
@@ -438,6 +670,8 @@ impl Writer {
             .saturating_sub(i64::try_from(self.cfg.max_age.as_millis()).unwrap_or(i64::MAX));
         self.conn
             .execute("DELETE FROM events WHERE ts < ?1", params![cutoff])?;
+        self.conn
+            .execute("DELETE FROM audit WHERE ts < ?1", params![cutoff])?;
         for _ in 0..10 {
             if self.size()? <= self.cfg.max_bytes {
                 break;

@@ -85,6 +85,9 @@ pub struct Aggregator {
     pub child: Option<Child>,
     /// Extra environment for the aggregator.
     pub env: Vec<(String, String)>,
+    /// Where it serves metrics, when `metrics_listen` is set (from its
+    /// readiness notice).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Aggregator {
@@ -118,7 +121,13 @@ impl Aggregator {
             audit,
             child: None,
             env: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// The durable history beside the audit log.
+    pub fn history_db(&self) -> PathBuf {
+        self.dir.join("history.db")
     }
 
     pub fn address(&self) -> String {
@@ -164,10 +173,14 @@ impl Aggregator {
             if let Ok(n) = ready.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
                 if msg.lines().any(|l| l == "READY=1") {
-                    let addr = msg
+                    let status = msg
                         .lines()
                         .find_map(|l| l.strip_prefix("STATUS=serving on "))
                         .unwrap_or_else(|| panic!("READY without an address: {msg:?}"));
+                    // `serving on ADDR[; metrics on ADDR]`
+                    let mut parts = status.split("; metrics on ");
+                    let addr = parts.next().unwrap();
+                    self.metrics = parts.next().map(|m| m.parse().unwrap());
                     break addr.parse::<std::net::SocketAddr>().unwrap();
                 }
             }

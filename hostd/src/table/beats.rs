@@ -117,6 +117,13 @@ pub(super) fn scan_beat(job: BeatJob, dir: &RunDir, now: SystemTime) -> BeatScan
             }
         });
     }
+    // A file read this scan (a changed one) that is no beat is counted once.
+    if beat
+        .as_ref()
+        .is_some_and(|b| matches!(b.result, Err(ReadError::Invalid(_))))
+    {
+        crate::metrics::BEATS_INVALID.inc();
+    }
     let beat_pid = match &beat {
         Some(b) => b.result.as_ref().ok().map(|b| b.pid),
         None => job.known_pid,
