@@ -40,6 +40,10 @@ pub enum What {
     /// simulated hosts: time to the first screen, to a filter's rows, RSS
     /// and CPU while they change.
     Top(crate::top::TopArgs),
+    /// The cost of recording: events per second through hostd's and the
+    /// aggregator's event log with the durable history on and off, and
+    /// the database's size per million events.
+    History(crate::history::HistoryArgs),
     /// `ps` latency against the naive baseline, and idle hostd cost.
     Ps {
         /// Fleet sizes to measure, comma-separated.
@@ -82,6 +86,7 @@ pub async fn run(what: What) -> Result<(), Failure> {
         What::Federation(a) => crate::federation::run(a).await,
         What::Soak(a) => crate::soak::run(a).await,
         What::Top(a) => crate::top::run(a).await,
+        What::History(a) => crate::history::run(a).await,
         What::Ps {
             agents,
             runs,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod federation;
+mod history;
 mod local;
 mod soak;
 mod top;

@@ -302,7 +302,13 @@ async fn the_aggregators_history_keeps_a_relayed_commands_audit_and_its_events_a
             "lost {e}"
         );
     }
-    assert_eq!(agg_events(&pki, &agg, "alice", &["--kind", "restart"]).len(), 6);
+    assert_eq!(
+        agg_events(&pki, &agg, "alice", &["--kind", "restart"]).len(),
+        6
+    );
     // Grants apply to the history: bob reads only globex.
-    assert!(agg_events(&pki, &agg, "bob", &[]).is_empty(), "bob sees acme's history");
+    assert!(
+        agg_events(&pki, &agg, "bob", &[]).is_empty(),
+        "bob sees acme's history"
+    );
 }

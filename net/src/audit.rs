@@ -256,10 +256,22 @@ mod tests {
         assert!(size(&one).unwrap() >= 1000, "the newest old file is .1");
         assert!(size(&two).unwrap() >= 1000);
         assert!(!three.exists(), "only two old files are kept");
-        // The newest line is in the current file, the one before it in .1
-        // or the current one: nothing written is out of order.
-        let now = std::fs::read_to_string(&path).unwrap();
-        assert!(now.trim_end().ends_with(r#""outcome":"ok"}"#));
-        assert!(now.contains(r#""who":"op99""#));
+        // Oldest to newest: .2, .1, the file — in order, ending at the
+        // last record, none repeated.
+        let all: Vec<u32> = [&two, &one, &path]
+            .iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        v["who"].as_str().unwrap()[2..].parse().unwrap()
+                    })
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        assert_eq!(all.last(), Some(&99));
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
     }
 }

@@ -27,12 +27,45 @@ use prometheus_client::registry::Registry;
 
 pub use prometheus_client;
 
-/// The OpenMetrics text of `registry`.
-pub fn encode(registry: &Registry) -> String {
+/// The exposition formats served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, for a scraper that asks for it.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for everyone else (curl,
+    /// `promtool check metrics`, older scrapers).
+    Prometheus,
+}
+
+impl Format {
+    /// What a request's `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Self {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The text of `registry` in `format`.
+pub fn encode(registry: &Registry, format: Format) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; a collector's error ends the text
     // early, which a scraper reports.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    let _ = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry),
+        Format::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
+        }
+    };
     out
 }
 
@@ -238,15 +271,17 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
             async move {
+                let format = Format::accepted(
+                    headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                );
                 (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    encode(&registry),
+                    [(CONTENT_TYPE, format.content_type())],
+                    encode(&registry, format),
                 )
             }
         }),

@@ -881,4 +881,49 @@ mod tests {
             .collect();
         assert_eq!(left, [2]);
     }
+
+    #[test]
+    fn audit_rows_are_committed_at_once_and_host_cursors_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let o = Store::open(&c, 10).unwrap();
+        assert!(o.cursors.is_empty());
+        let now = fleet_proto::clock::now_ms();
+        let row = AuditRow {
+            ts_ms: now,
+            kind: "command".into(),
+            who: "spiffe://t/operator/alice".into(),
+            verb: "send".into(),
+            target: "acme/box1/w".into(),
+            outcome: "relaying".into(),
+            command_id: Some(7),
+            phase: Some("intent".into()),
+            line: "{}".into(),
+        };
+        o.store.audit(&row).unwrap();
+        // Committed before audit() returned: another connection sees it.
+        assert_eq!(o.store.audit_since(0, 10).unwrap(), [row.clone()]);
+        let mut e = ev(1, now, "w", EventKind::Sent);
+        e.fields.insert(HOST_SEQ.into(), "41".into());
+        e.fields.insert(HOST_EPOCH.into(), "beef".into());
+        let mut later = ev(2, now, "w", EventKind::Died);
+        later.fields.insert(HOST_SEQ.into(), "42".into());
+        later.fields.insert(HOST_EPOCH.into(), "beef".into());
+        o.store.record(&e);
+        o.store.record(&later);
+        written(&o.store, 2);
+        drop(o);
+        let o = Store::open(&c, 10).unwrap();
+        assert_eq!(
+            o.cursors,
+            [Cursor {
+                tenant: "t".into(),
+                host: "h".into(),
+                epoch: 0xbeef,
+                seq: 42
+            }]
+        );
+        assert_eq!(o.store.audit_since(now + 1, 10).unwrap(), []);
+        assert_eq!(o.store.audit_since(0, 10).unwrap().len(), 1);
+    }
 }
