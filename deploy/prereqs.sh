@@ -23,6 +23,25 @@ ensure_chromium() {
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 }
 
+# Debian's Prometheus server and promtool, for the metrics test (a real
+# scrape and `promtool check metrics`). Its service is not started: a
+# policy-rc.d refuses that for the install's length, so a machine
+# without systemd installs it too.
+ensure_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return 0
+  echo "installing prometheus…" >&2
+  local policy=/usr/sbin/policy-rc.d created=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"
+    created=1
+  fi
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  local rc=$?
+  [ -n "$created" ] && as_root rm -f "$policy"
+  return $rc
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null && return 0
   echo "installing cargo-nextest…" >&2

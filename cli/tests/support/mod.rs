@@ -15,6 +15,7 @@ use fleet_proto::v1::{AgentRow, Event, EventsRequest, ListAgentsRequest};
 use tonic::transport::Channel;
 
 pub mod fed;
+pub mod prom;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
