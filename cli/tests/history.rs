@@ -312,3 +312,113 @@ async fn the_aggregators_history_keeps_a_relayed_commands_audit_and_its_events_a
         "bob sees acme's history"
     );
 }
+
+/// A small real filesystem (tmpfs) for the history, unmounted at the end.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount a tmpfs (the tests run as root): {out:?}"
+        );
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk: the history stops being written, the host row says so
+/// (`history-failing`) and an event says why, while every event still
+/// reaches `fleetctl events`; room again, and the history is written again
+/// (`history-recovered`), the flag gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_host_flag_and_an_event_and_events_still_flow() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&scratch.path().join("disk"), "1m");
+    let db = disk.0.join("history.db");
+    let mut f = Fleet::new(ROSTER, &format!("history_db = \"{}\"\n", db.display()));
+    f.start().await;
+    f.wait_for("sh0 alive", Duration::from_secs(20), |a| {
+        a.len() == 1 && a[0].pane == PaneState::Alive as i32
+    })
+    .await;
+    // Fill what is left of the disk.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut w = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while w.write_all(&block).is_ok() {}
+        let _ = w.sync_all();
+    }
+    let flags = |f: &Fleet| -> Vec<String> {
+        let out = f.fleetctl(&["hosts", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["hosts"][0]["flags"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    // Events keep coming; the history cannot take them.
+    let mut restarts = 0;
+    support::eventually("history-failing", Duration::from_secs(30), async || {
+        let out = f.fleetctl(&["restart", "sh0"]);
+        assert!(out.status.success(), "{out:?}");
+        restarts += 1;
+        flags(&f)
+            .iter()
+            .any(|x| x == "history-failing")
+            .then_some(())
+            .ok_or(format!("flags {:?}\n{}", flags(&f), f.log()))
+    })
+    .await;
+    let failing = support::eventually(
+        "the history-failing event",
+        Duration::from_secs(10),
+        async || {
+            let evs = events_json(&f, &["--kind", "history-failing"]);
+            evs.first().cloned().ok_or(format!("{evs:#?}"))
+        },
+    )
+    .await;
+    let evs = events_json(&f, &["--kind", &all_kinds()]);
+    assert!(
+        failing["message"].as_str().unwrap().contains("full"),
+        "the reason is said: {failing}"
+    );
+    assert_eq!(
+        evs.iter().filter(|e| e["kind"] == "restart").count(),
+        restarts,
+        "every restart reached the reader"
+    );
+    // Room again.
+    std::fs::remove_file(&filler).unwrap();
+    support::eventually("history-recovered", Duration::from_secs(30), async || {
+        let out = f.fleetctl(&["restart", "sh0"]);
+        assert!(out.status.success(), "{out:?}");
+        let evs = events_json(&f, &["--kind", "history-recovered"]);
+        (!evs.is_empty() && !flags(&f).iter().any(|x| x == "history-failing"))
+            .then_some(())
+            .ok_or(format!("flags {:?}", flags(&f)))
+    })
+    .await;
+    f.kill_hostd();
+}
