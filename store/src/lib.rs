@@ -902,7 +902,10 @@ mod tests {
         };
         o.store.audit(&row).unwrap();
         // Committed before audit() returned: another connection sees it.
-        assert_eq!(o.store.audit_since(0, 10).unwrap(), [row.clone()]);
+        assert_eq!(
+            o.store.audit_since(0, 10).unwrap(),
+            std::slice::from_ref(&row)
+        );
         let mut e = ev(1, now, "w", EventKind::Sent);
         e.fields.insert(HOST_SEQ.into(), "41".into());
         e.fields.insert(HOST_EPOCH.into(), "beef".into());
