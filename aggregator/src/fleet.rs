@@ -854,17 +854,11 @@ impl Fleet for FleetService {
         let sees = caller.sees_now(&self.authz);
         let wanted = move |e: &Event| sees(&e.tenant_id) && filter.matches(e);
         let (mut backlog, live) = self.view.events.subscribe(req.after_seq);
-        // Older than memory: the history first (grants apply to it alike).
-        if let (Some(h), Some(q)) = (
-            &self.history,
-            fleet_store::older_than_memory(&req, backlog.first()),
-        ) {
-            let older = h
-                .query_blocking(q)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            backlog.splice(0..0, older);
-        }
+        // Older than memory: the history first (the filters below apply
+        // to it alike).
+        fleet_store::prepend_older(self.history.as_ref(), &req, &mut backlog)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         // A bounded window is answered, never followed.
         let follow = req.follow && req.until_unix_ms <= 0;
         Ok(Response::new(self.revocable(

@@ -496,40 +496,6 @@ agents:
     assert!(r.queued_ms < 1000, "{r:?}");
 }
 
-/// A tmpfs of a few pages mounted on a fleet's run directory, unmounted on
-/// drop.
-struct Tmpfs(std::path::PathBuf);
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(at.to_owned())
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_deleted_run_dir_is_reported_truly_and_recovered() {
     let roster = "\
@@ -542,7 +508,7 @@ agents:
     heartbeat_interval_secs: 0.2
 ";
     let mut f = Fleet::new(roster, "");
-    let _fs = Tmpfs::mount(&f.run_dir, "64k");
+    let _fs = support::Tmpfs::mount(&f.run_dir, "64k");
     f.start().await;
     f.wait_for("healthy", Duration::from_secs(20), |a| {
         a.len() == 1

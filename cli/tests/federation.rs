@@ -21,19 +21,7 @@ use support::fed::{
     self, Aggregator, Pki, agents, fleetctl_as, fleetctl_with, hosts, linked_hostd, wait_ps,
 };
 
-const ROSTER_BOX1: &str = "\
-version: 1
-transport: tmux
-agents:
-  - name: coder0
-    runtime: demo
-    command: fleet-demo-agent
-    heartbeat_interval_secs: 1
-  - name: worker
-    runtime: demo
-    command: fleet-demo-agent
-    heartbeat_interval_secs: 1
-";
+use support::fed::ROSTER_BOX1;
 
 const ROSTER_BOX2: &str = "\
 version: 1

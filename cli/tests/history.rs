@@ -313,34 +313,6 @@ async fn the_aggregators_history_keeps_a_relayed_commands_audit_and_its_events_a
     );
 }
 
-/// A small real filesystem (tmpfs) for the history, unmounted at the end.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount a tmpfs (the tests run as root): {out:?}"
-        );
-        Self(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A full disk: the history stops being written, the host row says so
 /// (`history-failing`) and an event says why, while every event still
 /// reaches `fleetctl events`; room again, and the history is written again
@@ -348,7 +320,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_host_flag_and_an_event_and_events_still_flow() {
     let scratch = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(&scratch.path().join("disk"), "1m");
+    let disk = support::Tmpfs::mount(&scratch.path().join("disk"), "1m");
     let db = disk.0.join("history.db");
     let mut f = Fleet::new(ROSTER, &format!("history_db = \"{}\"\n", db.display()));
     f.start().await;

@@ -12,21 +12,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::fed::{Aggregator, Pki, fleetctl_as, link_config, wait_ps};
-
-const ROSTER: &str = "\
-version: 1
-transport: tmux
-agents:
-  - name: coder0
-    runtime: demo
-    command: fleet-demo-agent
-    heartbeat_interval_secs: 1
-  - name: worker
-    runtime: demo
-    command: fleet-demo-agent
-    heartbeat_interval_secs: 1
-";
+use support::fed::{Aggregator, Pki, ROSTER_BOX1 as ROSTER, fleetctl_as, link_config, wait_ps};
 
 const GRANTS: &str = "\
 [operators.alice]

@@ -938,18 +938,11 @@ impl FleetService {
     ) -> Result<Response<Streamed<Event>>, Status> {
         let filter = fleet_proto::stream::EventFilter::new(&req)?;
         let (mut backlog, live) = self.events.subscribe(req.after_seq);
-        // Asked for a time or a sequence older than memory: the history
-        // first (read on a blocking thread: it is a file).
-        if let (Some(h), Some(q)) = (
-            &self.history,
-            fleet_store::older_than_memory(&req, backlog.first()),
-        ) {
-            let older = h
-                .query_blocking(q)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            backlog.splice(0..0, older);
-        }
+        // Older than memory: the history first (the filters below apply
+        // to it alike).
+        fleet_store::prepend_older(self.history.as_ref(), &req, &mut backlog)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let follow = req.follow && req.until_unix_ms <= 0;
         let wanted = move |e: &Event| {
             filter.matches(e)

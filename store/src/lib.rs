@@ -116,6 +116,23 @@ pub fn older_than_memory(
     })
 }
 
+/// Puts in front of `backlog` (what memory holds, oldest first) the older
+/// events `req` asks for from `history`, read on a blocking thread: one
+/// stream, oldest first, each once. Nothing is read when memory covers
+/// the request or there is no history.
+pub async fn prepend_older(
+    history: Option<&Store>,
+    req: &fleet_proto::v1::EventsRequest,
+    backlog: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let (Some(h), Some(q)) = (history, older_than_memory(req, backlog.first())) else {
+        return Ok(());
+    };
+    let older = h.query_blocking(q).await?;
+    backlog.splice(0..0, older);
+    Ok(())
+}
+
 /// What a read asks for; every bound is optional.
 #[derive(Debug, Clone, Default)]
 pub struct Query {

@@ -11,6 +11,21 @@ use super::{Fleet, bin};
 
 pub const TD: &str = "fleet.test";
 
+/// Two demo agents (coder0, worker) beating every second.
+pub const ROSTER_BOX1: &str = "\
+version: 1
+transport: tmux
+agents:
+  - name: coder0
+    runtime: demo
+    command: fleet-demo-agent
+    heartbeat_interval_secs: 1
+  - name: worker
+    runtime: demo
+    command: fleet-demo-agent
+    heartbeat_interval_secs: 1
+";
+
 /// The PKI of one test.
 pub struct Pki {
     pub dir: PathBuf,
