@@ -81,16 +81,23 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 
 /// Reads the trusted CA certificates.
 pub fn load_roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    load_roots_with_expiry(ca).map(|(roots, _)| roots)
+}
+
+/// Reads the trusted CA certificates once: the store, and each one's
+/// subject and expiry.
+fn load_roots_with_expiry(ca: &Path) -> Result<(RootCertStore, Vec<(String, i64)>), TlsError> {
     let mut roots = RootCertStore::empty();
+    let mut expiry = Vec::new();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
-        roots
-            .add(c.map_err(|e| file_err(ca, e))?)
-            .map_err(|e| file_err(ca, e))?;
+        let c = c.map_err(|e| file_err(ca, e))?;
+        expiry.extend(not_after(&c));
+        roots.add(c).map_err(|e| file_err(ca, e))?;
     }
     if roots.is_empty() {
         return Err(file_err(ca, "no CA certificate in the file"));
     }
-    Ok(roots)
+    Ok((roots, expiry))
 }
 
 /// Files re-read while the process runs.
@@ -231,11 +238,8 @@ struct Verifiers {
 
 impl Verifiers {
     fn load(ca: &Path) -> Result<Self, TlsError> {
-        let roots = Arc::new(load_roots(ca)?);
-        let not_after = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| file_err(ca, e))?
-            .filter_map(|c| c.ok().as_ref().and_then(not_after))
-            .collect();
+        let (roots, not_after) = load_roots_with_expiry(ca)?;
+        let roots = Arc::new(roots);
         Ok(Self {
             not_after,
             client: WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
