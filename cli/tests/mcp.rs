@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use fleet_proto::v1::PaneState;
+use fleet_proto::v1::{AgentStatus, PaneState};
 use support::{Fleet, eventually};
 
 const ROSTER: &str = "\
@@ -132,6 +132,21 @@ async fn agents_use_the_fleet_through_mcp_as_themselves_within_their_grants() {
         .await;
     assert_eq!(off.agent, "coord");
     assert!(off.message.contains("no MCP client"), "{off:?}");
+    // The supervisor's first digest makes the mate busy for a turn: the
+    // client's two digests must see a fleet that has settled after it.
+    f.wait_event("the first digest to the mate", |e| {
+        e.kind == "digest" && e.agent == "mate"
+    })
+    .await;
+    f.wait_for("the mate idle after its digest turn", WAIT, |a| {
+        a.iter().any(|r| {
+            r.name == "mate"
+                && r.heartbeat.as_ref().is_some_and(|h| {
+                    h.turn.is_some_and(|t| t >= 1) && h.status == AgentStatus::Ok as i32
+                })
+        })
+    })
+    .await;
 
     let go = f.dir.path().join("go");
     let plan = serde_json::json!([
