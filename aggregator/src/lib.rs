@@ -310,12 +310,10 @@ pub async fn run(cfg: Config, opts: Options) -> Result<(), AggregatorError> {
         .await;
     let (reflection, reflection_v1alpha) =
         fleet_proto::reflection().map_err(|e| AggregatorError::Reflection(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| AggregatorError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = net::listen(cfg.listen).map_err(|source| AggregatorError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     let local = listener
         .local_addr()
         .map_err(|source| AggregatorError::Bind {
