@@ -21,46 +21,46 @@ pub const SCHEMA: &str = "fleet.ps/v1";
 
 /// One row of `ps --json`. Field names are part of the interface.
 #[derive(Debug, Serialize, PartialEq)]
-pub struct PsRow {
-    pub tenant_id: String,
-    pub host: String,
-    pub name: String,
-    pub runtime: String,
-    pub class: String,
-    pub model: String,
-    pub model_source: String,
+pub struct PsRow<'a> {
+    pub tenant_id: &'a str,
+    pub host: &'a str,
+    pub name: &'a str,
+    pub runtime: &'a str,
+    pub class: &'a str,
+    pub model: &'a str,
+    pub model_source: &'a str,
     /// alive | dead | missing
     pub pane: &'static str,
-    pub pane_id: String,
+    pub pane_id: &'a str,
     pub pid: Option<u32>,
-    pub pane_command: String,
-    pub process: Option<PsProcess>,
+    pub pane_command: &'a str,
+    pub process: Option<PsProcess<'a>>,
     pub idle_seconds: Option<f64>,
-    pub heartbeat: PsHeartbeat,
-    pub flags: Vec<String>,
+    pub heartbeat: PsHeartbeat<'a>,
+    pub flags: &'a [String],
     /// What hostd's supervisor is doing about the agent, as a sentence (""
     /// when nothing).
-    pub supervision: String,
+    pub supervision: &'a str,
     /// The same as a word: respawn, gave-up, not-respawned ("" when nothing).
     pub supervisor_state: &'static str,
     pub restarts: u32,
-    pub last_event: String,
+    pub last_event: &'a str,
     pub exit_status: Option<i32>,
     pub exit_signal: Option<i32>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct PsProcess {
+pub struct PsProcess<'a> {
     pub pid: u32,
-    pub name: String,
-    pub cmdline: String,
+    pub name: &'a str,
+    pub cmdline: &'a str,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct PsHeartbeat {
+pub struct PsHeartbeat<'a> {
     /// healthy | stale | unknown
     pub health: &'static str,
-    pub reason: String,
+    pub reason: &'a str,
     /// idle | busy | waiting | unknown
     pub status: &'static str,
     /// Where `status` came from: native (the runtime's own hook) |
@@ -68,23 +68,23 @@ pub struct PsHeartbeat {
     /// (only the process is known).
     pub status_source: &'static str,
     /// What a waiting runtime asks, or why the status is what it is.
-    pub status_detail: String,
+    pub status_detail: &'a str,
     /// Seconds since the status last changed.
     pub status_age_seconds: Option<f64>,
     /// Who writes the beat file: native | fallback | none.
     pub source: &'static str,
     pub age_seconds: Option<f64>,
     pub pid: Option<u32>,
-    pub model: String,
+    pub model: &'a str,
     pub turn: Option<u64>,
     pub interval_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct PsDocument {
+pub struct PsDocument<'a> {
     pub schema: &'static str,
     pub generated_at_unix_ms: i64,
-    pub agents: Vec<PsRow>,
+    pub agents: Vec<PsRow<'a>>,
     pub hosts: Vec<serde_json::Value>,
 }
 
@@ -124,25 +124,27 @@ fn secs_between(now_ms: i64, then_ms: i64) -> Option<f64> {
     (then_ms > 0).then(|| (now_ms - then_ms) as f64 / 1000.0)
 }
 
-pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow {
-    let hb = r.heartbeat.clone().unwrap_or_default();
+pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow<'_> {
+    static NO_BEAT: std::sync::LazyLock<fleet_proto::v1::Heartbeat> =
+        std::sync::LazyLock::new(Default::default);
+    let hb = r.heartbeat.as_ref().unwrap_or(&NO_BEAT);
     let alive = r.pane == PaneState::Alive as i32;
     PsRow {
-        tenant_id: r.tenant_id.clone(),
-        host: r.host.clone(),
-        name: r.name.clone(),
-        runtime: r.runtime.clone(),
-        class: r.class.clone(),
-        model: r.model.clone(),
-        model_source: r.model_source.clone(),
+        tenant_id: &r.tenant_id,
+        host: &r.host,
+        name: &r.name,
+        runtime: &r.runtime,
+        class: &r.class,
+        model: &r.model,
+        model_source: &r.model_source,
         pane: pane_word(r.pane),
-        pane_id: r.pane_id.clone(),
+        pane_id: &r.pane_id,
         pid: (r.pane_pid > 0).then_some(r.pane_pid),
-        pane_command: r.pane_command.clone(),
+        pane_command: &r.pane_command,
         process: r.process.as_ref().map(|p| PsProcess {
             pid: p.pid,
-            name: p.name.clone(),
-            cmdline: p.cmdline.clone(),
+            name: &p.name,
+            cmdline: &p.cmdline,
         }),
         idle_seconds: if alive {
             secs_between(now_ms, r.last_activity_unix_ms)
@@ -151,27 +153,27 @@ pub fn ps_row(r: &AgentRow, now_ms: i64) -> PsRow {
         },
         heartbeat: PsHeartbeat {
             health: health_word(hb.health),
-            reason: hb.reason.clone(),
+            reason: &hb.reason,
             status: status_word(hb.status),
             status_source: StatusSource::word_of(hb.status_source),
-            status_detail: hb.status_detail.clone(),
+            status_detail: &hb.status_detail,
             status_age_seconds: secs_between(now_ms, hb.status_since_unix_ms),
             source: source_word(hb.source),
             age_seconds: secs_between(now_ms, hb.ts_unix_ms),
             pid: (hb.pid > 0).then_some(hb.pid),
-            model: hb.model.clone(),
+            model: &hb.model,
             turn: hb.turn,
             interval_seconds: hb.interval_ms as f64 / 1000.0,
         },
-        flags: r.flags.clone(),
-        supervision: r.supervision.clone(),
+        flags: &r.flags,
+        supervision: &r.supervision,
         supervisor_state: r
             .supervisor
             .as_ref()
             .and_then(|s| SupervisorState::try_from(s.state).ok())
             .map_or("", SupervisorState::word),
         restarts: r.restarts,
-        last_event: r.last_event.clone(),
+        last_event: &r.last_event,
         exit_status: r.exit_status,
         exit_signal: r.exit_signal,
     }
@@ -206,7 +208,7 @@ fn host_json(h: &HostRow) -> serde_json::Value {
     })
 }
 
-pub fn document(agents: &[AgentRow], hosts: &[HostRow], now_ms: i64) -> PsDocument {
+pub fn document<'a>(agents: &'a [AgentRow], hosts: &[HostRow], now_ms: i64) -> PsDocument<'a> {
     PsDocument {
         schema: SCHEMA,
         generated_at_unix_ms: now_ms,
@@ -283,7 +285,8 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
         .iter()
         .map(|a| {
             let r = ps_row(a, now_ms);
-            let plain = |s: String| (s, Colour::None);
+            let plain = |s: &str| (s.to_owned(), Colour::None);
+            let owned = |s: String| (s, Colour::None);
             let pane_colour = match r.pane {
                 "alive" => Colour::Green,
                 "dead" => Colour::Red,
@@ -298,14 +301,14 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
                 plain(r.tenant_id),
                 plain(r.host),
                 plain(r.name),
-                plain(or_dash(r.runtime)),
-                plain(or_dash(r.class)),
-                plain(or_dash(r.model)),
+                plain(or_dash_ref(r.runtime)),
+                plain(or_dash_ref(r.class)),
+                plain(or_dash_ref(r.model)),
                 (r.pane.to_owned(), pane_colour),
-                plain(r.pid.map_or_else(|| "-".into(), |p| p.to_string())),
-                plain(r.process.map_or_else(|| "-".into(), |p| p.name)),
-                plain(render::age(r.idle_seconds)),
-                plain(render::age(r.heartbeat.age_seconds)),
+                owned(r.pid.map_or_else(|| "-".into(), |p| p.to_string())),
+                plain(r.process.map_or("-", |p| p.name)),
+                owned(render::age(r.idle_seconds)),
+                owned(render::age(r.heartbeat.age_seconds)),
                 (r.heartbeat.health.to_owned(), health_colour),
                 (
                     r.heartbeat.status.to_owned(),
@@ -320,7 +323,7 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
                 {
                     // The supervisor's state joins the flags as one word
                     // (respawn, gave-up); --json has the sentence too.
-                    let mut flags = r.flags.clone();
+                    let mut flags = r.flags.to_vec();
                     if !r.supervisor_state.is_empty() {
                         flags.push(r.supervisor_state.to_owned());
                     }
@@ -344,10 +347,6 @@ pub fn text(agents: &[AgentRow], now_ms: i64, style: Style) -> String {
         })
         .collect();
     render::table(COLUMNS, &rows, style)
-}
-
-fn or_dash(s: String) -> String {
-    if s.is_empty() { "-".into() } else { s }
 }
 
 /// The whole view from the first snapshot of `WatchFleet`, which an

@@ -220,8 +220,14 @@ fn fit(widths: &[usize], priorities: &[u8], width: usize) -> Vec<usize> {
 fn agent_cells(app: &App, r: &AgentRow, now_ms: i64) -> Vec<(String, Style)> {
     let p = crate::ps::ps_row(r, now_ms);
     let plain = |s: String| (s, Style::default());
-    let dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
-    let mut flags = p.flags.clone();
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut flags = p.flags.to_vec();
     if !p.supervisor_state.is_empty() {
         flags.push(p.supervisor_state.to_owned());
     }
@@ -231,11 +237,11 @@ fn agent_cells(app: &App, r: &AgentRow, now_ms: i64) -> Vec<(String, Style)> {
         fg(app, Color::Yellow)
     };
     vec![
-        plain(safe(&p.name)),
+        plain(safe(p.name)),
         plain(safe(&format!("{}/{}", p.tenant_id, p.host))),
         plain(safe(&dash(p.runtime))),
         (p.pane.to_owned(), fg(app, pane_colour(p.pane))),
-        plain(safe(&p.process.map_or_else(|| "-".into(), |x| x.name))),
+        plain(safe(p.process.map_or("-", |x| x.name))),
         plain(age(p.idle_seconds)),
         plain(age(p.heartbeat.age_seconds)),
         (
