@@ -552,7 +552,7 @@ fn print_summary(s: &Summary, o: &OutputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn or_dash_ref(s: &str) -> &str {
+pub(crate) fn or_dash_ref(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }
 

@@ -220,13 +220,6 @@ fn fit(widths: &[usize], priorities: &[u8], width: usize) -> Vec<usize> {
 fn agent_cells(app: &App, r: &AgentRow, now_ms: i64) -> Vec<(String, Style)> {
     let p = crate::ps::ps_row(r, now_ms);
     let plain = |s: String| (s, Style::default());
-    let dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
     let mut flags = p.flags.to_vec();
     if !p.supervisor_state.is_empty() {
         flags.push(p.supervisor_state.to_owned());
@@ -239,7 +232,7 @@ fn agent_cells(app: &App, r: &AgentRow, now_ms: i64) -> Vec<(String, Style)> {
     vec![
         plain(safe(p.name)),
         plain(safe(&format!("{}/{}", p.tenant_id, p.host))),
-        plain(safe(&dash(p.runtime))),
+        plain(safe(crate::ps::or_dash_ref(p.runtime))),
         (p.pane.to_owned(), fg(app, pane_colour(p.pane))),
         plain(safe(p.process.map_or("-", |x| x.name))),
         plain(age(p.idle_seconds)),
